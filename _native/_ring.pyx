@@ -1,0 +1,766 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Binding of the C ring (fb_ring.h): the frame hot paths of FrameBus and Subscription.
+
+framebus.bus subclasses Ring and Reader, so `bus.publish` and `sub.recv` are these
+C methods with no Python frame in between.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
+
+from fb_ring cimport *
+
+from framebus.errors import BusClosed, FrameBusError, FrameTooLarge, WouldBlock
+from framebus.topics import validate_topic as _validate_topic
+
+OVERFLOW_BLOCK = 0
+OVERFLOW_ERROR = 1
+OVERFLOW_DROP = 2
+OVERFLOW_OVERWRITE = 3
+cdef dict _OVERFLOW_CODES = {"block": 0, "error": 1, "drop": 2, "overwrite": 3}
+
+# Waits and large copies release the GIL; below this many payload bytes a
+# batch is copied with the GIL held (releasing it costs more than the copy).
+RELEASE_GIL_BYTES = 64 * 1024
+cdef uint64_t _release_gil_bytes = RELEASE_GIL_BYTES
+
+cdef object _DEFAULT = object()
+DEFAULT = _DEFAULT
+
+cdef extern from "Python.h":
+    int PyObject_CheckBuffer(object)
+
+
+cdef int _check(int rc, str what) except -1:
+    """The one error gate: ring result codes to framebus exceptions."""
+    if rc >= 0:
+        return 0
+    if rc == FB_RING_FULL:
+        raise WouldBlock(f"{what}: the ring is full (backpressure threshold reached)")
+    if rc == FB_RING_TIMEOUT:
+        raise WouldBlock(f"{what}: timed out waiting for space in the ring")
+    if rc == FB_RING_CLOSED:
+        raise BusClosed(f"{what}: the bus is closed")
+    if rc == FB_RING_NO_SLOT:
+        raise FrameBusError(f"{what}: no free reader slot (all max_readers slots are in use)")
+    if rc == FB_RING_TOO_LARGE:
+        raise ValueError(f"{what}: too large for the ring")
+    if rc == FB_RING_BAD_MAGIC:
+        raise FrameBusError(f"{what}: not a framebus ring (bad magic number)")
+    if rc == FB_RING_BAD_VERSION:
+        raise FrameBusError(f"{what}: ring layout version differs from this framebus build")
+    if rc == FB_RING_EINVAL:
+        raise ValueError(f"{what}: invalid argument")
+    raise FrameBusError(f"{what}: ring error {rc}")
+
+
+cdef inline int64_t _timeout_ns(object timeout) except -2:
+    """None -> -1 (forever); seconds -> ns."""
+    if timeout is None:
+        return -1
+    cdef double t
+    try:
+        t = timeout
+    except TypeError:
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}") from None
+    if not (t >= 0.0):
+        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+    if t > 1e9:
+        return -1
+    return <int64_t>(t * 1e9)
+
+
+cdef inline int64_t _left(int64_t timeout_ns, uint64_t deadline):
+    if timeout_ns < 0:
+        return -1
+    cdef uint64_t now = fb_mono_ns()
+    return 0 if now >= deadline else <int64_t>(deadline - now)
+
+
+cdef uint64_t group_key_of(bytes name):
+    """FNV-1a: stable across processes (str hashes are salted)."""
+    cdef uint64_t h = 14695981039346656037ULL
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(name)
+    cdef Py_ssize_t i
+    for i in range(PyBytes_GET_SIZE(name)):
+        h ^= p[i]
+        h *= 1099511628211ULL
+    return h if h != 0 else 1
+
+
+def group_key(name):
+    return group_key_of(name.encode("utf-8"))
+
+
+@cython.freelist(2048)
+@cython.no_gc
+@cython.final
+cdef class Frame:
+    """One received frame: .seq .topic .payload .ts_ns."""
+    cdef readonly uint64_t seq
+    cdef readonly str topic
+    cdef readonly bytes payload
+    cdef readonly uint64_t ts_ns
+
+    def __init__(self, seq, topic, payload, ts_ns):
+        self.seq = seq
+        self.topic = topic
+        self.payload = payload
+        self.ts_ns = ts_ns
+
+    def __repr__(self):
+        body = self.payload if len(self.payload) <= 32 else self.payload[:32] + b"..."
+        return f"Frame(seq={self.seq}, topic={self.topic!r}, payload={body!r}, ts_ns={self.ts_ns})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Frame):
+            return NotImplemented
+        cdef Frame o = other
+        return (self.seq == o.seq and self.ts_ns == o.ts_ns and self.topic == o.topic
+                and self.payload == o.payload)
+
+    def __hash__(self):
+        return hash((self.seq, self.topic, self.payload, self.ts_ns))
+
+    def __reduce__(self):
+        return (Frame, (self.seq, self.topic, self.payload, self.ts_ns))
+
+
+cdef struct _payload:
+    const char *ptr
+    Py_ssize_t len
+
+
+cdef class Ring:
+    """A ring in memory this object owns (anonymous mapping)."""
+    cdef fb_ring_t *ring
+    cdef void *mem
+    cdef size_t mem_size
+    cdef int active            # calls inside nogil sections; the mapping outlives them
+    cdef bint _closed
+    cdef readonly int overflow
+    cdef int64_t publish_timeout_ns
+    cdef uint32_t spin
+    cdef readonly uint32_t max_frame
+    cdef dict topic_ids
+    cdef list topic_names
+    cdef object transition_cb
+
+    def __cinit__(self):
+        self.ring = NULL
+        self.mem = NULL
+        self.topic_ids = {"": 0}
+        self.topic_names = [""]
+        self.transition_cb = None
+
+    def _ring_open(self, *, uint64_t data_bytes, uint64_t frame_capacity, uint32_t max_frame,
+                   uint32_t max_readers, uint32_t max_topics, str overflow, double pause_hi,
+                   double resume_lo, double backpressure, double unblock_timeout,
+                   uint64_t start_seq, object publish_timeout, uint32_t spin):
+        cdef fb_ring_params_t p
+        if self.mem != NULL:
+            raise RuntimeError("ring already open")
+        memset(&p, 0, sizeof(p))
+        p.data_bytes = data_bytes
+        p.frame_capacity = frame_capacity
+        p.max_frame = max_frame
+        p.max_readers = max_readers
+        p.max_topics = max_topics
+        self.overflow = _OVERFLOW_CODES[overflow]
+        p.flags = FB_RING_OVERWRITE if self.overflow == OVERFLOW_OVERWRITE else 0
+        p.pause_hi = pause_hi
+        p.resume_lo = resume_lo
+        p.backpressure = backpressure
+        p.unblock_timeout_ns = <uint64_t>(unblock_timeout * 1e9)
+        p.start_seq = start_seq
+        cdef size_t size = fb_ring_required_size(&p)
+        if size == 0:
+            raise ValueError("ring parameters rejected by the ring (see BusConfig for the valid ranges)")
+        cdef void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if mem == MAP_FAILED:
+            raise MemoryError(f"cannot map {size} bytes for the ring")
+        _check(fb_ring_init(mem, size, &p), "ring init")
+        self.mem = mem
+        self.mem_size = size
+        self.ring = <fb_ring_t *>mem
+        self.publish_timeout_ns = _timeout_ns(publish_timeout)
+        self.spin = spin
+        self.max_frame = max_frame
+        self._closed = False
+
+    @property
+    def closed(self):
+        """True once close() was called."""
+        return self._closed or self.ring == NULL
+
+    def _set_transition_callback(self, cb):
+        self.transition_cb = cb
+
+    @property
+    def mapped_bytes(self):
+        """Size of the ring's mapping (header, reader slots, topic table, data)."""
+        return self.mem_size
+
+    cdef inline int _ensure_open(self) except -1:
+        if self.ring == NULL or self._closed:
+            raise BusClosed("the bus is closed")
+        return 0
+
+    cdef int _transition(self, int rc) except -1:
+        if self.transition_cb is not None:
+            self.transition_cb(rc == FB_RING_PAUSED)
+        return 0
+
+    cdef void _leave_nogil(self):
+        self.active -= 1
+        if self.active == 0 and self._closed:
+            self._unmap()
+
+    cdef void _unmap(self):
+        if self.mem != NULL and self.active == 0:
+            munmap(self.mem, self.mem_size)
+            self.mem = NULL
+            self.ring = NULL
+
+    def _ring_close(self):
+        """Wakes every blocked call with BusClosed; frees the memory once none is inside."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.ring != NULL:
+            fb_ring_close(self.ring)
+        self._unmap()
+
+    def __dealloc__(self):
+        if self.mem != NULL:
+            munmap(self.mem, self.mem_size)
+
+    # ---------------------------------------------------------------- topics
+
+    cdef inline uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF:
+        cdef object tid = self.topic_ids.get(topic)
+        if tid is not None:
+            return tid
+        return self._intern(topic)
+
+    cdef uint32_t _intern(self, object topic) except? 0xFFFFFFFF:
+        cdef bytes raw = _validate_topic(topic)
+        cdef uint32_t tid
+        rc = fb_ring_topic_intern(self.ring, PyBytes_AS_STRING(raw), <uint32_t>len(raw), &tid)
+        if rc == FB_RING_NO_SLOT:
+            raise FrameBusError(f"topic table full: cannot add {topic!r} (raise max_topics)")
+        _check(rc, "topic")
+        self.topic_ids[topic] = tid
+        return tid
+
+    cdef inline str _topic_name(self, uint32_t tid):
+        if tid < <uint32_t>len(self.topic_names):
+            name = self.topic_names[tid]
+            if name is not None:
+                return name
+        return self._load_topic_name(tid)
+
+    cdef str _load_topic_name(self, uint32_t tid):
+        cdef const char *name
+        cdef uint32_t n
+        if fb_ring_topic_name(self.ring, tid, &name, &n) != FB_RING_OK:
+            return f"?{tid}"
+        s = name[:n].decode("utf-8")
+        while <uint32_t>len(self.topic_names) <= tid:
+            self.topic_names.append(None)
+        self.topic_names[tid] = s
+        self.topic_ids.setdefault(s, tid)
+        return s
+
+    def topic_id(self, topic):
+        self._ensure_open()
+        return self._topic_id(topic)
+
+    def topic_name(self, uint32_t tid):
+        self._ensure_open()
+        return self._topic_name(tid)
+
+    # ------------------------------------------------------------- publishing
+
+    cdef inline int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1:
+        """bytes fast path; any contiguous buffer otherwise (view must be released)."""
+        if PyBytes_CheckExact(data):
+            out.ptr = PyBytes_AS_STRING(data)
+            out.len = PyBytes_GET_SIZE(data)
+            return 0
+        if not PyObject_CheckBuffer(data):
+            raise TypeError(
+                "payload must be a bytes-like object (bytes, bytearray, memoryview, numpy array), "
+                f"not {type(data).__name__!r}")
+        try:
+            PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+        except BufferError as exc:
+            raise TypeError(f"payload of type {type(data).__name__!r} is not C-contiguous: {exc}") from None
+        out.ptr = <const char *>view.buf
+        out.len = view.len
+        return 1
+
+    cdef int64_t _publish_timeout(self, object timeout) except -2:
+        if timeout is _DEFAULT:
+            return self.publish_timeout_ns
+        return _timeout_ns(timeout)
+
+    def publish(self, data, topic="", timeout=_DEFAULT):
+        """Publish one frame; returns its sequence number (-1 if dropped in drop mode)."""
+        cdef Py_buffer view
+        cdef _payload pl
+        cdef uint64_t seq = 0
+        cdef int rc
+        self._ensure_open()
+        cdef uint32_t tid = self._topic_id(topic)
+        cdef int has_view = self._get_payload(data, &view, &pl)
+        try:
+            if <uint64_t>pl.len > self.max_frame:
+                raise FrameTooLarge(pl.len, self.max_frame)
+            rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, fb_now_ns(), &seq)
+            if rc == FB_RING_FULL:
+                if self.overflow == OVERFLOW_DROP:
+                    fb_ring_add_dropped(self.ring, 1)
+                    return -1
+                if self.overflow == OVERFLOW_BLOCK:
+                    rc = self._publish_wait(pl, tid, &seq, self._publish_timeout(timeout))
+            if rc > 0:
+                self._transition(rc)
+            elif rc < 0:
+                _check(rc, "publish")
+            return seq
+        finally:
+            if has_view:
+                PyBuffer_Release(&view)
+
+    cdef int _publish_wait(self, _payload pl, uint32_t tid, uint64_t *seq, int64_t timeout_ns) except? -100:
+        cdef int rc
+        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+        cdef int64_t left = timeout_ns
+        cdef uint64_t ts = fb_now_ns()
+        while True:
+            self.active += 1
+            with nogil:
+                rc = fb_ring_write_wait(self.ring, pl.ptr, <uint32_t>pl.len, tid, ts, seq, left, self.spin)
+            self._leave_nogil()
+            if rc != FB_RING_INTR:
+                break
+            PyErr_CheckSignals()
+            self._ensure_open()
+            left = _left(timeout_ns, deadline)
+        if rc == FB_RING_TIMEOUT:
+            raise WouldBlock(f"publish: ring still full after {timeout_ns / 1e9:g} s")
+        return rc
+
+    def try_publish(self, data, topic=""):
+        """Publish without waiting: the sequence number, or -1 when there is no room."""
+        cdef Py_buffer view
+        cdef _payload pl
+        cdef uint64_t seq = 0
+        cdef int rc
+        self._ensure_open()
+        cdef uint32_t tid = self._topic_id(topic)
+        cdef int has_view = self._get_payload(data, &view, &pl)
+        try:
+            if <uint64_t>pl.len > self.max_frame:
+                raise FrameTooLarge(pl.len, self.max_frame)
+            rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, fb_now_ns(), &seq)
+            if rc == FB_RING_FULL:
+                return -1
+            if rc > 0:
+                self._transition(rc)
+            elif rc < 0:
+                _check(rc, "try_publish")
+            return seq
+        finally:
+            if has_view:
+                PyBuffer_Release(&view)
+
+    def publish_batch(self, frames, topic="", timeout=_DEFAULT):
+        """Publish frames as one claim: consecutive sequence numbers; returns the first.
+
+        In drop mode the longest prefix that fits is written and the rest counted as
+        dropped; returns -1 when nothing fitted.
+        """
+        self._ensure_open()
+        cdef uint32_t tid = self._topic_id(topic)
+        seq_obj = PySequence_Fast(frames, "publish_batch needs a sequence of bytes-like frames")
+        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
+        if n == 0:
+            raise ValueError("publish_batch needs at least one frame, got an empty sequence")
+        if n > 0xFFFFFFF:
+            raise ValueError(f"publish_batch: {n} frames in one batch is too many")
+        cdef fb_iov_t *iov = <fb_iov_t *>malloc(n * sizeof(fb_iov_t))
+        cdef Py_buffer *views = NULL
+        cdef Py_ssize_t nviews = 0, i
+        cdef object item
+        cdef _payload pl
+        cdef Py_buffer view
+        cdef uint64_t first = 0, total = 0
+        cdef uint32_t written = 0
+        cdef int rc
+        if iov == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                item = <object>PySequence_Fast_GET_ITEM(seq_obj, i)
+                if PyBytes_CheckExact(item):
+                    pl.ptr = PyBytes_AS_STRING(item)
+                    pl.len = PyBytes_GET_SIZE(item)
+                else:
+                    if views == NULL:
+                        views = <Py_buffer *>malloc(n * sizeof(Py_buffer))
+                        if views == NULL:
+                            raise MemoryError()
+                    self._get_payload(item, &views[nviews], &pl)
+                    nviews += 1
+                if <uint64_t>pl.len > self.max_frame:
+                    raise FrameTooLarge(pl.len, self.max_frame)
+                iov[i].data = pl.ptr
+                iov[i].len = <uint32_t>pl.len
+                iov[i].topic = tid
+                total += <uint64_t>pl.len
+            rc = self._write_batch(iov, <uint32_t>n, total, &first, &written, timeout)
+            if rc == FB_RING_TOO_LARGE:
+                raise ValueError(
+                    f"publish_batch: {n} frames ({total} payload bytes) can never fit in this ring "
+                    "at once; split the batch")
+            if rc == FB_RING_FULL and self.overflow == OVERFLOW_DROP:
+                fb_ring_add_dropped(self.ring, n)
+                return -1
+            if rc > 0:
+                self._transition(rc)
+            elif rc < 0:
+                _check(rc, "publish_batch")
+            if <Py_ssize_t>written < n:
+                fb_ring_add_dropped(self.ring, n - written)
+            return first
+        finally:
+            for i in range(nviews):
+                PyBuffer_Release(&views[i])
+            free(views)
+            free(iov)
+
+    cdef int _write_batch(self, fb_iov_t *iov, uint32_t n, uint64_t total, uint64_t *first,
+                          uint32_t *written, object timeout) except? -100:
+        cdef uint32_t flags = FB_WRITE_PARTIAL if self.overflow == OVERFLOW_DROP else 0
+        cdef uint64_t ts = fb_now_ns()
+        cdef int rc
+        if total < _release_gil_bytes:
+            rc = fb_ring_write_batch(self.ring, iov, n, ts, flags, first, written)
+        else:
+            self.active += 1
+            with nogil:
+                rc = fb_ring_write_batch(self.ring, iov, n, ts, flags, first, written)
+            self._leave_nogil()
+        if rc != FB_RING_FULL or self.overflow != OVERFLOW_BLOCK:
+            return rc
+        cdef int64_t timeout_ns = self._publish_timeout(timeout)
+        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+        cdef int64_t left = timeout_ns
+        while True:
+            self.active += 1
+            with nogil:
+                rc = fb_ring_write_batch_wait(self.ring, iov, n, ts, flags, first, written, left, self.spin)
+            self._leave_nogil()
+            if rc != FB_RING_INTR:
+                break
+            PyErr_CheckSignals()
+            self._ensure_open()
+            left = _left(timeout_ns, deadline)
+        if rc == FB_RING_TIMEOUT:
+            raise WouldBlock(f"publish_batch: ring still full after {timeout_ns / 1e9:g} s")
+        return rc
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def paused(self):
+        """True from the publish that brought usage to pause_hi until a read brings it to resume_lo."""
+        if self.ring == NULL:
+            return False
+        return bool(fb_ring_is_paused(self.ring))
+
+    def _ring_stats(self):
+        cdef fb_ring_stats_t s
+        self._ensure_open()
+        fb_ring_stats(self.ring, &s)
+        return {
+            "published": s.published,
+            "published_bytes": s.published_bytes,
+            "dropped": s.dropped,
+            "ring_used": s.used_frames,
+            "ring_used_bytes": s.used_bytes,
+            "capacity": s.frame_capacity,
+            "capacity_bytes": s.data_bytes,
+            "paused": bool(s.paused),
+            "pause_events": s.pause_events,
+            "resume_events": s.resume_events,
+            "unblocked": s.unblocked,
+            "lapped": s.lapped,
+            "next_seq": s.next_seq,
+            "readers": s.readers,
+            "topics": s.topics,
+        }
+
+    def _reader_info(self, uint32_t slot):
+        cdef fb_reader_info_t i
+        self._ensure_open()
+        _check(fb_ring_reader_info(self.ring, slot, &i), "reader info")
+        return {"backlog": i.backlog, "lagged": i.lagged, "next_seq": i.seq,
+                "members": i.members, "active": bool(i.active)}
+
+    def _wait_data_signal_register(self):
+        """Register as a data waiter; returns the signal value to wait on."""
+        self._ensure_open()
+        return fb_ring_data_signal(self.ring)
+
+    def _wait_data_signal(self, uint32_t seen, timeout):
+        """Sleep until the data signal moves (GIL released); unregisters. Returns a code."""
+        cdef int64_t t = _timeout_ns(timeout)
+        cdef int rc
+        if self.ring == NULL or self._closed:
+            return FB_RING_CLOSED
+        self.active += 1
+        with nogil:
+            rc = fb_ring_wait_data_signal(self.ring, seen, t)
+        self._leave_nogil()
+        return rc
+
+    def _wake_readers(self):
+        if self.ring != NULL and not self._closed:
+            fb_ring_wake_readers(self.ring)
+
+
+cdef class Reader:
+    """One cursor in the ring (a subscription, or a member of a group)."""
+    cdef Ring ring
+    cdef fb_read_t rd
+    cdef readonly uint32_t slot
+    cdef bint opened
+    cdef bint busy
+    cdef bint match_all
+    cdef bint overwrite
+    cdef object matcher
+    cdef unsigned char *match_state     # per topic id: 0 unknown, 1 match, 2 no match
+    cdef uint32_t match_len
+    cdef uint64_t expected_seq
+    cdef readonly uint64_t lagged
+    cdef uint64_t *lap_log              # overwrite mode: (pos, seq) of records read in a batch
+    cdef Py_ssize_t lap_cap
+
+    def __cinit__(self):
+        self.opened = False
+        self.match_state = NULL
+        self.lap_log = NULL
+
+    def _reader_open(self, Ring ring, object matcher, bint match_all, group):
+        ring._ensure_open()
+        cdef uint64_t key = 0
+        if group is not None:
+            key = group_key_of(group.encode("utf-8"))
+        cdef uint32_t slot
+        _check(fb_ring_reader_open(ring.ring, key, 0, &slot), "subscribe")
+        self.ring = ring
+        self.slot = slot
+        memset(&self.rd, 0, sizeof(self.rd))
+        self.rd.slot = slot
+        self.matcher = matcher
+        self.match_all = match_all
+        self.overwrite = ring.overflow == OVERFLOW_OVERWRITE
+        self.opened = True
+        cdef fb_reader_info_t info
+        fb_ring_reader_info(ring.ring, slot, &info)
+        self.expected_seq = info.seq
+
+    def _reader_close(self):
+        if not self.opened:
+            return
+        self.opened = False
+        if self.ring.ring != NULL and not self.ring._closed:
+            fb_ring_reader_close(self.ring.ring, self.slot)
+            fb_ring_wake_readers(self.ring.ring)
+
+    @property
+    def closed(self):
+        return not self.opened or self.ring is None or self.ring._closed
+
+    def __dealloc__(self):
+        free(self.match_state)
+        free(self.lap_log)
+
+    cdef inline int _ensure_open(self) except -1:
+        if self.ring is None or self.ring.ring == NULL or self.ring._closed:
+            raise BusClosed("the bus is closed")
+        if not self.opened:
+            raise BusClosed("the subscription is closed")
+        return 0
+
+    cdef int _matches(self, uint32_t tid) except -1:
+        if self.match_all:
+            return 1
+        if tid < self.match_len and self.match_state[tid] != 0:
+            return self.match_state[tid] == 1
+        return self._resolve_match(tid)
+
+    cdef int _resolve_match(self, uint32_t tid) except -1:
+        cdef uint32_t n
+        cdef unsigned char *grown
+        if tid >= self.match_len:
+            n = tid + 64
+            grown = <unsigned char *>realloc(self.match_state, n)
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + self.match_len, 0, n - self.match_len)
+            self.match_state = grown
+            self.match_len = n
+        ok = bool(self.matcher(self.ring._topic_name(tid)))
+        self.match_state[tid] = 1 if ok else 2
+        return 1 if ok else 0
+
+    cdef inline Frame _frame(self, fb_frame_t *f):
+        cdef Frame fr = Frame.__new__(Frame)
+        fr.seq = f.seq
+        fr.ts_ns = f.ts_ns
+        fr.topic = self.ring._topic_name(f.topic)
+        fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+        return fr
+
+    cdef int _log_lap(self, Py_ssize_t i, fb_frame_t *f) except -1:
+        cdef uint64_t *grown
+        if i >= self.lap_cap:
+            grown = <uint64_t *>realloc(self.lap_log, (i + 256) * 2 * sizeof(uint64_t))
+            if grown == NULL:
+                raise MemoryError()
+            self.lap_log = grown
+            self.lap_cap = i + 256
+        self.lap_log[2 * i] = f.pos
+        self.lap_log[2 * i + 1] = f.seq
+        return 0
+
+    cdef void _account_laps(self, Py_ssize_t logged, uint64_t intact_from):
+        """Overwrite mode: sequence gaps among intact records are frames lost to lapping."""
+        cdef Py_ssize_t i
+        cdef uint64_t pos, seq, lost = 0
+        for i in range(logged):
+            pos = self.lap_log[2 * i]
+            seq = self.lap_log[2 * i + 1]
+            if pos < intact_from:
+                continue
+            if seq > self.expected_seq:
+                lost += seq - self.expected_seq
+            if seq + 1 > self.expected_seq:
+                self.expected_seq = seq + 1
+        if lost:
+            self.lagged += lost
+            fb_ring_reader_add_lagged(self.ring.ring, self.slot, lost)
+
+    cdef list _take(self, Py_ssize_t max_frames):
+        """Reads up to max_frames matching frames without waiting (GIL held)."""
+        cdef fb_ring_t *r = self.ring.ring
+        cdef fb_frame_t f
+        cdef int rc, erc
+        cdef list out
+        cdef Py_ssize_t logged, i, kept
+        cdef list pos_list
+        while True:
+            out = []
+            logged = 0
+            pos_list = None
+            fb_ring_read_begin(r, &self.rd)
+            while len(out) < max_frames:
+                rc = fb_ring_read_next(r, &self.rd, &f)
+                if rc != FB_RING_OK:
+                    break
+                if self.overwrite:
+                    self._log_lap(logged, &f)
+                    logged += 1
+                if self._matches(f.topic):
+                    out.append(self._frame(&f))
+                    if self.overwrite:
+                        if pos_list is None:
+                            pos_list = []
+                        pos_list.append(f.pos)
+            erc = fb_ring_read_end(r, &self.rd)
+            if erc == FB_RING_RETRY:
+                continue  # another member of the group took these frames first
+            if self.overwrite:
+                if erc == FB_RING_LAPPED:
+                    kept = 0
+                    for i in range(len(out)):
+                        if <uint64_t>pos_list[i] >= self.rd.intact_from:
+                            out[kept] = out[i]
+                            kept += 1
+                    del out[kept:]
+                    self._account_laps(logged, self.rd.intact_from)
+                else:
+                    self._account_laps(logged, 0)
+            if erc > 0:
+                self.ring._transition(erc)
+            return out
+
+    cdef int _wait(self, int64_t timeout_ns) except -100:
+        cdef int rc
+        self.ring.active += 1
+        with nogil:
+            rc = fb_ring_wait_readable(self.ring.ring, self.slot, timeout_ns, self.ring.spin)
+        self.ring._leave_nogil()
+        if rc == FB_RING_INTR:
+            PyErr_CheckSignals()
+        return rc
+
+    cdef list _recv(self, Py_ssize_t max_frames, object timeout):
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = 0
+        cdef int64_t left
+        cdef list got
+        if self.busy:
+            raise RuntimeError("this subscription is already being read by another thread; "
+                               "give each thread its own subscription or use a group")
+        self._ensure_open()
+        got = self._take(max_frames)
+        if got or timeout_ns == 0:
+            return got
+        if timeout_ns > 0:
+            deadline = fb_mono_ns() + <uint64_t>timeout_ns
+        self.busy = True
+        try:
+            while True:
+                left = _left(timeout_ns, deadline)
+                if left == 0:
+                    return got
+                self._wait(left)
+                self._ensure_open()
+                got = self._take(max_frames)
+                if got:
+                    return got
+        finally:
+            self.busy = False
+
+    def recv(self, timeout=None):
+        """The next frame, waiting up to timeout seconds (None: forever); None on timeout."""
+        cdef list got = self._recv(1, timeout)
+        return got[0] if got else None
+
+    def recv_batch(self, Py_ssize_t max_frames, timeout=None):
+        """Up to max_frames frames (at least one unless the timeout expires: then [])."""
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        return self._recv(max_frames, timeout)
+
+    def _readable(self):
+        if self.ring is None or self.ring.ring == NULL or self.ring._closed or not self.opened:
+            return True
+        return bool(fb_ring_readable(self.ring.ring, self.slot))
+
+    def _info(self):
+        self._ensure_open()
+        return self.ring._reader_info(self.slot)

@@ -1,0 +1,240 @@
+/*
+ * fb_ring.h - the framebus ring: a lock-free multi-producer, multi-reader
+ * broadcast ring of variable-size frames in caller-owned memory.
+ *
+ * Layout. One contiguous region: a header (magic, layout version, geometry,
+ * the producers' tail, counters, futex words; every hot field on its own
+ * 64-byte line), then max_readers reader slots, then the topic table, then the
+ * data area (a power of two of bytes). Everything is addressed by offsets from
+ * the region's start, never by pointers, so the same bytes work on the heap and
+ * in a POSIX shared-memory segment mapped at different addresses.
+ *
+ * Records. [commit u64 | len u32 | topic u32 | seq u64 | ts_ns u64 | payload],
+ * 8-byte aligned, never spanning the end of the data area: a padding record
+ * fills the end (or, when fewer than 32 bytes are left, the reader skips them
+ * implicitly). Every multiple of the data size is therefore a record boundary.
+ * `commit` holds the record's absolute position with its state in the low three
+ * bits (CLAIMED, DATA, PAD), so a stale record from an earlier lap never looks
+ * committed, and zeroed memory never does either.
+ *
+ * Producers (any number, any process). fb_ring_claim takes space and the next
+ * sequence number with one 16-byte CAS on the (position, sequence) tail, so
+ * ring order and sequence order are the same. Sequence numbers are consecutive
+ * (padding takes none); fb_ring_write_batch claims a whole batch at once, so a
+ * batch's sequence numbers are consecutive too. The producer writes the header,
+ * copies the payload and release-stores `commit` (fb_ring_commit). Free space is
+ * bounded by the slowest reader (unless the ring was made with FB_RING_OVERWRITE)
+ * and by the backpressure threshold, in bytes and in frames.
+ *
+ * Readers (at most max_readers slots). A slot is one cursor: either one
+ * subscription (broadcast: every slot sees every frame) or a group whose
+ * members share the cursor (work-sharing: each frame goes to one member).
+ * A read is begin / next... / end: next returns records in order without
+ * moving the shared cursor; end publishes the cursor (a group member's end
+ * fails with FB_RING_RETRY when another member moved first: the caller drops
+ * what it read and starts again). Payload pointers returned by next stay valid
+ * until end, except in overwrite mode, where end says from which position the
+ * records read were intact (fb_read_t.intact_from).
+ *
+ * Waiting is not the ring's business beyond one mechanism: data_signal and
+ * space_signal are futex words, bumped (and woken) only when a waiter has
+ * registered, so an idle or unwatched ring makes no system calls.
+ *
+ * A producer that dies between claim and commit does not stall readers: after
+ * unblock_timeout_ns a reader turns the record into padding and counts it.
+ *
+ * Results: FB_RING_OK (0) and the positive FB_RING_PAUSED / FB_RING_RESUMED
+ * (success, and this call moved the hysteresis state) or a negative code.
+ */
+#ifndef FB_RING_H
+#define FB_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FB_RING_MAGIC 0x3153554245524646ULL /* "FFREBUS1" little-endian */
+#define FB_RING_LAYOUT_VERSION 1u
+#define FB_RING_RECORD_HEADER 32u
+#define FB_RING_MAX_READERS 1024u
+#define FB_RING_TOPIC_ENTRY 256u
+#define FB_RING_TOPIC_MAX_LEN (FB_RING_TOPIC_ENTRY - 8u)
+#define FB_RING_MIN_DATA_BYTES 4096u
+
+enum fb_ring_result {
+    FB_RING_OK = 0,
+    FB_RING_PAUSED = 1,   /* ok, and this call paused the ring */
+    FB_RING_RESUMED = 2,  /* ok, and this call resumed it */
+    FB_RING_FULL = -1,
+    FB_RING_EMPTY = -2,
+    FB_RING_TOO_LARGE = -3,
+    FB_RING_EINVAL = -4,
+    FB_RING_CLOSED = -5,
+    FB_RING_TIMEOUT = -6,
+    FB_RING_NO_SLOT = -7,
+    FB_RING_BAD_MAGIC = -8,
+    FB_RING_BAD_VERSION = -9,
+    FB_RING_INTR = -10,
+    FB_RING_RETRY = -11,
+    FB_RING_LAPPED = -12,
+};
+
+/* Ring flags (fb_ring_params_t.flags). */
+#define FB_RING_OVERWRITE 1u /* producers never wait for readers; slow readers are lapped */
+#define FB_RING_SHARED 2u    /* mapped by several processes: use shared futexes */
+
+/* fb_ring_write_batch flags. */
+#define FB_WRITE_PARTIAL 1u /* write the longest prefix that fits instead of failing */
+
+typedef struct fb_ring fb_ring_t; /* the region itself; opaque */
+
+typedef struct {
+    uint64_t data_bytes;      /* power of two, >= FB_RING_MIN_DATA_BYTES */
+    uint64_t frame_capacity;  /* power of two: most frames held at once */
+    uint32_t max_frame;       /* largest payload; 2 records of it must fit under the threshold */
+    uint32_t max_readers;     /* 1 .. FB_RING_MAX_READERS */
+    uint32_t max_topics;      /* topic table entries */
+    uint32_t flags;           /* FB_RING_OVERWRITE | FB_RING_SHARED */
+    double pause_hi;          /* 0 < resume_lo < pause_hi <= backpressure <= 1 */
+    double resume_lo;
+    double backpressure;
+    uint64_t unblock_timeout_ns; /* a claimed record uncommitted this long is skipped */
+    uint64_t start_seq;          /* sequence number of the first frame */
+} fb_ring_params_t;
+
+typedef struct {
+    uint64_t seq;
+    uint64_t pos; /* absolute position of the reserved record */
+    uint8_t *data;
+    uint32_t len;
+} fb_claim_t;
+
+typedef struct {
+    const void *data;
+    uint32_t len;
+    uint32_t topic;
+} fb_iov_t;
+
+typedef struct {
+    const uint8_t *data;
+    uint64_t seq;
+    uint64_t ts_ns;
+    uint64_t pos;
+    uint32_t len;
+    uint32_t topic;
+} fb_frame_t;
+
+typedef struct {
+    uint32_t slot;        /* set by the caller; the rest belongs to the ring */
+    uint32_t _pad;
+    uint64_t start_pos;   /* cursor when the read began */
+    uint64_t start_seq;
+    uint64_t pos;         /* next record to read */
+    uint64_t seq;         /* next expected sequence number */
+    uint64_t intact_from; /* overwrite mode: after end, records below this were overwritten */
+    uint64_t stall_pos;   /* unblock bookkeeping: uncommitted record seen at stall_pos ... */
+    uint64_t stall_since_ns; /* ... since this monotonic time */
+    uint64_t last_pos;    /* position of the last record returned by next */
+} fb_read_t;
+
+typedef struct {
+    uint64_t published;       /* frames given sequence numbers */
+    uint64_t published_bytes; /* payload bytes */
+    uint64_t dropped;         /* counted by fb_ring_add_dropped */
+    uint64_t used_frames;     /* frames between the slowest holding reader and the tail */
+    uint64_t used_bytes;      /* bytes (records, headers, padding) likewise */
+    uint64_t frame_capacity;
+    uint64_t data_bytes;
+    uint64_t pause_events;
+    uint64_t resume_events;
+    uint64_t unblocked;       /* dead claims turned into padding */
+    uint64_t lapped;          /* times a reader was lapped (overwrite mode) */
+    uint64_t next_seq;
+    uint32_t paused;
+    uint32_t closed;
+    uint32_t readers;         /* active slots */
+    uint32_t topics;
+} fb_ring_stats_t;
+
+typedef struct {
+    uint64_t pos;
+    uint64_t seq;        /* next sequence number the slot will read */
+    uint64_t backlog;    /* frames published and not yet read by the slot */
+    uint64_t lagged;     /* frames lost to lapping */
+    uint64_t group_key;  /* 0 for a broadcast slot */
+    uint64_t owner_pid;
+    uint32_t members;
+    uint32_t active;
+} fb_reader_info_t;
+
+/* Geometry and setup. fb_ring_required_size: bytes needed for params (0 if invalid). */
+size_t fb_ring_required_size(const fb_ring_params_t *p);
+int fb_ring_validate_params(const fb_ring_params_t *p);
+/* Formats mem (which must be zeroed and 4096-aligned). */
+int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p);
+/* Checks an existing region: FB_RING_BAD_MAGIC, FB_RING_BAD_VERSION or FB_RING_EINVAL. */
+int fb_ring_check(const void *mem, size_t len);
+void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out);
+
+/* Producer side. */
+int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb_claim_t *out);
+int fb_ring_commit(fb_ring_t *r, const fb_claim_t *c);
+int fb_ring_write(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
+                  uint64_t *seq_out);
+int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
+                        uint32_t flags, uint64_t *first_seq, uint32_t *written);
+/* Would a record of `len` fit now (refreshing the readers' minimum)? 1 / 0. */
+int fb_ring_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames);
+uint64_t fb_ring_record_bytes(uint32_t len);
+void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
+
+/* Reader side. group_key 0 = a slot of its own. */
+int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot);
+int fb_ring_reader_close(fb_ring_t *r, uint32_t slot);
+int fb_ring_read_begin(fb_ring_t *r, fb_read_t *rd);
+int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out);
+int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd);
+/* Is a committed record (or the close flag) waiting at the slot's cursor? 1 / 0. */
+int fb_ring_readable(fb_ring_t *r, uint32_t slot);
+void fb_ring_reader_add_lagged(fb_ring_t *r, uint32_t slot, uint64_t n);
+int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out);
+
+/* Waiting: spin `spin` times, then sleep on the futex; timeout_ns < 0 = forever.
+ * OK when the condition may hold, TIMEOUT, CLOSED, or INTR (a signal arrived). */
+int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin);
+int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, int64_t timeout_ns,
+                          uint32_t spin);
+/* Blocking writes: retry until written, FB_RING_TIMEOUT, FB_RING_CLOSED or
+ * FB_RING_INTR (a signal arrived: the caller handles it and calls again). */
+int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
+                       uint64_t *seq_out, int64_t timeout_ns, uint32_t spin);
+int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
+                             uint32_t flags, uint64_t *first_seq, uint32_t *written,
+                             int64_t timeout_ns, uint32_t spin);
+/* For a notifier thread: fb_ring_data_signal registers a waiter and returns the signal's
+ * value; fb_ring_wait_data_signal (timeout 0 to not sleep) must follow: it unregisters. */
+uint32_t fb_ring_data_signal(fb_ring_t *r);
+int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
+/* Wakes every waiting reader so it re-checks its state (e.g. a closed subscription). */
+void fb_ring_wake_readers(fb_ring_t *r);
+/* Sets the close flag and wakes every waiter. */
+void fb_ring_close(fb_ring_t *r);
+int fb_ring_is_closed(const fb_ring_t *r);
+int fb_ring_is_paused(const fb_ring_t *r);
+
+void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out);
+
+/* Topic table: names (bytes, 1..FB_RING_TOPIC_MAX_LEN) to ids >= 1; id 0 is the empty topic. */
+int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t *id);
+int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len);
+
+uint64_t fb_now_ns(void);      /* CLOCK_REALTIME, as time.time_ns() */
+uint64_t fb_mono_ns(void);     /* CLOCK_MONOTONIC */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FB_RING_H */

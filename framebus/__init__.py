@@ -1,0 +1,37 @@
+"""framebus: a high-performance frame bus for Python.
+
+A lock-free C ring under thin Cython bindings: publish/subscribe with NATS-style
+topic filters, batching, hysteresis backpressure and overflow policies.
+"""
+
+from .bus import Frame, FrameBus, Subscription
+from .config import PRESETS, BusConfig
+from .errors import (
+    BusClosed,
+    ConfigError,
+    DecodeError,
+    FrameBusError,
+    FrameTooLarge,
+    WalError,
+    WouldBlock,
+)
+from .topics import TopicFilter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "BusClosed",
+    "BusConfig",
+    "ConfigError",
+    "DecodeError",
+    "Frame",
+    "FrameBus",
+    "FrameBusError",
+    "FrameTooLarge",
+    "Subscription",
+    "TopicFilter",
+    "WalError",
+    "WouldBlock",
+    "__version__",
+]

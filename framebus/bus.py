@@ -1,0 +1,374 @@
+"""FrameBus and Subscription: the in-process API over the C ring.
+
+The frame hot paths (publish, try_publish, publish_batch, recv, recv_batch) are the
+extension's C methods, inherited unchanged; this module adds configuration,
+subscriptions, callbacks, stats and asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from . import _ring
+from .config import BusConfig
+from .errors import BusClosed, ConfigError
+from .topics import TopicFilter
+
+__all__ = ["Frame", "FrameBus", "Subscription"]
+
+log = logging.getLogger("framebus")
+
+Frame = _ring.Frame
+
+_CLOSED = -5  # FB_RING_CLOSED
+
+
+class FrameBus(_ring.Ring):
+    """A frame bus on a ring in this process's memory.
+
+    ``FrameBus(config=None, *, preset=None, **overrides)``: a `BusConfig`, or a preset
+    name (default ``"default"``) with field overrides.
+    """
+
+    def __init__(
+        self, config: BusConfig | None = None, *, preset: str | None = None, **overrides: Any
+    ) -> None:
+        if config is not None and preset is not None:
+            raise ConfigError("pass either config or preset, not both")
+        if config is None:
+            config = BusConfig.preset(preset or "default", **overrides)
+        elif not isinstance(config, BusConfig):
+            raise TypeError(f"config must be a BusConfig, not {type(config).__name__}")
+        elif overrides:
+            config = config.replace(**overrides)
+        self._config = config
+        self._ring_open(
+            data_bytes=config.ring_bytes,
+            frame_capacity=config.frame_capacity,
+            max_frame=config.max_frame,
+            max_readers=config.max_readers,
+            max_topics=config.max_topics,
+            overflow=config.overflow,
+            pause_hi=config.pause_hi,
+            resume_lo=config.resume_lo,
+            backpressure=config.backpressure_threshold,
+            unblock_timeout=config.unblock_timeout,
+            start_seq=0,
+            publish_timeout=config.publish_timeout,
+            spin=config.spin,
+        )
+        self._lock = threading.Lock()
+        self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._groups: dict[str, str] = {}
+        self._on_pause: list[Callable[[], object]] = []
+        self._on_resume: list[Callable[[], object]] = []
+        self._callback_errors = 0
+        self._notifier: _Notifier | None = None
+        self._set_transition_callback(self._on_transition)
+
+    # ------------------------------------------------------------------ config
+
+    @property
+    def config(self) -> BusConfig:
+        return self._config
+
+    # ----------------------------------------------------------- subscriptions
+
+    def subscribe(self, filter: str = ">", *, group: str | None = None) -> Subscription:
+        """A subscription to topics matching ``filter`` (NATS style: ``a.b``, ``a.*.c``, ``a.>``).
+
+        Without ``group`` it sees every matching frame published from now on. Members of
+        one ``group`` share a cursor: each frame goes to one of them.
+        """
+        tf = TopicFilter(filter)
+        if group is not None:
+            if not isinstance(group, str) or not group:
+                raise ValueError(f"group must be a non-empty str, got {group!r}")
+            with self._lock:
+                known = self._groups.setdefault(group, tf.pattern)
+            if known != tf.pattern:
+                raise ValueError(
+                    f"group {group!r} already subscribes to {known!r}; "
+                    f"every member of a group must use the same filter, not {tf.pattern!r}"
+                )
+        sub = Subscription(self, tf, group)
+        self._subs.add(sub)
+        return sub
+
+    # ------------------------------------------------------------- hysteresis
+
+    def on_pause(self, callback: Callable[[], object]) -> Callable[[], object]:
+        """Call ``callback()`` when usage reaches pause_hi (usable as a decorator)."""
+        self._on_pause.append(callback)
+        return callback
+
+    def on_resume(self, callback: Callable[[], object]) -> Callable[[], object]:
+        """Call ``callback()`` when usage falls back to resume_lo."""
+        self._on_resume.append(callback)
+        return callback
+
+    def _on_transition(self, paused: bool) -> None:
+        # Runs in the thread whose publish or read made the transition. A failing
+        # callback is logged and counted; it never reaches the publisher.
+        for cb in list(self._on_pause if paused else self._on_resume):
+            try:
+                cb()
+            except Exception:
+                self._callback_errors += 1
+                log.exception("framebus %s callback %r failed", "pause" if paused else "resume", cb)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, Any]:
+        """Counters from the ring header plus one entry per live subscription."""
+        s: dict[str, Any] = self._ring_stats()
+        s["overflow"] = self._config.overflow
+        s["max_frame"] = self._config.max_frame
+        s["callback_errors"] = self._callback_errors
+        subs = []
+        for sub in list(self._subs):
+            if sub.closed:
+                continue
+            info = sub._info()
+            subs.append(
+                {
+                    "filter": sub.filter,
+                    "group": sub.group,
+                    "backlog": info["backlog"],
+                    "lagged": info["lagged"],
+                    "next_seq": info["next_seq"],
+                }
+            )
+        s["subscriptions"] = subs
+        return s
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Close the bus: blocked recv/publish calls wake with BusClosed."""
+        notifier = self._notifier
+        self._ring_close()
+        if notifier is not None:
+            notifier.stop()
+
+    def __enter__(self) -> FrameBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("paused" if self.paused else "open")
+        c = self._config
+        return (
+            f"<FrameBus {state} ring_bytes={c.ring_bytes} capacity={c.frame_capacity} "
+            f"overflow={c.overflow!r}>"
+        )
+
+    # ---------------------------------------------------------------- asyncio
+
+    def _async_notifier(self) -> _Notifier:
+        with self._lock:
+            if self._notifier is None:
+                self._notifier = _Notifier(self)
+                self._notifier.start()
+            return self._notifier
+
+
+class Subscription(_ring.Reader):
+    """A cursor over the bus: ``recv``, ``recv_batch``, iteration, ``arecv``, ``async for``."""
+
+    def __init__(self, bus: FrameBus, filter: TopicFilter, group: str | None) -> None:
+        self._bus = bus
+        self._filter = filter
+        self._group = group
+        self._efd: int | None = None
+        self._reader_open(bus, filter.matches, filter.match_all, group)
+
+    @property
+    def filter(self) -> str:
+        return self._filter.pattern
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @property
+    def backlog(self) -> int:
+        """Frames published (on any topic) that this cursor has not passed yet."""
+        return int(self._info()["backlog"])
+
+    def close(self) -> None:
+        """Release the cursor; a recv blocked on it wakes with BusClosed."""
+        self._reader_close()
+        notifier = self._bus._notifier
+        if notifier is not None:
+            notifier.fire(self)
+        if self._efd is not None:
+            os.close(self._efd)
+            self._efd = None
+
+    def __del__(self) -> None:
+        try:
+            self._reader_close()
+            if self._efd is not None:
+                os.close(self._efd)
+        except Exception:
+            pass
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[_ring.Frame]:
+        return self
+
+    def __next__(self) -> _ring.Frame:
+        try:
+            frame = self.recv()
+        except BusClosed:
+            raise StopIteration from None
+        assert frame is not None  # recv() without a timeout returns a frame or raises
+        return frame
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        group = f" group={self._group!r}" if self._group else ""
+        return f"<Subscription {self.filter!r}{group} {state}>"
+
+    # ---------------------------------------------------------------- asyncio
+
+    async def arecv(self, timeout: float | None = None) -> _ring.Frame | None:
+        """Await the next frame (None on timeout) without blocking the event loop.
+
+        Readiness comes from an eventfd registered with the loop, written by the
+        bus's single notifier thread when the ring signals data for this cursor.
+        """
+        frame = self.recv(0)
+        if frame is not None:
+            return frame
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._efd is None:
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        fd = self._efd
+        notifier = self._bus._async_notifier()
+        while True:
+            ready = loop.create_future()
+
+            def on_ready(fut: asyncio.Future[None] = ready) -> None:
+                try:
+                    os.eventfd_read(fd)
+                except BlockingIOError:
+                    pass
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(fd, on_ready)
+            try:
+                notifier.arm(self, fd)
+                if not self._readable():
+                    left = None if deadline is None else deadline - loop.time()
+                    if left is not None and left <= 0:
+                        return self.recv(0)
+                    try:
+                        await asyncio.wait_for(ready, left)
+                    except asyncio.TimeoutError:
+                        return self.recv(0)
+            finally:
+                loop.remove_reader(fd)
+                notifier.disarm(self)
+            frame = self.recv(0)
+            if frame is not None:
+                return frame
+
+    def __aiter__(self) -> AsyncIterator[_ring.Frame]:
+        return self
+
+    async def __anext__(self) -> _ring.Frame:
+        try:
+            frame = await self.arecv()
+        except BusClosed:
+            raise StopAsyncIteration from None
+        assert frame is not None
+        return frame
+
+
+class _Notifier(threading.Thread):
+    """One thread per bus that turns the ring's data futex into eventfd writes.
+
+    It sleeps on a condition while no coroutine waits, so producers pay nothing;
+    while one does, it is a registered ring waiter and wakes once per signal.
+    """
+
+    def __init__(self, bus: FrameBus) -> None:
+        super().__init__(name="framebus-notifier", daemon=True)
+        self._bus = weakref.ref(bus)
+        self._armed: dict[Subscription, int] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+
+    def arm(self, sub: Subscription, fd: int) -> None:
+        with self._cond:
+            self._armed[sub] = fd
+            self._cond.notify()
+
+    def disarm(self, sub: Subscription) -> None:
+        with self._cond:
+            self._armed.pop(sub, None)
+
+    def fire(self, sub: Subscription) -> None:
+        with self._cond:
+            fd = self._armed.pop(sub, None)
+        if fd is not None:
+            _poke(fd)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            armed, self._armed = self._armed, {}
+            self._cond.notify()
+        for fd in armed.values():
+            _poke(fd)
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._armed and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            bus = self._bus()
+            if bus is None:
+                return
+            try:
+                seen = bus._wait_data_signal_register()
+            except BusClosed:
+                self.stop()
+                return
+            with self._cond:
+                ready = [(s, fd) for s, fd in self._armed.items() if s._readable()]
+                for s, _ in ready:
+                    del self._armed[s]
+            for _, fd in ready:
+                _poke(fd)
+            rc = bus._wait_data_signal(seen, 0 if ready else None)
+            del bus
+            if rc == _CLOSED:
+                self.stop()
+                return
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.eventfd_write(fd, 1)
+    except OSError:
+        pass  # closed by its subscription meanwhile

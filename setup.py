@@ -1,0 +1,30 @@
+"""Builds framebus._ring from _native/ (the C ring and its Cython binding)."""
+
+import os
+import platform
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("FRAMEBUS_DEBUG") == "1"
+cflags = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-function"]
+cflags += ["-O0", "-g"] if debug else ["-O3"]
+if platform.machine() in ("x86_64", "AMD64"):
+    cflags.append("-mcx16")  # the ring's (position, sequence) claim is a cmpxchg16b
+
+ring = Extension(
+    "framebus._ring",
+    sources=["_native/_ring.pyx", "_native/fb_ring.c"],
+    include_dirs=["_native"],
+    extra_compile_args=cflags,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(
+    ext_modules=cythonize(
+        [ring],
+        include_path=["_native"],
+        annotate=debug,
+        compiler_directives={"language_level": "3", "embedsignature": True},
+    ),
+)
