@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: binding=False
 """Binding of the C ring (fb_ring.h): the frame hot paths of FrameBus and Subscription.
 
 framebus.bus subclasses Ring and Reader, so `bus.publish` and `sub.recv` are these
@@ -67,10 +68,12 @@ cdef inline int64_t _timeout_ns(object timeout) except -2:
     if timeout is None:
         return -1
     cdef double t
-    try:
+    if type(timeout) is float or type(timeout) is int:
         t = timeout
-    except TypeError:
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}") from None
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        t = float(timeout)
+    else:
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
     if not (t >= 0.0):
         raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
     if t > 1e9:
@@ -319,13 +322,20 @@ cdef class Ring:
         cdef _payload pl
         cdef uint64_t seq = 0
         cdef int rc
+        cdef int has_view = 0
         self._ensure_open()
         cdef uint32_t tid = self._topic_id(topic)
-        cdef int has_view = self._get_payload(data, &view, &pl)
+        if PyBytes_CheckExact(data):
+            pl.ptr = PyBytes_AS_STRING(data)
+            pl.len = PyBytes_GET_SIZE(data)
+        else:
+            has_view = self._get_payload(data, &view, &pl)
         try:
             if <uint64_t>pl.len > self.max_frame:
                 raise FrameTooLarge(pl.len, self.max_frame)
             rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, fb_now_ns(), &seq)
+            if rc == FB_RING_OK:
+                return seq
             if rc == FB_RING_FULL:
                 if self.overflow == OVERFLOW_DROP:
                     fb_ring_add_dropped(self.ring, 1)
@@ -707,6 +717,32 @@ cdef class Reader:
                 self.ring._transition(erc)
             return out
 
+    cdef object _take_one(self):
+        """The next matching frame or None, without waiting (GIL held)."""
+        cdef fb_ring_t *r = self.ring.ring
+        cdef fb_frame_t f
+        cdef int rc, erc
+        cdef object fr
+        if self.overwrite:
+            got = self._take(1)
+            return got[0] if got else None
+        while True:
+            fr = None
+            fb_ring_read_begin(r, &self.rd)
+            while True:
+                rc = fb_ring_read_next(r, &self.rd, &f)
+                if rc != FB_RING_OK:
+                    break
+                if self._matches(f.topic):
+                    fr = self._frame(&f)
+                    break
+            erc = fb_ring_read_end(r, &self.rd)
+            if erc == FB_RING_RETRY:
+                continue  # another member of the group took it first
+            if erc > 0:
+                self.ring._transition(erc)
+            return fr
+
     cdef int _wait(self, int64_t timeout_ns) except -100:
         cdef int rc
         self.ring.active += 1
@@ -747,6 +783,11 @@ cdef class Reader:
 
     def recv(self, timeout=None):
         """The next frame, waiting up to timeout seconds (None: forever); None on timeout."""
+        cdef object fr
+        if not self.busy and self.opened and not self.ring._closed:
+            fr = self._take_one()
+            if fr is not None:
+                return fr
         cdef list got = self._recv(1, timeout)
         return got[0] if got else None
 
