@@ -39,6 +39,17 @@ DEFAULT = _DEFAULT
 cdef extern from "Python.h":
     int PyObject_CheckBuffer(object)
 
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+
+
+cdef void _prefault(char *mem, size_t size) noexcept nogil:
+    cdef size_t off = 0
+    while off < size:
+        (<volatile char *>mem)[off] = 0
+        off += 4096
+
 
 cdef int _check(int rc, str what) except -1:
     """The one error gate: ring result codes to framebus exceptions."""
@@ -187,9 +198,13 @@ cdef class Ring:
         cdef size_t size = fb_ring_required_size(&p)
         if size == 0:
             raise ValueError("ring parameters rejected by the ring (see BusConfig for the valid ranges)")
+        # Huge pages where the kernel allows them, and every page faulted in now:
+        # first-lap page faults would otherwise land on the publish path.
         cdef void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if mem == MAP_FAILED:
             raise MemoryError(f"cannot map {size} bytes for the ring")
+        madvise(mem, size, MADV_HUGEPAGE)
+        _prefault(<char *>mem, size)
         _check(fb_ring_init(mem, size, &p), "ring init")
         self.mem = mem
         self.mem_size = size
