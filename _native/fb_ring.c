@@ -106,6 +106,7 @@ struct fb_ring {
         uint32_t paused;
         uint32_t closed;
         uint64_t registry_owner; /* pid holding the slot registry (open/close only) */
+        uint32_t readers_hwm;    /* slots at or above this were never opened: scans stop here */
     } st;
     uint64_t published_bytes FB_ALIGNED(FB_CACHE_LINE);
     struct FB_ALIGNED(FB_CACHE_LINE) {
@@ -325,7 +326,9 @@ void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out)
 static fb_pair_t scan_min(fb_ring_t *r)
 {
     fb_pair_t min = fb_pair_peek(&r->tail);
-    for (uint32_t i = 0; i < r->geo.max_readers; i++) {
+    /* acquire: pairs with the release in fb_ring_reader_open */
+    uint32_t hwm = fb_load32_acquire(&r->st.readers_hwm);
+    for (uint32_t i = 0; i < hwm; i++) {
         fb_slot_t *s = slot_at(r, i);
         if (fb_load32_acquire(&s->state) != SLOT_ACTIVE)
             continue;
@@ -715,6 +718,8 @@ int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t
         return FB_RING_NO_SLOT;
     }
     fb_slot_t *s = slot_at(r, free_slot);
+    if (free_slot + 1 > r->st.readers_hwm)
+        fb_store32_release(&r->st.readers_hwm, free_slot + 1); /* before the slot turns active */
     s->group_key = group_key;
     s->members = 1;
     s->owner_pid = pid;

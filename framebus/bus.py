@@ -47,6 +47,11 @@ class FrameBus(_ring.Ring):
             raise TypeError(f"config must be a BusConfig, not {type(config).__name__}")
         elif overrides:
             config = config.replace(**overrides)
+        if config.wal_dir is not None:
+            raise ConfigError(
+                f"wal_dir={config.wal_dir!r}: the write-ahead log is not available in this "
+                "release; leave wal_dir=None"
+            )
         self._config = config
         self._ring_open(
             data_bytes=config.ring_bytes,
