@@ -166,6 +166,8 @@ cdef class Ring:
     cdef readonly uint32_t max_frame
     cdef dict topic_ids
     cdef list topic_names
+    cdef object last_topic
+    cdef uint32_t last_topic_id
     cdef object transition_cb
 
     def __cinit__(self):
@@ -173,6 +175,8 @@ cdef class Ring:
         self.mem = NULL
         self.topic_ids = {"": 0}
         self.topic_names = [""]
+        self.last_topic = ""
+        self.last_topic_id = 0
         self.transition_cb = None
 
     def _ring_open(self, *, uint64_t data_bytes, uint64_t frame_capacity, uint32_t max_frame,
@@ -264,10 +268,18 @@ cdef class Ring:
     # ---------------------------------------------------------------- topics
 
     cdef inline uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF:
+        # Publishers mostly pass the same str object again: compare identity first.
+        if topic is self.last_topic:
+            return self.last_topic_id
         cdef object tid = self.topic_ids.get(topic)
+        cdef uint32_t t
         if tid is not None:
-            return tid
-        return self._intern(topic)
+            t = tid
+        else:
+            t = self._intern(topic)
+        self.last_topic = topic
+        self.last_topic_id = t
+        return t
 
     cdef uint32_t _intern(self, object topic) except? 0xFFFFFFFF:
         cdef bytes raw = _validate_topic(topic)
@@ -696,24 +708,40 @@ cdef class Reader:
         cdef list out
         cdef Py_ssize_t logged, i, kept
         cdef list pos_list
+        cdef Py_ssize_t taken
+        cdef bint overwrite = self.overwrite
+        cdef uint32_t last_tid = 0xFFFFFFFF
+        cdef str last_topic = None
+        cdef Frame fr
         while True:
             out = []
+            taken = 0
             logged = 0
             pos_list = None
             fb_ring_read_begin(r, &self.rd)
-            while len(out) < max_frames:
+            while taken < max_frames:
                 rc = fb_ring_read_next(r, &self.rd, &f)
                 if rc != FB_RING_OK:
                     break
-                if self.overwrite:
+                if overwrite:
                     self._log_lap(logged, &f)
                     logged += 1
-                if self._matches(f.topic):
-                    out.append(self._frame(&f))
-                    if self.overwrite:
-                        if pos_list is None:
-                            pos_list = []
-                        pos_list.append(f.pos)
+                if not self.match_all and not self._matches(f.topic):
+                    continue
+                if f.topic != last_tid:
+                    last_tid = f.topic
+                    last_topic = self.ring._topic_name(f.topic)
+                fr = Frame.__new__(Frame)
+                fr.seq = f.seq
+                fr.ts_ns = f.ts_ns
+                fr.topic = last_topic
+                fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                out.append(fr)
+                taken += 1
+                if overwrite:
+                    if pos_list is None:
+                        pos_list = []
+                    pos_list.append(f.pos)
             erc = fb_ring_read_end(r, &self.rd)
             if erc == FB_RING_RETRY:
                 continue  # another member of the group took these frames first

@@ -136,7 +136,8 @@ static inline uint8_t *data_at(const fb_ring_t *r, uint64_t pos)
 }
 static inline int is_overwrite(const fb_ring_t *r) { return (r->geo.flags & FB_RING_OVERWRITE) != 0; }
 
-uint64_t fb_ring_record_bytes(uint32_t len) { return ((uint64_t)FB_RING_RECORD_HEADER + len + 7u) & ~7ull; }
+static inline uint64_t rec_bytes(uint32_t len) { return ((uint64_t)FB_RING_RECORD_HEADER + len + 7u) & ~7ull; }
+uint64_t fb_ring_record_bytes(uint32_t len) { return rec_bytes(len); }
 
 static uint64_t clock_ns(clockid_t id)
 {
@@ -224,7 +225,7 @@ int fb_ring_validate_params(const fb_ring_params_t *p)
           p->backpressure <= 1.0))
         return FB_RING_EINVAL;
     uint64_t limit = (uint64_t)(p->backpressure * (double)p->data_bytes);
-    if (p->max_frame < 1 || 2 * fb_ring_record_bytes(p->max_frame) > limit)
+    if (p->max_frame < 1 || 2 * rec_bytes(p->max_frame) > limit)
         return FB_RING_EINVAL;
     if ((uint64_t)(p->backpressure * (double)p->frame_capacity) < 2)
         return FB_RING_EINVAL;
@@ -423,7 +424,7 @@ int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb
         return FB_RING_CLOSED;
     if (len > r->geo.max_frame)
         return FB_RING_TOO_LARGE;
-    uint64_t need = fb_ring_record_bytes(len);
+    uint64_t need = rec_bytes(len);
     int overwrite = is_overwrite(r);
     fb_pair_t t = fb_pair_peek(&r->tail);
     uint64_t pad, end;
@@ -496,7 +497,7 @@ static uint32_t batch_fit(const fb_ring_t *r, const fb_iov_t *iov, uint32_t n, f
     uint64_t pos = t.pos, pad;
     uint32_t k;
     for (k = 0; k < n; k++) {
-        uint64_t next = place(r, pos, fb_ring_record_bytes(iov[k].len), &pad);
+        uint64_t next = place(r, pos, rec_bytes(iov[k].len), &pad);
         if (bounded && !fits(r, m, next, t.seq + k + 1))
             break;
         if (!bounded && next - t.pos > r->geo.data_bytes)
@@ -555,7 +556,7 @@ int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t 
     uint64_t seq = t.seq;
     uint64_t wrote_bytes = 0;
     for (uint32_t i = 0; i < k; i++) {
-        uint64_t need = fb_ring_record_bytes(iov[i].len);
+        uint64_t need = rec_bytes(iov[i].len);
         place(r, pos, need, &pad);
         if (pad) {
             write_pad(r, pos, pad);
@@ -851,7 +852,7 @@ int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out)
         uint64_t c = fb_load_acquire(&rec->commit);
         if (c == (pos | ST_DATA) || c == (pos | ST_PAD)) {
             uint32_t len = rec->len;
-            uint64_t size = fb_ring_record_bytes(len);
+            uint64_t size = rec_bytes(len);
             if (size > room || (c == (pos | ST_DATA) && len > r->geo.max_frame)) {
                 if (!is_overwrite(r))
                     return FB_RING_RETRY; /* a stale group member: its cursor moved on */
@@ -955,7 +956,7 @@ int fb_ring_readable(fb_ring_t *r, uint32_t slot)
             return 1;
         if (c != (pos | ST_PAD))
             return 0;
-        uint64_t size = fb_ring_record_bytes(rec->len);
+        uint64_t size = rec_bytes(rec->len);
         if (size > room)
             return 1; /* torn: let the reader find out */
         pos += size;
