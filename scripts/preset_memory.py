@@ -36,15 +36,20 @@ def measure(preset: str) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    print(f"{'preset':18} {'ring_bytes':>12} {'frames':>10} {'mapped':>10} {'RSS new':>10} {'RSS lap':>10}")
+    heads = ("ring_bytes", "frames", "mapped", "RSS new", "RSS lap")
+    print(f"{'preset':18} " + " ".join(f"{h:>12}" for h in heads))
     for name in fb.BusConfig.presets():
         cfg = fb.BusConfig.preset(name)
         mapped, created, used = measure(name)
         mib = 1 << 20
-        print(
-            f"{name:18} {cfg.ring_bytes // mib:>9} MiB {cfg.frame_capacity:>10} "
-            f"{mapped / mib:>6.1f} MiB {created / mib:>6.1f} MiB {used / mib:>6.1f} MiB"
+        cols = (
+            f"{cfg.ring_bytes // mib} MiB",
+            str(cfg.frame_capacity),
+            f"{mapped / mib:.1f} MiB",
+            f"{created / mib:.1f} MiB",
+            f"{used / mib:.1f} MiB",
         )
+        print(f"{name:18} " + " ".join(f"{c:>12}" for c in cols))
 
 
 if __name__ == "__main__":
