@@ -237,9 +237,18 @@ cdef class Ring:
         return 0
 
     cdef int _transition(self, int rc) except -1:
+        # The callback fires pending transitions in ring order from the header's
+        # counters, so it does not matter which thread reports which one.
         if self.transition_cb is not None:
-            self.transition_cb(rc == FB_RING_PAUSED)
+            self.transition_cb()
         return 0
+
+    def _transitions(self):
+        """(pause_events, resume_events) from the ring header."""
+        cdef uint64_t p = 0, q = 0
+        if self.ring != NULL:
+            fb_ring_transitions(self.ring, &p, &q)
+        return p, q
 
     cdef void _leave_nogil(self):
         self.active -= 1
@@ -332,7 +341,7 @@ cdef class Ring:
                 f"not {type(data).__name__!r}")
         try:
             PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
-        except BufferError as exc:
+        except (BufferError, ValueError) as exc:
             raise TypeError(f"payload of type {type(data).__name__!r} is not C-contiguous: {exc}") from None
         out.ptr = <const char *>view.buf
         out.len = view.len
@@ -623,8 +632,10 @@ cdef class Reader:
             return
         self.opened = False
         if self.ring.ring != NULL and not self.ring._closed:
-            fb_ring_reader_close(self.ring.ring, self.slot)
+            rc = fb_ring_reader_close(self.ring.ring, self.slot)
             fb_ring_wake_readers(self.ring.ring)
+            if rc == FB_RING_RESUMED:
+                self.ring._transition(rc)
 
     @property
     def closed(self):
@@ -687,6 +698,8 @@ cdef class Reader:
         """Overwrite mode: sequence gaps among intact records are frames lost to lapping."""
         cdef Py_ssize_t i
         cdef uint64_t pos, seq, lost = 0
+        # the cursor's sequence at begin is the next frame owed to this slot (shared by a group)
+        self.expected_seq = self.rd.start_seq
         for i in range(logged):
             pos = self.lap_log[2 * i]
             seq = self.lap_log[2 * i + 1]
@@ -756,8 +769,8 @@ cdef class Reader:
                     self._account_laps(logged, self.rd.intact_from)
                 else:
                     self._account_laps(logged, 0)
-            if erc > 0:
-                self.ring._transition(erc)
+            if erc > 0 or self.rd.resumed:
+                self.ring._transition(FB_RING_RESUMED)
             return out
 
     cdef object _take_one(self):

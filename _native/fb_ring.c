@@ -756,9 +756,9 @@ int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
         fb_store32_release(&s->state, SLOT_FREE);
     }
     registry_unlock(r);
-    maybe_resume(r);
+    int rc = maybe_resume(r);
     waitq_notify(r, &r->space_q);
-    return FB_RING_OK;
+    return rc;
 }
 
 /* ------------------------------------------------------------- readers */
@@ -896,6 +896,7 @@ int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out)
 int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd)
 {
     fb_slot_t *s = slot_at(r, rd->slot);
+    rd->resumed = 0;
     if (rd->pos == rd->start_pos)
         return FB_RING_OK;
     uint64_t pos = rd->pos, seq = rd->seq;
@@ -907,8 +908,10 @@ int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd)
         if (rd->start_pos < rd->intact_from) {
             lapped = 1;
             if (rd->last_pos < rd->intact_from) {
-                /* the chain of lengths is untrustworthy: restart at a lap boundary */
+                /* the chain of lengths (and the sequence numbers read) is
+                 * untrustworthy: restart at a lap boundary, owing from start_seq */
                 pos = lap_start_after(r, tail);
+                seq = rd->start_seq;
             }
         }
     }
@@ -925,6 +928,7 @@ int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd)
         fb_store_release(&s->cursor.pos, pos);
     }
     int rc = maybe_resume(r);
+    rd->resumed = rc == FB_RING_RESUMED;
     waitq_notify(r, &r->space_q);
     if (lapped) {
         fb_fetch_add(&r->ctr.lapped, 1);
@@ -1094,6 +1098,12 @@ void fb_ring_close(fb_ring_t *r)
     fb_fetch_add32(&r->space_q.signal, 1);
     futex_wake_all(&r->data_q.signal, shared_ring(r));
     futex_wake_all(&r->space_q.signal, shared_ring(r));
+}
+
+void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)
+{
+    *pauses = fb_load_relaxed(&r->ctr.pause_events);
+    *resumes = fb_load_relaxed(&r->ctr.resume_events);
 }
 
 int fb_ring_is_closed(const fb_ring_t *r) { return (int)fb_load32_relaxed(&r->st.closed); }

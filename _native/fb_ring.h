@@ -129,7 +129,7 @@ typedef struct {
 
 typedef struct {
     uint32_t slot;        /* set by the caller; the rest belongs to the ring */
-    uint32_t _pad;
+    uint32_t resumed;     /* set by end: this read resumed the ring (also when it returns LAPPED) */
     uint64_t start_pos;   /* cursor when the read began */
     uint64_t start_seq;
     uint64_t pos;         /* next record to read */
@@ -193,6 +193,7 @@ void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
 
 /* Reader side. group_key 0 = a slot of its own. */
 int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot);
+/* Closing the slowest slot may resume the ring: FB_RING_OK or FB_RING_RESUMED. */
 int fb_ring_reader_close(fb_ring_t *r, uint32_t slot);
 int fb_ring_read_begin(fb_ring_t *r, fb_read_t *rd);
 int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out);
@@ -226,6 +227,8 @@ int fb_ring_is_closed(const fb_ring_t *r);
 int fb_ring_is_paused(const fb_ring_t *r);
 
 void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out);
+/* pause_events and resume_events only (cheap: no reader scan). */
+void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes);
 
 /* Topic table: names (bytes, 1..FB_RING_TOPIC_MAX_LEN) to ids >= 1; id 0 is the empty topic. */
 int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t *id);

@@ -62,6 +62,7 @@ cdef extern from "fb_ring.h" nogil:
 
     ctypedef struct fb_read_t:
         uint32_t slot
+        uint32_t resumed
         uint64_t start_pos
         uint64_t start_seq
         uint64_t pos
@@ -139,6 +140,7 @@ cdef extern from "fb_ring.h" nogil:
     int fb_ring_is_closed(const fb_ring_t *r)
     int fb_ring_is_paused(const fb_ring_t *r)
     void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out)
+    void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)
 
     int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t *id)
     int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len)

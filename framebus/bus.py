@@ -74,6 +74,9 @@ class FrameBus(_ring.Ring):
         self._on_pause: list[Callable[[], object]] = []
         self._on_resume: list[Callable[[], object]] = []
         self._callback_errors = 0
+        self._transition_lock = threading.Lock()
+        self._fired_pauses = 0
+        self._fired_resumes = 0
         self._notifier: _Notifier | None = None
         self._set_transition_callback(self._on_transition)
 
@@ -118,15 +121,43 @@ class FrameBus(_ring.Ring):
         self._on_resume.append(callback)
         return callback
 
-    def _on_transition(self, paused: bool) -> None:
-        # Runs in the thread whose publish or read made the transition. A failing
+    def _on_transition(self) -> None:
+        # Called by whichever thread saw a transition in the ring. Transitions
+        # alternate (pause, resume, pause, ...) and are counted in the header, so
+        # firing from the counters under one lock runs every callback exactly once
+        # per transition and in ring order, whatever the threads' timing. A failing
         # callback is logged and counted; it never reaches the publisher.
-        for cb in list(self._on_pause if paused else self._on_resume):
+        # One thread fires at a time; the others leave what they saw to it (never
+        # blocking on a callback), and it looks again after letting go.
+        while self._next_transition() is not None:
+            if not self._transition_lock.acquire(blocking=False):
+                return
+            try:
+                while (kind := self._next_transition()) is not None:
+                    if kind == "pause":
+                        self._fired_pauses += 1
+                        self._run_callbacks(self._on_pause, kind)
+                    else:
+                        self._fired_resumes += 1
+                        self._run_callbacks(self._on_resume, kind)
+            finally:
+                self._transition_lock.release()
+
+    def _next_transition(self) -> str | None:
+        pauses, resumes = self._transitions()
+        if self._fired_pauses == self._fired_resumes and self._fired_pauses < pauses:
+            return "pause"
+        if self._fired_resumes < self._fired_pauses and self._fired_resumes < resumes:
+            return "resume"
+        return None
+
+    def _run_callbacks(self, callbacks: list[Callable[[], object]], kind: str) -> None:
+        for cb in list(callbacks):
             try:
                 cb()
             except Exception:
                 self._callback_errors += 1
-                log.exception("framebus %s callback %r failed", "pause" if paused else "resume", cb)
+                log.exception("framebus %s callback %r failed", kind, cb)
 
     # ------------------------------------------------------------------ stats
 
@@ -194,6 +225,7 @@ class Subscription(_ring.Reader):
         self._filter = filter
         self._group = group
         self._efd: int | None = None
+        self._awaiting = 0
         self._reader_open(bus, filter.matches, filter.match_all, group)
 
     @property
@@ -215,8 +247,8 @@ class Subscription(_ring.Reader):
         notifier = self._bus._notifier
         if notifier is not None:
             notifier.fire(self)
-        if self._efd is not None:
-            os.close(self._efd)
+        if self._efd is not None and not self._awaiting:
+            os.close(self._efd)  # else the pending arecv closes it once it has woken
             self._efd = None
 
     def __del__(self) -> None:
@@ -278,6 +310,7 @@ class Subscription(_ring.Reader):
                     fut.set_result(None)
 
             loop.add_reader(fd, on_ready)
+            self._awaiting += 1
             try:
                 notifier.arm(self, fd)
                 if not self._readable():
@@ -291,6 +324,10 @@ class Subscription(_ring.Reader):
             finally:
                 loop.remove_reader(fd)
                 notifier.disarm(self)
+                self._awaiting -= 1
+                if self.closed and not self._awaiting and self._efd is not None:
+                    os.close(self._efd)
+                    self._efd = None
             frame = self.recv(0)
             if frame is not None:
                 return frame

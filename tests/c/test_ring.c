@@ -869,8 +869,8 @@ static void test_full(void)
         CHECK_RC(rc, FB_RING_FULL);
         CHECK_EQ(n, 10);
 
-        /* closing the only reader removes the backpressure */
-        CHECK_RC(fb_ring_reader_close(R.r, pc.slot), FB_RING_OK);
+        /* closing the only reader removes the backpressure (and the full ring was paused) */
+        CHECK_RC(fb_ring_reader_close(R.r, pc.slot), FB_RING_RESUMED);
         CHECK_EQ(stats_of(&R).readers, 0);
         for (int i = 0; i < 3000; i++)
             CHECK_OKISH(pc_put(&pc, 1));
