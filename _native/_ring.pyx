@@ -22,10 +22,12 @@ from fb_ring cimport *
 from framebus.errors import BusClosed, FrameBusError, FrameTooLarge, WouldBlock
 from framebus.topics import validate_topic as _validate_topic
 
-OVERFLOW_BLOCK = 0
-OVERFLOW_ERROR = 1
-OVERFLOW_DROP = 2
-OVERFLOW_OVERWRITE = 3
+cdef enum:
+    OVERFLOW_NOWAIT = -1  # try_publish
+    OVERFLOW_BLOCK = 0
+    OVERFLOW_ERROR = 1
+    OVERFLOW_DROP = 2
+    OVERFLOW_OVERWRITE = 3
 cdef dict _OVERFLOW_CODES = {"block": 0, "error": 1, "drop": 2, "overwrite": 3}
 
 # Waits and large copies release the GIL; below this many payload bytes a
@@ -354,8 +356,16 @@ cdef class Ring:
 
     def publish(self, data, topic="", timeout=_DEFAULT):
         """Publish one frame; returns its sequence number (-1 if dropped in drop mode)."""
+        return self._publish_one(data, topic, self.overflow, timeout)
+
+    def try_publish(self, data, topic=""):
+        """Publish without waiting: the sequence number, or -1 when there is no room."""
+        return self._publish_one(data, topic, OVERFLOW_NOWAIT, None)
+
+    cdef object _publish_one(self, object data, object topic, int overflow, object timeout):
         cdef Py_buffer view
         cdef _payload pl
+        cdef fb_iov_t iov
         cdef uint64_t seq = 0
         cdef int rc
         cdef int has_view = 0
@@ -373,58 +383,20 @@ cdef class Ring:
             if rc == FB_RING_OK:
                 return seq
             if rc == FB_RING_FULL:
-                if self.overflow == OVERFLOW_DROP:
+                if overflow == OVERFLOW_NOWAIT:
+                    return -1
+                if overflow == OVERFLOW_DROP:
                     fb_ring_add_dropped(self.ring, 1)
                     return -1
-                if self.overflow == OVERFLOW_BLOCK:
-                    rc = self._publish_wait(pl, tid, &seq, self._publish_timeout(timeout))
+                if overflow == OVERFLOW_BLOCK:
+                    iov.data = pl.ptr
+                    iov.len = <uint32_t>pl.len
+                    iov.topic = tid
+                    rc = self._write_wait(&iov, 1, 0, &seq, NULL, timeout, "publish")
             if rc > 0:
                 self._transition(rc)
             elif rc < 0:
                 _check(rc, "publish")
-            return seq
-        finally:
-            if has_view:
-                PyBuffer_Release(&view)
-
-    cdef int _publish_wait(self, _payload pl, uint32_t tid, uint64_t *seq, int64_t timeout_ns) except? -100:
-        cdef int rc
-        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
-        cdef int64_t left = timeout_ns
-        cdef uint64_t ts = fb_now_ns()
-        while True:
-            self.active += 1
-            with nogil:
-                rc = fb_ring_write_wait(self.ring, pl.ptr, <uint32_t>pl.len, tid, ts, seq, left, self.spin)
-            self._leave_nogil()
-            if rc != FB_RING_INTR:
-                break
-            PyErr_CheckSignals()
-            self._ensure_open()
-            left = _left(timeout_ns, deadline)
-        if rc == FB_RING_TIMEOUT:
-            raise WouldBlock(f"publish: ring still full after {timeout_ns / 1e9:g} s")
-        return rc
-
-    def try_publish(self, data, topic=""):
-        """Publish without waiting: the sequence number, or -1 when there is no room."""
-        cdef Py_buffer view
-        cdef _payload pl
-        cdef uint64_t seq = 0
-        cdef int rc
-        self._ensure_open()
-        cdef uint32_t tid = self._topic_id(topic)
-        cdef int has_view = self._get_payload(data, &view, &pl)
-        try:
-            if <uint64_t>pl.len > self.max_frame:
-                raise FrameTooLarge(pl.len, self.max_frame)
-            rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, fb_now_ns(), &seq)
-            if rc == FB_RING_FULL:
-                return -1
-            if rc > 0:
-                self._transition(rc)
-            elif rc < 0:
-                _check(rc, "try_publish")
             return seq
         finally:
             if has_view:
@@ -509,13 +481,21 @@ cdef class Ring:
             self._leave_nogil()
         if rc != FB_RING_FULL or self.overflow != OVERFLOW_BLOCK:
             return rc
+        return self._write_wait(iov, n, flags, first, written, timeout, "publish_batch")
+
+    cdef int _write_wait(self, fb_iov_t *iov, uint32_t n, uint32_t flags, uint64_t *first,
+                         uint32_t *written, object timeout, str what) except? -100:
+        """Blocking write with the GIL released; signals are handled between waits."""
         cdef int64_t timeout_ns = self._publish_timeout(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left = timeout_ns
+        cdef uint64_t ts = fb_now_ns()
+        cdef int rc
         while True:
             self.active += 1
             with nogil:
-                rc = fb_ring_write_batch_wait(self.ring, iov, n, ts, flags, first, written, left, self.spin)
+                rc = fb_ring_write_batch_wait(self.ring, iov, n, ts, flags, first, written, left,
+                                              self.spin)
             self._leave_nogil()
             if rc != FB_RING_INTR:
                 break
@@ -523,7 +503,7 @@ cdef class Ring:
             self._ensure_open()
             left = _left(timeout_ns, deadline)
         if rc == FB_RING_TIMEOUT:
-            raise WouldBlock(f"publish_batch: ring still full after {timeout_ns / 1e9:g} s")
+            raise WouldBlock(f"{what}: ring still full after {timeout_ns / 1e9:g} s")
         return rc
 
     # ------------------------------------------------------------------ state

@@ -599,32 +599,9 @@ void fb_ring_add_dropped(fb_ring_t *r, uint64_t n) { fb_fetch_add(&r->ctr.droppe
 int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                        uint64_t *seq_out, int64_t timeout_ns, uint32_t spin)
 {
-    int rc = fb_ring_write(r, data, len, topic, ts_ns, seq_out);
-    for (uint32_t i = 0; rc == FB_RING_FULL && i < spin; i++) {
-        fb_cpu_relax();
-        if ((i & 63) == 63)
-            rc = fb_ring_write(r, data, len, topic, ts_ns, seq_out);
-    }
-    if (rc != FB_RING_FULL)
-        return rc;
-    uint64_t deadline = timeout_ns < 0 ? 0 : fb_mono_ns() + (uint64_t)timeout_ns;
-    for (;;) {
-        uint32_t seen = waitq_register(&r->space_q);
-        rc = fb_ring_write(r, data, len, topic, ts_ns, seq_out);
-        if (rc != FB_RING_FULL) {
-            waitq_unregister(&r->space_q);
-            return rc;
-        }
-        int64_t left = remaining_ns(timeout_ns, deadline);
-        if (left == 0) {
-            waitq_unregister(&r->space_q);
-            return FB_RING_TIMEOUT;
-        }
-        int w = futex_wait(&r->space_q.signal, seen, left, shared_ring(r));
-        waitq_unregister(&r->space_q);
-        if (w == FB_RING_INTR)
-            return FB_RING_INTR;
-    }
+    /* only reached when the ring is full, so the batch path's cost does not matter */
+    fb_iov_t one = {data, len, topic};
+    return fb_ring_write_batch_wait(r, &one, 1, ts_ns, 0, seq_out, NULL, timeout_ns, spin);
 }
 
 int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,

@@ -3,10 +3,6 @@ from typing import Any, Final
 
 from typing_extensions import Buffer
 
-OVERFLOW_BLOCK: Final[int]
-OVERFLOW_ERROR: Final[int]
-OVERFLOW_DROP: Final[int]
-OVERFLOW_OVERWRITE: Final[int]
 RELEASE_GIL_BYTES: Final[int]
 DEFAULT: Final[object]
 
