@@ -362,7 +362,7 @@ cdef class Ring:
         """Publish without waiting: the sequence number, or -1 when there is no room."""
         return self._publish_one(data, topic, OVERFLOW_NOWAIT, None)
 
-    cdef object _publish_one(self, object data, object topic, int overflow, object timeout):
+    cdef inline object _publish_one(self, object data, object topic, int overflow, object timeout):
         cdef Py_buffer view
         cdef _payload pl
         cdef fb_iov_t iov
