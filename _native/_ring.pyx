@@ -155,6 +155,17 @@ cdef struct _payload:
     Py_ssize_t len
 
 
+cdef struct _copy:
+    char *dst
+    const unsigned char *src
+    uint32_t len
+
+
+# Payloads at least this big are copied out of the ring after the Frames exist, in
+# one pass that can drop the GIL (when the batch's total reaches RELEASE_GIL_BYTES).
+cdef uint32_t _DEFER_COPY_BYTES = 1024
+
+
 cdef class Ring:
     """A ring in memory this object owns (anonymous mapping)."""
     cdef fb_ring_t *ring
@@ -582,11 +593,16 @@ cdef class Reader:
     cdef readonly uint64_t lagged
     cdef uint64_t *lap_log              # overwrite mode: (pos, seq) of records read in a batch
     cdef Py_ssize_t lap_cap
+    cdef _copy *copies                  # payload copies deferred to run without the GIL
+    cdef Py_ssize_t copies_cap
+    cdef bint copying
+    cdef bint close_pending
 
     def __cinit__(self):
         self.opened = False
         self.match_state = NULL
         self.lap_log = NULL
+        self.copies = NULL
 
     def _reader_open(self, Ring ring, object matcher, bint match_all, group):
         ring._ensure_open()
@@ -610,6 +626,9 @@ cdef class Reader:
     def _reader_close(self):
         if not self.opened:
             return
+        if self.copying:
+            self.close_pending = True  # the reading thread closes once its copy is done
+            return
         self.opened = False
         if self.ring.ring != NULL and not self.ring._closed:
             rc = fb_ring_reader_close(self.ring.ring, self.slot)
@@ -624,6 +643,7 @@ cdef class Reader:
     def __dealloc__(self):
         free(self.match_state)
         free(self.lap_log)
+        free(self.copies)
 
     cdef inline int _ensure_open(self) except -1:
         if self.ring is None or self.ring.ring == NULL or self.ring._closed:
@@ -706,6 +726,8 @@ cdef class Reader:
         cdef uint32_t last_tid = 0xFFFFFFFF
         cdef str last_topic = None
         cdef Frame fr
+        cdef Py_ssize_t ncopies = 0
+        cdef uint64_t deferred = 0
         while True:
             out = []
             taken = 0
@@ -728,13 +750,24 @@ cdef class Reader:
                 fr.seq = f.seq
                 fr.ts_ns = f.ts_ns
                 fr.topic = last_topic
-                fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                if f.len < _DEFER_COPY_BYTES:
+                    fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                else:
+                    # allocated now, filled below: big copies run without the GIL
+                    fr.payload = PyBytes_FromStringAndSize(NULL, f.len)
+                    self._defer_copy(ncopies, PyBytes_AS_STRING(fr.payload), f.data, f.len)
+                    ncopies += 1
+                    deferred += f.len
                 out.append(fr)
                 taken += 1
                 if overwrite:
                     if pos_list is None:
                         pos_list = []
                     pos_list.append(f.pos)
+            if ncopies:
+                self._run_copies(ncopies, deferred >= _release_gil_bytes)
+                ncopies = 0
+                deferred = 0
             erc = fb_ring_read_end(r, &self.rd)
             if erc == FB_RING_RETRY:
                 continue  # another member of the group took these frames first
@@ -751,7 +784,43 @@ cdef class Reader:
                     self._account_laps(logged, 0)
             if erc > 0 or self.rd.resumed:
                 self.ring._transition(FB_RING_RESUMED)
+            if self.close_pending:
+                self.close_pending = False
+                self._reader_close()
             return out
+
+    cdef int _defer_copy(self, Py_ssize_t i, char *dst, const unsigned char *src, uint32_t n) except -1:
+        cdef _copy *grown
+        if i >= self.copies_cap:
+            grown = <_copy *>realloc(self.copies, (i + 64) * sizeof(_copy))
+            if grown == NULL:
+                raise MemoryError()
+            self.copies = grown
+            self.copies_cap = i + 64
+        self.copies[i].dst = dst
+        self.copies[i].src = src
+        self.copies[i].len = n
+        return 0
+
+    cdef void _run_copies(self, Py_ssize_t n, bint release_gil):
+        """Copy payloads out of the ring; the read is not ended yet, so they stay put.
+
+        While the GIL is released a concurrent close of this subscription is held
+        back (close_pending) so that its slot is not reused under the copy.
+        """
+        cdef Py_ssize_t i
+        cdef _copy *c = self.copies
+        if not release_gil:
+            for i in range(n):
+                memcpy(c[i].dst, c[i].src, c[i].len)
+            return
+        self.copying = True
+        self.ring.active += 1
+        with nogil:
+            for i in range(n):
+                memcpy(c[i].dst, c[i].src, c[i].len)
+        self.ring._leave_nogil()
+        self.copying = False
 
     cdef object _take_one(self):
         """The next matching frame or None, without waiting (GIL held)."""
