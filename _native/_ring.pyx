@@ -16,6 +16,10 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
+from posix.stat cimport fstat, struct_stat
+from posix.unistd cimport close as c_close, ftruncate, getpid
+from libc.errno cimport EEXIST, ENOENT, errno
 
 from fb_ring cimport *
 
@@ -44,6 +48,22 @@ cdef extern from "Python.h":
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
     int MADV_HUGEPAGE
+    int MAP_SHARED
+    int shm_open(const char *name, int oflag, int mode)
+    int shm_unlink(const char *name)
+
+cdef extern from "sys/stat.h" nogil:
+    int fchmod(int fd, int mode)
+
+
+cdef int _raise_shm_error(int err, bytes shm_name, str what) except -1:
+    import os
+    where = "/dev/shm" + shm_name.decode()
+    if err == ENOENT:
+        raise FileNotFoundError(err, f"no framebus segment named {shm_name.decode()[10:]!r}", where)
+    if err == EEXIST:
+        raise FileExistsError(err, f"a shared segment named {shm_name.decode()[10:]!r} already exists", where)
+    raise OSError(err, f"cannot {what} the shared segment: {os.strerror(err)}", where)
 
 
 cdef void _prefault(char *mem, size_t size) noexcept nogil:
@@ -181,6 +201,7 @@ cdef class Ring:
     cdef list topic_names
     cdef object last_topic
     cdef uint32_t last_topic_id
+    cdef readonly bint shared
     cdef object transition_cb
 
     def __cinit__(self):
@@ -195,18 +216,25 @@ cdef class Ring:
     def _ring_open(self, *, uint64_t data_bytes, uint64_t frame_capacity, uint32_t max_frame,
                    uint32_t max_readers, uint32_t max_topics, str overflow, double pause_hi,
                    double resume_lo, double backpressure, double unblock_timeout,
-                   uint64_t start_seq, object publish_timeout, uint32_t spin):
+                   uint64_t start_seq, object publish_timeout, uint32_t spin,
+                   bytes shm_name=None, bytes meta=b""):
+        """Map and format a new ring: anonymous memory, or a new POSIX shared-memory
+        segment (mode 0600) when shm_name is given, with meta stored for attachers."""
         cdef fb_ring_params_t p
+        cdef int fd = -1
         if self.mem != NULL:
             raise RuntimeError("ring already open")
+        if len(meta) > FB_RING_META_BYTES - 4:
+            raise ValueError(f"ring meta of {len(meta)} bytes exceeds {FB_RING_META_BYTES - 4}")
         memset(&p, 0, sizeof(p))
         p.data_bytes = data_bytes
         p.frame_capacity = frame_capacity
         p.max_frame = max_frame
         p.max_readers = max_readers
         p.max_topics = max_topics
-        self.overflow = _OVERFLOW_CODES[overflow]
-        p.flags = FB_RING_OVERWRITE if self.overflow == OVERFLOW_OVERWRITE else 0
+        p.flags = FB_RING_OVERWRITE if _OVERFLOW_CODES[overflow] == OVERFLOW_OVERWRITE else 0
+        if shm_name is not None:
+            p.flags |= FB_RING_SHARED
         p.pause_hi = pause_hi
         p.resume_lo = resume_lo
         p.backpressure = backpressure
@@ -215,21 +243,111 @@ cdef class Ring:
         cdef size_t size = fb_ring_required_size(&p)
         if size == 0:
             raise ValueError("ring parameters rejected by the ring (see BusConfig for the valid ranges)")
+        cdef void *mem
+        if shm_name is None:
+            mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if mem == MAP_FAILED:
+                raise MemoryError(f"cannot map {size} bytes for the ring")
+        else:
+            fd = shm_open(shm_name, O_CREAT | O_EXCL | O_RDWR, 0o600)
+            if fd < 0:
+                _raise_shm_error(errno, shm_name, "create")
+            try:
+                if fchmod(fd, 0o600) != 0 or ftruncate(fd, size) != 0:
+                    _raise_shm_error(errno, shm_name, "size")
+                mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                if mem == MAP_FAILED:
+                    _raise_shm_error(errno, shm_name, "map")
+            except BaseException:
+                c_close(fd)
+                shm_unlink(shm_name)
+                raise
+            c_close(fd)
         # Huge pages where the kernel allows them, and every page faulted in now:
         # first-lap page faults would otherwise land on the publish path.
-        cdef void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        if mem == MAP_FAILED:
-            raise MemoryError(f"cannot map {size} bytes for the ring")
         madvise(mem, size, MADV_HUGEPAGE)
         _prefault(<char *>mem, size)
-        _check(fb_ring_init(mem, size, &p), "ring init")
+        cdef uint32_t meta_len = len(meta)
+        memcpy(<char *>mem + FB_RING_META_OFFSET, &meta_len, 4)
+        if meta_len:
+            memcpy(<char *>mem + FB_RING_META_OFFSET + 4, PyBytes_AS_STRING(meta), meta_len)
+        rc = fb_ring_init(mem, size, &p)
+        if rc != FB_RING_OK:
+            munmap(mem, size)
+            if shm_name is not None:
+                shm_unlink(shm_name)
+            _check(rc, "ring init")
+        self._adopt(mem, size, shm_name is not None)
+        self._configure(overflow, publish_timeout, spin)
+
+    def _ring_attach(self, bytes shm_name):
+        """Map an existing shared segment; returns the meta its creator stored."""
+        cdef int fd
+        cdef struct_stat st
+        cdef void *mem
+        cdef uint32_t meta_len
+        if self.mem != NULL:
+            raise RuntimeError("ring already open")
+        fd = shm_open(shm_name, O_RDWR, 0)
+        if fd < 0:
+            _raise_shm_error(errno, shm_name, "attach")
+        if fstat(fd, &st) != 0:
+            err = errno
+            c_close(fd)
+            _raise_shm_error(err, shm_name, "attach")
+        cdef size_t size = st.st_size
+        where = "/dev/shm" + shm_name.decode()
+        if size < FB_RING_META_OFFSET + FB_RING_META_BYTES:
+            c_close(fd)
+            raise FrameBusError(f"{where} is not a framebus segment: it holds only {size} bytes")
+        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        c_close(fd)
+        if mem == MAP_FAILED:
+            _raise_shm_error(errno, shm_name, "map")
+        rc = fb_ring_check(mem, size)
+        if rc != FB_RING_OK:
+            version = fb_ring_layout_version(mem)
+            munmap(mem, size)
+            if rc == FB_RING_BAD_MAGIC:
+                raise FrameBusError(f"{where} is not a framebus segment (no framebus magic number)")
+            if rc == FB_RING_BAD_VERSION:
+                raise FrameBusError(
+                    f"{where} is a framebus segment of layout version {version}; "
+                    f"this framebus reads layout version {FB_RING_LAYOUT_VERSION}")
+            raise FrameBusError(f"{where} is a damaged or truncated framebus segment")
+        memcpy(&meta_len, <char *>mem + FB_RING_META_OFFSET, 4)
+        if meta_len > FB_RING_META_BYTES - 4:
+            munmap(mem, size)
+            raise FrameBusError(f"{where} is a damaged framebus segment (bad meta length)")
+        meta = (<char *>mem + FB_RING_META_OFFSET + 4)[:meta_len]
+        self._adopt(mem, size, True)
+        return meta
+
+    cdef void _adopt(self, void *mem, size_t size, bint shared):
+        cdef fb_ring_params_t p
         self.mem = mem
         self.mem_size = size
         self.ring = <fb_ring_t *>mem
+        self.shared = shared
+        fb_ring_params(self.ring, &p)
+        self.max_frame = p.max_frame
+        self._closed = False
+
+    def _configure(self, str overflow, object publish_timeout, uint32_t spin):
+        """This handle's publish policy (a shared ring's overwrite flag is the creator's)."""
+        cdef fb_ring_params_t p
+        fb_ring_params(self.ring, &p)
+        cdef int code = _OVERFLOW_CODES[overflow]
+        if (code == OVERFLOW_OVERWRITE) != ((p.flags & FB_RING_OVERWRITE) != 0):
+            raise ValueError(f"overflow={overflow!r} does not match how the ring was created")
+        self.overflow = code
         self.publish_timeout_ns = _timeout_ns(publish_timeout)
         self.spin = spin
-        self.max_frame = max_frame
-        self._closed = False
+
+    @staticmethod
+    def _shm_unlink(bytes shm_name):
+        if shm_unlink(shm_name) != 0:
+            _raise_shm_error(errno, shm_name, "unlink")
 
     @property
     def closed(self):
@@ -275,12 +393,17 @@ cdef class Ring:
             self.ring = NULL
 
     def _ring_close(self):
-        """Wakes every blocked call with BusClosed; frees the memory once none is inside."""
+        """Wakes this handle's blocked calls with BusClosed; frees the memory once none is
+        inside. A shared ring stays open for the other processes."""
         if self._closed:
             return
         self._closed = True
         if self.ring != NULL:
-            fb_ring_close(self.ring)
+            if self.shared:
+                fb_ring_wake_readers(self.ring)
+                fb_ring_wake_writers(self.ring)
+            else:
+                fb_ring_close(self.ring)
         self._unmap()
 
     def __dealloc__(self):
@@ -506,7 +629,7 @@ cdef class Ring:
             self.active += 1
             with nogil:
                 rc = fb_ring_write_batch_wait(self.ring, iov, n, ts, flags, first, written, left,
-                                              self.spin)
+                                              self.spin, <const volatile int *>&self._closed)
             self._leave_nogil()
             if rc != FB_RING_INTR:
                 break
@@ -610,7 +733,7 @@ cdef class Reader:
         if group is not None:
             key = group_key_of(group.encode("utf-8"))
         cdef uint32_t slot
-        _check(fb_ring_reader_open(ring.ring, key, 0, &slot), "subscribe")
+        _check(fb_ring_reader_open(ring.ring, key, getpid(), &slot), "subscribe")
         self.ring = ring
         self.slot = slot
         memset(&self.rd, 0, sizeof(self.rd))

@@ -118,7 +118,8 @@ struct fb_ring {
     } ctr;
 };
 
-_Static_assert(sizeof(struct fb_ring) <= HEADER_BYTES, "header fits its page");
+_Static_assert(sizeof(struct fb_ring) <= FB_RING_META_OFFSET, "header leaves the meta area free");
+_Static_assert(FB_RING_META_OFFSET + FB_RING_META_BYTES == HEADER_BYTES, "meta area ends the page");
 _Static_assert(offsetof(struct fb_ring, geo) == 0, "magic first");
 
 static inline uint8_t *base(const fb_ring_t *r) { return (uint8_t *)r; }
@@ -601,12 +602,12 @@ int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t to
 {
     /* only reached when the ring is full, so the batch path's cost does not matter */
     fb_iov_t one = {data, len, topic};
-    return fb_ring_write_batch_wait(r, &one, 1, ts_ns, 0, seq_out, NULL, timeout_ns, spin);
+    return fb_ring_write_batch_wait(r, &one, 1, ts_ns, 0, seq_out, NULL, timeout_ns, spin, NULL);
 }
 
 int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                              uint32_t flags, uint64_t *first_seq, uint32_t *written,
-                             int64_t timeout_ns, uint32_t spin)
+                             int64_t timeout_ns, uint32_t spin, const volatile int *cancel)
 {
     int rc = fb_ring_write_batch(r, iov, n, ts_ns, flags, first_seq, written);
     for (uint32_t i = 0; rc == FB_RING_FULL && i < spin; i++) {
@@ -633,6 +634,8 @@ int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint
         waitq_unregister(&r->space_q);
         if (w == FB_RING_INTR)
             return FB_RING_INTR;
+        if (cancel && *cancel)
+            return FB_RING_CLOSED;
     }
 }
 
@@ -1067,6 +1070,14 @@ void fb_ring_wake_readers(fb_ring_t *r)
     fb_fetch_add32(&r->data_q.signal, 1);
     futex_wake_all(&r->data_q.signal, shared_ring(r));
 }
+
+void fb_ring_wake_writers(fb_ring_t *r)
+{
+    fb_fetch_add32(&r->space_q.signal, 1);
+    futex_wake_all(&r->space_q.signal, shared_ring(r));
+}
+
+uint32_t fb_ring_layout_version(const void *mem) { return ((const fb_ring_t *)mem)->geo.version; }
 
 void fb_ring_close(fb_ring_t *r)
 {

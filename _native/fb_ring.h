@@ -63,6 +63,10 @@ extern "C" {
 #define FB_RING_TOPIC_ENTRY 256u
 #define FB_RING_TOPIC_MAX_LEN (FB_RING_TOPIC_ENTRY - 8u)
 #define FB_RING_MIN_DATA_BYTES 4096u
+/* Bytes of the header page left to the embedding layer (e.g. the bus's config for
+ * processes that attach): written before fb_ring_init, published by its magic store. */
+#define FB_RING_META_OFFSET 2048u
+#define FB_RING_META_BYTES 2048u
 
 enum fb_ring_result {
     FB_RING_OK = 0,
@@ -178,6 +182,8 @@ int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p);
 /* Checks an existing region: FB_RING_BAD_MAGIC, FB_RING_BAD_VERSION or FB_RING_EINVAL. */
 int fb_ring_check(const void *mem, size_t len);
 void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out);
+/* The layout version stored in a region that has the magic (for error messages). */
+uint32_t fb_ring_layout_version(const void *mem);
 
 /* Producer side. */
 int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb_claim_t *out);
@@ -212,15 +218,20 @@ int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, 
  * FB_RING_INTR (a signal arrived: the caller handles it and calls again). */
 int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                        uint64_t *seq_out, int64_t timeout_ns, uint32_t spin);
+/* cancel (may be NULL): a caller's flag; once it is nonzero a woken writer returns
+ * FB_RING_CLOSED (how one process closes its handle on a shared ring; wake the
+ * writers with fb_ring_wake_writers). */
 int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                              uint32_t flags, uint64_t *first_seq, uint32_t *written,
-                             int64_t timeout_ns, uint32_t spin);
+                             int64_t timeout_ns, uint32_t spin, const volatile int *cancel);
 /* For a notifier thread: fb_ring_data_signal registers a waiter and returns the signal's
  * value; fb_ring_wait_data_signal (timeout 0 to not sleep) must follow: it unregisters. */
 uint32_t fb_ring_data_signal(fb_ring_t *r);
 int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
 /* Wakes every waiting reader so it re-checks its state (e.g. a closed subscription). */
 void fb_ring_wake_readers(fb_ring_t *r);
+/* Wakes every writer blocked for space (they retry, or see their cancel flag). */
+void fb_ring_wake_writers(fb_ring_t *r);
 /* Sets the close flag and wakes every waiter. */
 void fb_ring_close(fb_ring_t *r);
 int fb_ring_is_closed(const fb_ring_t *r);

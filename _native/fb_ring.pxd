@@ -24,6 +24,9 @@ cdef extern from "fb_ring.h" nogil:
         FB_WRITE_PARTIAL
         FB_RING_RECORD_HEADER
         FB_RING_TOPIC_MAX_LEN
+        FB_RING_META_OFFSET
+        FB_RING_META_BYTES
+        FB_RING_LAYOUT_VERSION
 
     ctypedef struct fb_ring_t:
         pass
@@ -116,7 +119,7 @@ cdef extern from "fb_ring.h" nogil:
                            uint64_t ts_ns, uint64_t *seq_out, int64_t timeout_ns, uint32_t spin)
     int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                                  uint32_t flags, uint64_t *first_seq, uint32_t *written,
-                                 int64_t timeout_ns, uint32_t spin)
+                                 int64_t timeout_ns, uint32_t spin, const volatile int *cancel)
     int fb_ring_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames)
     uint64_t fb_ring_record_bytes(uint32_t len)
     void fb_ring_add_dropped(fb_ring_t *r, uint64_t n)
@@ -136,6 +139,8 @@ cdef extern from "fb_ring.h" nogil:
     uint32_t fb_ring_data_signal(fb_ring_t *r)
     int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
     void fb_ring_wake_readers(fb_ring_t *r)
+    void fb_ring_wake_writers(fb_ring_t *r)
+    uint32_t fb_ring_layout_version(const void *mem)
     void fb_ring_close(fb_ring_t *r)
     int fb_ring_is_closed(const fb_ring_t *r)
     int fb_ring_is_paused(const fb_ring_t *r)

@@ -8,8 +8,10 @@ subscriptions, callbacks, stats and asyncio.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +19,7 @@ from typing import Any
 
 from . import _ring
 from .config import BusConfig
-from .errors import BusClosed, ConfigError
+from .errors import BusClosed, ConfigError, FrameBusError
 from .topics import TopicFilter
 
 __all__ = ["Frame", "FrameBus", "Subscription"]
@@ -39,35 +41,40 @@ class FrameBus(_ring.Ring):
     def __init__(
         self, config: BusConfig | None = None, *, preset: str | None = None, **overrides: Any
     ) -> None:
-        if config is not None and preset is not None:
-            raise ConfigError("pass either config or preset, not both")
-        if config is None:
-            config = BusConfig.preset(preset or "default", **overrides)
-        elif not isinstance(config, BusConfig):
-            raise TypeError(f"config must be a BusConfig, not {type(config).__name__}")
-        elif overrides:
-            config = config.replace(**overrides)
+        self._setup(_resolve_config(config, preset, overrides), shm=None)
+
+    def _setup(self, config: BusConfig, *, shm: str | None, attach: bool = False) -> None:
         if config.wal_dir is not None:
             raise ConfigError(
                 f"wal_dir={config.wal_dir!r}: the write-ahead log is not available in this "
                 "release; leave wal_dir=None"
             )
         self._config = config
-        self._ring_open(
-            data_bytes=config.ring_bytes,
-            frame_capacity=config.frame_capacity,
-            max_frame=config.max_frame,
-            max_readers=config.max_readers,
-            max_topics=config.max_topics,
-            overflow=config.overflow,
-            pause_hi=config.pause_hi,
-            resume_lo=config.resume_lo,
-            backpressure=config.backpressure_threshold,
-            unblock_timeout=config.unblock_timeout,
-            start_seq=0,
-            publish_timeout=config.publish_timeout,
-            spin=config.spin,
-        )
+        self._shm_name = shm
+        if attach:
+            assert shm is not None
+            self._configure(config.overflow, config.publish_timeout, config.spin)
+        else:
+            meta = b""
+            if shm is not None:
+                meta = json.dumps({"config": config.to_dict()}).encode()
+            self._ring_open(
+                data_bytes=config.ring_bytes,
+                frame_capacity=config.frame_capacity,
+                max_frame=config.max_frame,
+                max_readers=config.max_readers,
+                max_topics=config.max_topics,
+                overflow=config.overflow,
+                pause_hi=config.pause_hi,
+                resume_lo=config.resume_lo,
+                backpressure=config.backpressure_threshold,
+                unblock_timeout=config.unblock_timeout,
+                start_seq=0,
+                publish_timeout=config.publish_timeout,
+                spin=config.spin,
+                shm_name=None if shm is None else _shm_path(shm),
+                meta=meta,
+            )
         self._lock = threading.Lock()
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._groups: dict[str, str] = {}
@@ -75,10 +82,57 @@ class FrameBus(_ring.Ring):
         self._on_resume: list[Callable[[], object]] = []
         self._callback_errors = 0
         self._transition_lock = threading.Lock()
-        self._fired_pauses = 0
-        self._fired_resumes = 0
+        self._fired_pauses, self._fired_resumes = self._transitions()
         self._notifier: _Notifier | None = None
         self._set_transition_callback(self._on_transition)
+
+    # ---------------------------------------------------------- shared memory
+
+    @classmethod
+    def create_shared(
+        cls,
+        name: str,
+        config: BusConfig | None = None,
+        *,
+        preset: str | None = None,
+        **overrides: Any,
+    ) -> FrameBus:
+        """Create a bus in a new POSIX shared-memory segment (mode 0600) named ``name``.
+
+        Other processes join it with ``FrameBus.attach(name)``. The segment lives until
+        ``FrameBus.unlink(name)``; ``close()`` only detaches this process.
+        """
+        bus = cls.__new__(cls)
+        bus._setup(_resolve_config(config, preset, overrides), shm=_check_name(name))
+        return bus
+
+    @classmethod
+    def attach(cls, name: str) -> FrameBus:
+        """Attach to the shared bus ``name`` with the configuration its creator gave it.
+
+        Raises FileNotFoundError if there is no such segment and FrameBusError if the
+        segment is not a framebus ring or was made by another layout version.
+        """
+        bus = cls.__new__(cls)
+        meta = bus._ring_attach(_shm_path(_check_name(name)))
+        try:
+            config = BusConfig(**json.loads(meta)["config"])
+        except (ValueError, KeyError, TypeError) as exc:
+            bus._ring_close()
+            msg = f"shared bus {name!r} carries an unreadable config: {exc}"
+            raise FrameBusError(msg) from None
+        bus._setup(config, shm=name, attach=True)
+        return bus
+
+    @staticmethod
+    def unlink(name: str) -> None:
+        """Remove the shared segment's name; processes attached to it keep working."""
+        _ring.Ring._shm_unlink(_shm_path(_check_name(name)))
+
+    @property
+    def name(self) -> str | None:
+        """The shared segment's name, or None for an in-process bus."""
+        return self._shm_name
 
     # ------------------------------------------------------------------ config
 
@@ -189,6 +243,9 @@ class FrameBus(_ring.Ring):
     def close(self) -> None:
         """Close the bus: blocked recv/publish calls wake with BusClosed."""
         notifier = self._notifier
+        if self.shared and not self.closed:
+            for sub in list(self._subs):
+                sub._reader_close()  # free this process's cursors for the others
         self._ring_close()
         if notifier is not None:
             notifier.stop()
@@ -407,6 +464,35 @@ class _Notifier(threading.Thread):
             if rc == _CLOSED:
                 self.stop()
                 return
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"shared bus name must be a str, not {type(name).__name__}")
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"shared bus name {name!r} is invalid: use 1-200 letters, digits, '_', '.' or '-'"
+        )
+    return name
+
+
+def _shm_path(name: str) -> bytes:
+    return f"/framebus.{name}".encode()
+
+
+def _resolve_config(
+    config: BusConfig | None, preset: str | None, overrides: dict[str, Any]
+) -> BusConfig:
+    if config is not None and preset is not None:
+        raise ConfigError("pass either config or preset, not both")
+    if config is None:
+        return BusConfig.preset(preset or "default", **overrides)
+    if not isinstance(config, BusConfig):
+        raise TypeError(f"config must be a BusConfig, not {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config
 
 
 def _poke(fd: int) -> None:

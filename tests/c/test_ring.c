@@ -1068,7 +1068,7 @@ static void test_write_batch(void)
     written = 0;
     CHECK_RC(fb_ring_write_batch(R.r, iov, 5, 9, FB_WRITE_PARTIAL, &first, &written), FB_RING_FULL);
     CHECK_EQ(written, 0);
-    CHECK_RC(fb_ring_write_batch_wait(R.r, iov, 5, 9, FB_WRITE_PARTIAL, &first, &written, 10 * MS, 0),
+    CHECK_RC(fb_ring_write_batch_wait(R.r, iov, 5, 9, FB_WRITE_PARTIAL, &first, &written, 10 * MS, 0, NULL),
              FB_RING_TIMEOUT);
     CHECK_EQ(stats_of(&R).published, 4);
     CHECK_RC(fb_ring_read_begin(R.r, &pc.rd), FB_RING_OK);

@@ -1,0 +1,238 @@
+"""The shared-memory bus: create_shared / attach / unlink, frames between processes,
+bad attaches, permissions and cleanup."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import stat
+import struct
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import framebus as fb
+
+SHM = "/dev/shm"
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    n = f"test-{uuid.uuid4().hex[:12]}"
+    yield n
+    try:
+        fb.FrameBus.unlink(n)
+    except FileNotFoundError:
+        pass
+    assert not os.path.exists(f"{SHM}/framebus.{n}")
+
+
+def _publisher(name: str, pid: int, count: int, batch: int) -> None:
+    bus = fb.FrameBus.attach(name)
+    try:
+        k = 0
+        while k < count:
+            n = min(batch, count - k)
+            frames = [struct.pack("<II", pid, k + i) for i in range(n)]
+            if n == 1:
+                bus.publish(frames[0], topic=f"p.{pid}")
+            else:
+                bus.publish_batch(frames, topic=f"p.{pid}")
+            k += n
+    finally:
+        bus.close()
+
+
+def _collect(sub: fb.Subscription, count: int) -> list[fb.Frame]:
+    got: list[fb.Frame] = []
+    while len(got) < count:
+        batch = sub.recv_batch(1000, timeout=20)
+        assert batch, f"timed out after {len(got)} of {count} frames"
+        got.extend(batch)
+    return got
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_frames_cross_processes_in_order(name: str, method: str) -> None:
+    count = 20_000
+    with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
+        sub = bus.subscribe("p.>")
+        ctx = mp.get_context(method)
+        procs = [
+            ctx.Process(target=_publisher, args=(name, pid, count, b))
+            for pid, b in ((1, 1), (2, 37))
+        ]
+        for p in procs:
+            p.start()
+        got = _collect(sub, 2 * count)
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        assert [f.seq for f in got] == list(range(2 * count))
+        for pid in (1, 2):
+            mine = [struct.unpack("<II", f.payload) for f in got if f.topic == f"p.{pid}"]
+            assert mine == [(pid, k) for k in range(count)]
+        assert sub.recv(timeout=0) is None
+        assert bus.stats()["published"] == 2 * count
+
+
+def _subscriber(name: str, filter: str, group: str | None, count: int, out: mp.Queue) -> None:
+    bus = fb.FrameBus.attach(name)
+    sub = bus.subscribe(filter, group=group)
+    out.put("ready")
+    got = []
+    while len(got) < count:
+        batch = sub.recv_batch(500, timeout=20)
+        if not batch:
+            break
+        got.extend(f.payload for f in batch)
+    out.put(got)
+    bus.close()
+
+
+@pytest.mark.timeout(120)
+def test_subscriber_in_another_process_sees_topics_interned_there(name: str) -> None:
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
+        p = ctx.Process(target=_subscriber, args=(name, "a.*.c", None, 3, out))
+        p.start()
+        assert out.get(timeout=60) == "ready"
+        for topic, payload in [
+            ("a.b.c", b"1"),
+            ("a.b", b"no"),
+            ("a.x.c", b"2"),
+            ("z", b"no"),
+            ("a.y.c", b"3"),
+        ]:
+            bus.publish(payload, topic=topic)
+        assert out.get(timeout=60) == [b"1", b"2", b"3"]
+        p.join(30)
+        assert p.exitcode == 0
+        assert bus.stats()["readers"] == 0  # the child's close freed its cursor
+
+
+def test_attach_sees_the_creators_config(name: str) -> None:
+    with fb.FrameBus.create_shared(
+        name, preset="low_latency", overflow="error", max_frame=4096
+    ) as a:
+        with fb.FrameBus.attach(name) as b:
+            assert b.config == a.config
+            assert b.config.overflow == "error" and b.config.max_frame == 4096
+            assert b.name == name and b.shared
+            sub = a.subscribe()
+            seq = b.publish(b"hi", topic="t")
+            f = sub.recv(timeout=5)
+            assert (f.seq, f.topic, f.payload) == (seq, "t", b"hi")
+            with pytest.raises(fb.FrameTooLarge):
+                b.publish(b"x" * 4097)
+
+
+def test_segment_is_mode_0600(name: str) -> None:
+    old = os.umask(0)
+    try:
+        with fb.FrameBus.create_shared(name, preset="memory_optimized"):
+            mode = stat.S_IMODE(os.stat(f"{SHM}/framebus.{name}").st_mode)
+    finally:
+        os.umask(old)
+    assert mode == 0o600
+
+
+def test_attach_missing_segment(name: str) -> None:
+    with pytest.raises(FileNotFoundError, match=f"no framebus segment named '{name}'"):
+        fb.FrameBus.attach(name)
+    with pytest.raises(FileNotFoundError):
+        fb.FrameBus.unlink(name)
+
+
+def test_attach_foreign_file(name: str) -> None:
+    with open(f"{SHM}/framebus.{name}", "wb") as f:
+        f.write(os.urandom(8192))
+    with pytest.raises(fb.FrameBusError, match="is not a framebus segment .no framebus magic"):
+        fb.FrameBus.attach(name)
+
+
+def test_attach_tiny_file(name: str) -> None:
+    with open(f"{SHM}/framebus.{name}", "wb") as f:
+        f.write(b"abc")
+    with pytest.raises(fb.FrameBusError, match="is not a framebus segment: it holds only 3 bytes"):
+        fb.FrameBus.attach(name)
+
+
+def test_attach_other_layout_version(name: str) -> None:
+    fb.FrameBus.create_shared(name, preset="memory_optimized").close()
+    with open(f"{SHM}/framebus.{name}", "r+b") as f:
+        f.seek(8)  # the u32 layout version follows the u64 magic
+        f.write(struct.pack("<I", 99))
+    with pytest.raises(
+        fb.FrameBusError, match="layout version 99; this framebus reads layout version 1"
+    ):
+        fb.FrameBus.attach(name)
+
+
+def test_create_existing_name_fails(name: str) -> None:
+    with fb.FrameBus.create_shared(name, preset="memory_optimized"):
+        with pytest.raises(FileExistsError, match=f"named '{name}' already exists"):
+            fb.FrameBus.create_shared(name, preset="memory_optimized")
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a b", "..", "x" * 201])
+def test_bad_names(bad: str) -> None:
+    with pytest.raises(ValueError, match="shared bus name .* is invalid"):
+        fb.FrameBus.create_shared(bad)
+    with pytest.raises(ValueError, match="is invalid"):
+        fb.FrameBus.attach(bad)
+
+
+def test_name_must_be_str() -> None:
+    with pytest.raises(TypeError, match="name must be a str, not bytes"):
+        fb.FrameBus.attach(b"x")  # type: ignore[arg-type]
+
+
+def test_close_detaches_only_this_handle(name: str) -> None:
+    a = fb.FrameBus.create_shared(name, preset="memory_optimized")
+    b = fb.FrameBus.attach(name)
+    sub_b = b.subscribe()
+    b.close()
+    with pytest.raises(fb.BusClosed):
+        sub_b.recv(timeout=0)
+    with pytest.raises(fb.BusClosed):
+        b.publish(b"x")
+    assert a.stats()["readers"] == 0  # b's subscription was released
+    sub_a = a.subscribe()
+    a.publish(b"still open")
+    assert sub_a.recv(timeout=5).payload == b"still open"
+    a.close()
+
+
+def test_unlink_keeps_attached_processes_working(name: str) -> None:
+    with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
+        sub = bus.subscribe()
+        fb.FrameBus.unlink(name)
+        assert not os.path.exists(f"{SHM}/framebus.{name}")
+        bus.publish(b"after unlink")
+        assert sub.recv(timeout=5).payload == b"after unlink"
+        with pytest.raises(FileNotFoundError):
+            fb.FrameBus.attach(name)
+
+
+def test_damaged_meta_is_reported(name: str) -> None:
+    fb.FrameBus.create_shared(name, preset="memory_optimized").close()
+    with open(f"{SHM}/framebus.{name}", "r+b") as f:
+        f.seek(2048)
+        junk = b"{not json"
+        f.write(struct.pack("<I", len(junk)) + junk)
+    with pytest.raises(fb.FrameBusError, match="carries an unreadable config"):
+        fb.FrameBus.attach(name)
+
+
+def test_meta_is_json_config(name: str) -> None:
+    with fb.FrameBus.create_shared(name, preset="memory_optimized", spin=7):
+        with open(f"{SHM}/framebus.{name}", "rb") as f:
+            f.seek(2048)
+            (n,) = struct.unpack("<I", f.read(4))
+            meta = json.loads(f.read(n))
+    assert meta["config"]["spin"] == 7
