@@ -217,7 +217,7 @@ cdef class Ring:
                    uint32_t max_readers, uint32_t max_topics, str overflow, double pause_hi,
                    double resume_lo, double backpressure, double unblock_timeout,
                    uint64_t start_seq, object publish_timeout, uint32_t spin,
-                   bytes shm_name=None, bytes meta=b""):
+                   bytes shm_name=None, bytes meta=b"", double dead_reader_timeout=0.0):
         """Map and format a new ring: anonymous memory, or a new POSIX shared-memory
         segment (mode 0600) when shm_name is given, with meta stored for attachers."""
         cdef fb_ring_params_t p
@@ -240,6 +240,9 @@ cdef class Ring:
         p.backpressure = backpressure
         p.unblock_timeout_ns = <uint64_t>(unblock_timeout * 1e9)
         p.start_seq = start_seq
+        # only a shared ring has readers in other processes that can die
+        if shm_name is not None:
+            p.dead_reader_timeout_ns = <uint64_t>(dead_reader_timeout * 1e9)
         cdef size_t size = fb_ring_required_size(&p)
         if size == 0:
             raise ValueError("ring parameters rejected by the ring (see BusConfig for the valid ranges)")
@@ -666,6 +669,7 @@ cdef class Ring:
             "resume_events": s.resume_events,
             "unblocked": s.unblocked,
             "lapped": s.lapped,
+            "evicted": s.evicted,
             "next_seq": s.next_seq,
             "readers": s.readers,
             "topics": s.topics,
@@ -694,6 +698,11 @@ cdef class Ring:
             rc = fb_ring_wait_data_signal(self.ring, seen, t)
         self._leave_nogil()
         return rc
+
+    def _evict_dead(self):
+        """Release the cursors of reader processes dead for dead_reader_timeout; how many."""
+        self._ensure_open()
+        return fb_ring_evict_dead(self.ring)
 
     def _wake_readers(self):
         if self.ring != NULL and not self._closed:

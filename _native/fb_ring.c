@@ -9,6 +9,8 @@
 #include <linux/futex.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -59,7 +61,8 @@ typedef struct {
     uint64_t owner_start;
     uint64_t lagged;
     uint64_t opened_ns;
-    uint64_t _reserved[2];
+    uint64_t dead_since_ns; /* monotonic time its owner was first seen dead, 0 = alive */
+    uint64_t _reserved[1];
 } fb_slot_t;
 
 _Static_assert(sizeof(fb_slot_t) == 2 * FB_CACHE_LINE, "slot is two cache lines");
@@ -94,6 +97,7 @@ struct fb_ring {
         uint64_t resume_bytes, resume_frames; /* usage at or below resumes */
         uint64_t unblock_timeout_ns;
         uint64_t start_seq;
+        uint64_t dead_reader_timeout_ns;
         double pause_hi, resume_lo, backpressure;
         uint64_t created_ns;
         uint64_t creator_pid;
@@ -115,6 +119,7 @@ struct fb_ring {
         uint64_t resume_events;
         uint64_t unblocked;
         uint64_t lapped;
+        uint64_t evicted;
     } ctr;
 };
 
@@ -278,6 +283,7 @@ int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p)
     r->geo.resume_frames = (uint64_t)(p->resume_lo * (double)p->frame_capacity);
     r->geo.unblock_timeout_ns = p->unblock_timeout_ns;
     r->geo.start_seq = p->start_seq;
+    r->geo.dead_reader_timeout_ns = p->dead_reader_timeout_ns;
     r->geo.pause_hi = p->pause_hi;
     r->geo.resume_lo = p->resume_lo;
     r->geo.backpressure = p->backpressure;
@@ -320,6 +326,7 @@ void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out)
     out->backpressure = r->geo.backpressure;
     out->unblock_timeout_ns = r->geo.unblock_timeout_ns;
     out->start_seq = r->geo.start_seq;
+    out->dead_reader_timeout_ns = r->geo.dead_reader_timeout_ns;
 }
 
 /* ------------------------------------------------------- reader minimum */
@@ -630,12 +637,19 @@ int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint
             waitq_unregister(&r->space_q);
             return FB_RING_TIMEOUT;
         }
-        int w = futex_wait(&r->space_q.signal, seen, left, shared_ring(r));
+        /* while full, look for dead readers now and then (they never free space) */
+        int64_t nap = left;
+        uint64_t check = r->geo.dead_reader_timeout_ns / 4 + 1;
+        if (r->geo.dead_reader_timeout_ns && (nap < 0 || (uint64_t)nap > check))
+            nap = (int64_t)check;
+        int w = futex_wait(&r->space_q.signal, seen, nap, shared_ring(r));
         waitq_unregister(&r->space_q);
         if (w == FB_RING_INTR)
             return FB_RING_INTR;
         if (cancel && *cancel)
             return FB_RING_CLOSED;
+        if (r->geo.dead_reader_timeout_ns && fb_ring_evict_dead(r))
+            refresh_min(r);
     }
 }
 
@@ -703,7 +717,9 @@ int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t
         fb_store32_release(&r->st.readers_hwm, free_slot + 1); /* before the slot turns active */
     s->group_key = group_key;
     s->members = 1;
-    s->owner_pid = pid;
+    s->owner_pid = group_key ? 0 : pid; /* a group's members may live in several processes */
+    s->owner_start = s->owner_pid ? fb_proc_start_time(pid) : 0;
+    s->dead_since_ns = 0;
     s->lagged = 0;
     s->opened_ns = fb_now_ns();
     fb_pair_t t = tail_snapshot(r);
@@ -739,6 +755,72 @@ int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
     int rc = maybe_resume(r);
     waitq_notify(r, &r->space_q);
     return rc;
+}
+
+uint64_t fb_proc_start_time(uint64_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return 0;
+    /* after ") " come fields 3, 4, ...; starttime is field 22 */
+    int field = 2;
+    for (p++; *p && field < 21; p++)
+        if (*p == ' ')
+            field++;
+    return strtoull(p, NULL, 10);
+}
+
+static int owner_alive(const fb_slot_t *s)
+{
+    if (!pid_alive(s->owner_pid))
+        return 0;
+    uint64_t start = fb_proc_start_time(s->owner_pid);
+    return start == 0 || s->owner_start == 0 || start == s->owner_start; /* else: pid reused */
+}
+
+int fb_ring_evict_dead(fb_ring_t *r)
+{
+    uint64_t timeout = r->geo.dead_reader_timeout_ns;
+    if (timeout == 0)
+        return 0;
+    int evicted = 0;
+    uint32_t hwm = fb_load32_acquire(&r->st.readers_hwm);
+    for (uint32_t i = 0; i < hwm; i++) {
+        fb_slot_t *s = slot_at(r, i);
+        if (fb_load32_acquire(&s->state) != SLOT_ACTIVE || s->owner_pid == 0)
+            continue;
+        if (owner_alive(s)) {
+            if (fb_load_relaxed(&s->dead_since_ns))
+                fb_store_relaxed(&s->dead_since_ns, 0);
+            continue;
+        }
+        uint64_t now = fb_mono_ns();
+        uint64_t expect = 0;
+        if (fb_cas_u64(&s->dead_since_ns, &expect, now) || now - expect < timeout)
+            continue;
+        registry_lock(r);
+        if (fb_load32_acquire(&s->state) == SLOT_ACTIVE && s->dead_since_ns == expect) {
+            s->members = 0;
+            /* release: the cursor no longer holds space */
+            fb_store32_release(&s->state, SLOT_FREE);
+            fb_fetch_add(&r->ctr.evicted, 1);
+            evicted++;
+        }
+        registry_unlock(r);
+    }
+    if (evicted) {
+        maybe_resume(r);
+        waitq_notify(r, &r->space_q);
+    }
+    return evicted;
 }
 
 /* ------------------------------------------------------------- readers */
@@ -1118,6 +1200,7 @@ void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out)
     out->resume_events = fb_load_relaxed(&r->ctr.resume_events);
     out->unblocked = fb_load_relaxed(&r->ctr.unblocked);
     out->lapped = fb_load_relaxed(&r->ctr.lapped);
+    out->evicted = fb_load_relaxed(&r->ctr.evicted);
     out->paused = fb_load32_relaxed(&r->st.paused);
     out->closed = fb_load32_relaxed(&r->st.closed);
     uint32_t readers = 0;

@@ -107,6 +107,7 @@ typedef struct {
     double backpressure;
     uint64_t unblock_timeout_ns; /* a claimed record uncommitted this long is skipped */
     uint64_t start_seq;          /* sequence number of the first frame */
+    uint64_t dead_reader_timeout_ns; /* evict a dead process's cursor after this; 0 = never */
 } fb_ring_params_t;
 
 typedef struct {
@@ -156,6 +157,7 @@ typedef struct {
     uint64_t resume_events;
     uint64_t unblocked;       /* dead claims turned into padding */
     uint64_t lapped;          /* times a reader was lapped (overwrite mode) */
+    uint64_t evicted;         /* cursors of dead processes released */
     uint64_t next_seq;
     uint32_t paused;
     uint32_t closed;
@@ -197,8 +199,15 @@ int fb_ring_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames);
 uint64_t fb_ring_record_bytes(uint32_t len);
 void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
 
-/* Reader side. group_key 0 = a slot of its own. */
+/* Reader side. group_key 0 = a slot of its own. pid: the owning process, for
+ * eviction when it dies (0 = never evicted; group slots are never evicted). */
 int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot);
+/* Releases the cursors of reader processes that have been dead (pid gone, or reused
+ * by a process with another start time) for dead_reader_timeout_ns; returns how many.
+ * Blocking writers call it while the ring is full. */
+int fb_ring_evict_dead(fb_ring_t *r);
+/* A process's start time (clock ticks since boot, /proc/<pid>/stat), 0 if unknown. */
+uint64_t fb_proc_start_time(uint64_t pid);
 /* Closing the slowest slot may resume the ring: FB_RING_OK or FB_RING_RESUMED. */
 int fb_ring_reader_close(fb_ring_t *r, uint32_t slot);
 int fb_ring_read_begin(fb_ring_t *r, fb_read_t *rd);

@@ -43,6 +43,7 @@ cdef extern from "fb_ring.h" nogil:
         double backpressure
         uint64_t unblock_timeout_ns
         uint64_t start_seq
+        uint64_t dead_reader_timeout_ns
 
     ctypedef struct fb_claim_t:
         uint64_t seq
@@ -87,6 +88,7 @@ cdef extern from "fb_ring.h" nogil:
         uint64_t resume_events
         uint64_t unblocked
         uint64_t lapped
+        uint64_t evicted
         uint64_t next_seq
         uint32_t paused
         uint32_t closed
@@ -126,6 +128,7 @@ cdef extern from "fb_ring.h" nogil:
 
     int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot)
     int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
+    int fb_ring_evict_dead(fb_ring_t *r)
     int fb_ring_read_begin(fb_ring_t *r, fb_read_t *rd)
     int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out)
     int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd)

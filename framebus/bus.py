@@ -74,6 +74,7 @@ class FrameBus(_ring.Ring):
                 spin=config.spin,
                 shm_name=None if shm is None else _shm_path(shm),
                 meta=meta,
+                dead_reader_timeout=config.dead_reader_timeout,
             )
         self._lock = threading.Lock()
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()

@@ -134,6 +134,7 @@ class BusConfig:
     publish_timeout: float | None = None
     spin: int = 200
     unblock_timeout: float = 1.0
+    dead_reader_timeout: float = 2.0
     wal_dir: str | None = None
     wal_sync: bool = False
     wal_flush_ms: int = 10
@@ -222,7 +223,7 @@ class BusConfig:
 
         put("spin", _check_int("spin", self.spin, 0, 10_000_000, "an int in 0..10000000"))
 
-        for name in ("unblock_timeout", "flush_interval"):
+        for name in ("unblock_timeout", "dead_reader_timeout", "flush_interval"):
             value = _check_real(name, getattr(self, name), "a finite number > 0 (seconds)")
             if value <= 0:
                 raise ConfigError(

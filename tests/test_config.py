@@ -447,3 +447,9 @@ def test_other_errors_pickle() -> None:
         assert type(back) is type(err) and back.args == err.args
     wal = pickle.loads(pickle.dumps(WalError(28, "No space left on device")))
     assert isinstance(wal, WalError) and wal.errno == 28
+
+
+def test_dead_reader_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="dead_reader_timeout=0.0 out of range"):
+        BusConfig(dead_reader_timeout=0)
+    assert BusConfig().dead_reader_timeout == 2.0

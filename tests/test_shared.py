@@ -236,3 +236,66 @@ def test_meta_is_json_config(name: str) -> None:
             (n,) = struct.unpack("<I", f.read(4))
             meta = json.loads(f.read(n))
     assert meta["config"]["spin"] == 7
+
+
+def _idle_subscriber(name: str, out: mp.Queue) -> None:
+    bus = fb.FrameBus.attach(name)
+    sub = bus.subscribe(">")
+    out.put(os.getpid())
+    import time
+
+    time.sleep(600)  # holds its cursor without reading until killed
+    sub.close()
+
+
+def _fill(bus: fb.FrameBus, count: int) -> None:
+    batch = [b"x" * 8] * 1000
+    for _ in range(count // 1000):
+        bus.publish_batch(batch)
+
+
+@pytest.mark.timeout(120)
+def test_dead_reader_process_is_evicted(name: str) -> None:
+    import signal
+
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    cfg = fb.BusConfig.preset("memory_optimized", dead_reader_timeout=0.3, publish_timeout=60)
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        child = ctx.Process(target=_idle_subscriber, args=(name, out))
+        child.start()
+        out.get(timeout=60)
+        assert bus.stats()["readers"] == 1
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        # more than the ring holds: only the dead cursor's eviction lets this finish
+        _fill(bus, 2 * cfg.frame_capacity)
+        s = bus.stats()
+        assert (s["evicted"], s["readers"]) == (1, 0)
+        assert s["published"] == (2 * cfg.frame_capacity // 1000) * 1000
+
+
+@pytest.mark.timeout(120)
+def test_live_idle_reader_is_not_evicted(name: str) -> None:
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    cfg = fb.BusConfig.preset("memory_optimized", dead_reader_timeout=0.2, publish_timeout=1.0)
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        child = ctx.Process(target=_idle_subscriber, args=(name, out))
+        child.start()
+        try:
+            out.get(timeout=60)
+            with pytest.raises(fb.WouldBlock, match="still full after 1 s"):
+                _fill(bus, 2 * cfg.frame_capacity)
+            assert bus.stats()["evicted"] == 0
+            assert bus.stats()["readers"] == 1
+        finally:
+            child.kill()
+            child.join(30)
+
+
+def test_in_process_bus_never_evicts() -> None:
+    with fb.FrameBus(preset="memory_optimized", dead_reader_timeout=0.01) as bus:
+        bus.subscribe()
+        assert bus._evict_dead() == 0
+        assert bus.stats()["evicted"] == 0
