@@ -299,3 +299,36 @@ def test_in_process_bus_never_evicts() -> None:
         bus.subscribe()
         assert bus._evict_dead() == 0
         assert bus.stats()["evicted"] == 0
+
+
+def _late_publisher(name: str, count: int) -> None:
+    import time
+
+    bus = fb.FrameBus.attach(name)
+    time.sleep(0.2)  # the parent is awaiting by now
+    for i in range(count):
+        bus.publish(i.to_bytes(4, "little"), topic="aio")
+    bus.close()
+
+
+@pytest.mark.timeout(120)
+def test_arecv_wakes_on_frames_from_another_process(name: str) -> None:
+    import asyncio
+
+    async def consume(sub: fb.Subscription, count: int) -> list[int]:
+        got = []
+        async for f in sub:
+            got.append(int.from_bytes(f.payload, "little"))
+            if len(got) == count:
+                break
+        return got
+
+    ctx = mp.get_context("spawn")
+    with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
+        sub = bus.subscribe("aio")
+        p = ctx.Process(target=_late_publisher, args=(name, 500))
+        p.start()
+        got = asyncio.run(asyncio.wait_for(consume(sub, 500), 60))
+        p.join(30)
+        assert p.exitcode == 0
+    assert got == list(range(500))
