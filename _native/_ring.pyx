@@ -44,6 +44,9 @@ DEFAULT = _DEFAULT
 
 cdef extern from "Python.h":
     int PyObject_CheckBuffer(object)
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+    int PyBUF_WRITE
 
 cdef extern from "sys/mman.h" nogil:
     int madvise(void *addr, size_t length, int advice)
@@ -643,6 +646,54 @@ cdef class Ring:
             raise WouldBlock(f"{what}: ring still full after {timeout_ns / 1e9:g} s")
         return rc
 
+    # ------------------------------------------------------------------- loans
+
+    def loan(self, Py_ssize_t nbytes, topic="", timeout=_DEFAULT):
+        """Reserve nbytes in the ring and write the frame in place (no copy).
+
+        ``with bus.loan(n, topic="cam.0") as buf: buf[:] = pixels`` publishes on a clean
+        exit and gives the space up (readers skip it) if the block raises. ``buf`` is
+        a writable memoryview, released at the end of the block; arrays made from it (numpy)
+        must not be used after the block either. When the ring is
+        full a loan waits in ``block`` mode and raises WouldBlock in the others.
+        """
+        cdef Loan ln = Loan.__new__(Loan)
+        cdef int rc
+        cdef int64_t timeout_ns, left
+        cdef uint64_t deadline
+        self._ensure_open()
+        if nbytes < 0:
+            raise ValueError(f"loan size must be >= 0, got {nbytes}")
+        if <uint64_t>nbytes > self.max_frame:
+            raise FrameTooLarge(nbytes, self.max_frame)
+        cdef uint32_t tid = self._topic_id(topic)
+        rc = fb_ring_claim(self.ring, <uint32_t>nbytes, tid, fb_now_ns(), &ln.claim)
+        if rc == FB_RING_FULL and self.overflow == OVERFLOW_BLOCK:
+            timeout_ns = self._publish_timeout(timeout)
+            deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+            while rc == FB_RING_FULL:
+                left = _left(timeout_ns, deadline)
+                if left == 0:
+                    raise WouldBlock(f"loan: ring still full after {timeout_ns / 1e9:g} s")
+                self.active += 1
+                with nogil:
+                    rc = fb_ring_wait_writable(self.ring, fb_ring_record_bytes(<uint32_t>nbytes), 1,
+                                               left, self.spin)
+                self._leave_nogil()
+                if rc == FB_RING_INTR:
+                    PyErr_CheckSignals()
+                self._ensure_open()
+                rc = fb_ring_claim(self.ring, <uint32_t>nbytes, tid, fb_now_ns(), &ln.claim)
+        if rc == FB_RING_FULL:
+            raise WouldBlock("loan: the ring is full (backpressure threshold reached)")
+        _check(rc, "loan")
+        if rc > 0:
+            self._transition(rc)
+        ln.ring = self
+        ln.view = PyMemoryView_FromMemory(<char *>ln.claim.data, nbytes, PyBUF_WRITE)
+        self.active += 1  # the mapping outlives the loan even if the bus closes
+        return ln
+
     # ------------------------------------------------------------------ state
 
     @property
@@ -709,6 +760,110 @@ cdef class Ring:
             fb_ring_wake_readers(self.ring)
 
 
+cdef class Loan:
+    """Space claimed in the ring by FrameBus.loan(); publish with commit() or the with-block."""
+    cdef Ring ring
+    cdef fb_claim_t claim
+    cdef object view
+    cdef bint done
+
+    @property
+    def seq(self):
+        """The sequence number the frame gets when committed."""
+        return self.claim.seq
+
+    def __enter__(self):
+        return self.view
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+    cdef int _finish(self, bint publish) except -1:
+        if self.done:
+            raise RuntimeError("this loan was already committed or aborted")
+        self.done = True
+        leaked = False
+        try:
+            self.view.release()
+        except BufferError:
+            leaked = True
+        if self.ring.ring != NULL:
+            if publish:
+                fb_ring_commit(self.ring.ring, &self.claim)
+            else:
+                fb_ring_abort(self.ring.ring, &self.claim)
+        self.ring._leave_nogil()
+        if leaked:
+            raise BufferError("an export of the loaned buffer (e.g. a pickle.PickleBuffer) outlived "
+                              "the loan; the frame was " + ("published" if publish else "dropped"))
+        return 0
+
+    def commit(self):
+        """Publish the frame; returns its sequence number."""
+        self._finish(True)
+        return self.claim.seq
+
+    def abort(self):
+        """Give the space up: readers skip it."""
+        self._finish(False)
+
+    def __dealloc__(self):
+        if not self.done and self.ring is not None and self.ring.ring != NULL:
+            fb_ring_abort(self.ring.ring, &self.claim)
+            self.ring._leave_nogil()
+
+
+cdef class FrameView:
+    """A frame borrowed from the ring by Subscription.recv_view(): no copy.
+
+    ``payload`` is a read-only memoryview valid inside the with-block; leaving it
+    releases the frame to the producers. Arrays made from it (``array()``, numpy) point
+    into the ring and must not be used after the block: copy what you keep.
+    """
+    cdef Reader reader
+    cdef readonly uint64_t seq
+    cdef readonly str topic
+    cdef readonly uint64_t ts_ns
+    cdef readonly object payload
+    cdef bint done
+
+    def array(self, dtype="u1", shape=None):
+        """The payload as a numpy array (no copy), valid inside the with-block."""
+        import numpy
+        a = numpy.frombuffer(self.payload, dtype=dtype)
+        return a if shape is None else a.reshape(shape)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+        return False
+
+    def release(self):
+        """Hand the frame back (advance the subscription past it)."""
+        if self.done:
+            return
+        self.done = True
+        leaked = False
+        try:
+            self.payload.release()
+        except BufferError:
+            leaked = True
+        self.reader._end_view()
+        if leaked:
+            raise BufferError("an export of the borrowed payload (e.g. a pickle.PickleBuffer) "
+                              "outlived the view; copy what you keep")
+
+    def __dealloc__(self):
+        if not self.done and self.reader is not None:
+            self.reader._end_view()
+
+
 cdef class Reader:
     """One cursor in the ring (a subscription, or a member of a group)."""
     cdef Ring ring
@@ -729,6 +884,8 @@ cdef class Reader:
     cdef Py_ssize_t copies_cap
     cdef bint copying
     cdef bint close_pending
+    cdef bint view_out
+    cdef bint is_group
 
     def __cinit__(self):
         self.opened = False
@@ -745,6 +902,7 @@ cdef class Reader:
         _check(fb_ring_reader_open(ring.ring, key, getpid(), &slot), "subscribe")
         self.ring = ring
         self.slot = slot
+        self.is_group = key != 0
         memset(&self.rd, 0, sizeof(self.rd))
         self.rd.slot = slot
         self.matcher = matcher
@@ -758,8 +916,8 @@ cdef class Reader:
     def _reader_close(self):
         if not self.opened:
             return
-        if self.copying:
-            self.close_pending = True  # the reading thread closes once its copy is done
+        if self.copying or self.view_out:
+            self.close_pending = True  # closed once the copy is done / the view released
             return
         self.opened = False
         if self.ring.ring != NULL and not self.ring._closed:
@@ -1033,6 +1191,74 @@ cdef class Reader:
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         return self._recv(max_frames, timeout)
+
+    def recv_view(self, timeout=None):
+        """The next frame borrowed in place (FrameView), or None on timeout.
+
+        Only for subscriptions of their own (not groups) on a bus that is not in
+        overwrite mode: there no producer can reuse the frame's space until the view
+        is released. The subscription cannot be read again until then.
+        """
+        cdef fb_frame_t f
+        cdef int rc
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+        cdef int64_t left
+        self._ensure_open()
+        if self.overwrite:
+            raise ValueError("recv_view is not available in overwrite mode (frames can be "
+                             "overwritten while borrowed); use recv")
+        if self.is_group:
+            raise ValueError("recv_view is not available on a group subscription; use recv")
+        if self.busy:
+            raise RuntimeError("this subscription is busy (another read or an unreleased view)")
+        while True:
+            fb_ring_read_begin(self.ring.ring, &self.rd)
+            while True:
+                rc = fb_ring_read_next(self.ring.ring, &self.rd, &f)
+                if rc != FB_RING_OK or self._matches(f.topic):
+                    break
+            if rc == FB_RING_OK:
+                break
+            self._end_read()  # skipped frames of other topics are passed
+            left = _left(timeout_ns, deadline)
+            if left == 0:
+                return None
+            self.busy = True
+            try:
+                self._wait(left)
+            finally:
+                self.busy = False
+            self._ensure_open()
+        cdef FrameView v = FrameView.__new__(FrameView)
+        v.reader = self
+        v.seq = f.seq
+        v.ts_ns = f.ts_ns
+        v.topic = self.ring._topic_name(f.topic)
+        v.payload = PyMemoryView_FromMemory(<char *>f.data, f.len, PyBUF_READ)
+        self.busy = True
+        self.view_out = True
+        self.ring.active += 1
+        return v
+
+    cdef int _end_read(self) except -1:
+        cdef int erc = fb_ring_read_end(self.ring.ring, &self.rd)
+        if erc > 0 or self.rd.resumed:
+            self.ring._transition(FB_RING_RESUMED)
+        return 0
+
+    cdef int _end_view(self) except -1:
+        self.busy = False
+        self.view_out = False
+        try:
+            if self.ring.ring != NULL and self.opened:
+                self._end_read()
+        finally:
+            self.ring._leave_nogil()
+        if self.close_pending:
+            self.close_pending = False
+            self._reader_close()
+        return 0
 
     def _readable(self):
         if self.ring is None or self.ring.ring == NULL or self.ring._closed or not self.opened:

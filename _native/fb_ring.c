@@ -483,6 +483,14 @@ int fb_ring_commit(fb_ring_t *r, const fb_claim_t *c)
     return FB_RING_OK;
 }
 
+void fb_ring_abort(fb_ring_t *r, const fb_claim_t *c)
+{
+    fb_rec_t *rec = (fb_rec_t *)data_at(r, c->pos);
+    /* release: pairs with the acquire in read_next, which then skips len bytes */
+    fb_store_release(&rec->commit, c->pos | ST_PAD);
+    waitq_notify(r, &r->data_q);
+}
+
 int fb_ring_write(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                   uint64_t *seq_out)
 {

@@ -113,6 +113,7 @@ cdef extern from "fb_ring.h" nogil:
 
     int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb_claim_t *out)
     int fb_ring_commit(fb_ring_t *r, const fb_claim_t *c)
+    void fb_ring_abort(fb_ring_t *r, const fb_claim_t *c)
     int fb_ring_write(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                       uint64_t *seq_out)
     int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
