@@ -721,6 +721,8 @@ cdef class Ring:
             "unblocked": s.unblocked,
             "lapped": s.lapped,
             "evicted": s.evicted,
+            "creator_pid": s.creator_pid,
+            "max_readers": s.max_readers,
             "next_seq": s.next_seq,
             "readers": s.readers,
             "topics": s.topics,
@@ -731,7 +733,8 @@ cdef class Ring:
         self._ensure_open()
         _check(fb_ring_reader_info(self.ring, slot, &i), "reader info")
         return {"backlog": i.backlog, "lagged": i.lagged, "next_seq": i.seq,
-                "members": i.members, "active": bool(i.active)}
+                "members": i.members, "active": bool(i.active), "owner_pid": i.owner_pid,
+                "group": i.group_key != 0}
 
     def _wait_data_signal_register(self):
         """Register as a data waiter; returns the signal value to wait on."""

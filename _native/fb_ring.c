@@ -1209,6 +1209,8 @@ void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out)
     out->unblocked = fb_load_relaxed(&r->ctr.unblocked);
     out->lapped = fb_load_relaxed(&r->ctr.lapped);
     out->evicted = fb_load_relaxed(&r->ctr.evicted);
+    out->creator_pid = r->geo.creator_pid;
+    out->max_readers = r->geo.max_readers;
     out->paused = fb_load32_relaxed(&r->st.paused);
     out->closed = fb_load32_relaxed(&r->st.closed);
     uint32_t readers = 0;

@@ -158,10 +158,12 @@ typedef struct {
     uint64_t unblocked;       /* dead claims turned into padding */
     uint64_t lapped;          /* times a reader was lapped (overwrite mode) */
     uint64_t evicted;         /* cursors of dead processes released */
+    uint64_t creator_pid;     /* process that formatted the ring */
     uint64_t next_seq;
     uint32_t paused;
     uint32_t closed;
     uint32_t readers;         /* active slots */
+    uint32_t max_readers;
     uint32_t topics;
 } fb_ring_stats_t;
 

@@ -89,10 +89,12 @@ cdef extern from "fb_ring.h" nogil:
         uint64_t unblocked
         uint64_t lapped
         uint64_t evicted
+        uint64_t creator_pid
         uint64_t next_seq
         uint32_t paused
         uint32_t closed
         uint32_t readers
+        uint32_t max_readers
         uint32_t topics
 
     ctypedef struct fb_reader_info_t:

@@ -36,7 +36,44 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
     )
     _bench.add_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
+    ls = sub.add_parser(
+        "ls",
+        help="list shared buses (/dev/shm/framebus.*) with owner, liveness and usage",
+        description="List the shared-memory buses on this machine: the creating process "
+        "and whether it is alive, the subscribers' processes, usage and counters.",
+    )
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_cmd_ls)
     return parser
+
+
+def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
+    from ._shm import list_segments
+
+    rows = list_segments()
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no shared framebus segments")
+        return 0
+    print(f"{'name':24} {'MiB':>8} {'creator':>14} {'readers':>22} {'used':>7} {'published':>12}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:24} {r['bytes'] / 2**20:8.1f}  {r['error']}")
+            continue
+        creator = f"{r['creator_pid']} ({'alive' if r['creator_alive'] else 'dead'})"
+        readers = (
+            ",".join(f"{x['pid']}{'' if x['alive'] else '(dead)'}" for x in r["reader_processes"])
+            or "-"
+        )
+        print(
+            f"{r['name']:24} {r['bytes'] / 2**20:8.1f} {creator:>14} {readers:>22} "
+            f"{r['usage'] * 100:6.1f}% {r['published']:>12}"
+        )
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:

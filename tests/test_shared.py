@@ -332,3 +332,29 @@ def test_arecv_wakes_on_frames_from_another_process(name: str) -> None:
         p.join(30)
         assert p.exitcode == 0
     assert got == list(range(500))
+
+
+def test_framebus_ls_lists_segments(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from framebus.cli import main
+
+    foreign = f"{name}-foreign"
+    with open(f"{SHM}/framebus.{foreign}", "wb") as f:
+        f.write(b"\0" * 100)
+    try:
+        with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
+            sub = bus.subscribe()
+            bus.publish_batch([b"a", b"b", b"c"])
+            assert main(["ls", "--json"]) == 0
+            rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+            mine = rows[name]
+            assert (mine["creator_pid"], mine["creator_alive"]) == (os.getpid(), True)
+            assert mine["reader_processes"] == [{"pid": os.getpid(), "alive": True}]
+            assert (mine["readers"], mine["published"]) == (1, 3)
+            assert mine["usage"] > 0
+            assert "not a framebus segment" in rows[foreign]["error"]
+            assert main(["ls"]) == 0
+            table = capsys.readouterr().out
+            assert name in table and f"{os.getpid()} (alive)" in table
+            sub.close()
+    finally:
+        os.unlink(f"{SHM}/framebus.{foreign}")

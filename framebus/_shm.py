@@ -1,0 +1,67 @@
+"""Inspecting the shared-memory buses on this machine (``framebus ls``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .bus import FrameBus
+
+SHM_DIR = "/dev/shm"
+PREFIX = "framebus."
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_segments() -> list[dict[str, Any]]:
+    """One dict per /dev/shm/framebus.* segment; unreadable ones carry an ``error``."""
+    rows: list[dict[str, Any]] = []
+    try:
+        names = sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX))
+    except FileNotFoundError:
+        return rows
+    for entry in names:
+        name = entry[len(PREFIX) :]
+        path = os.path.join(SHM_DIR, entry)
+        row: dict[str, Any] = {"name": name, "path": path}
+        try:
+            row["bytes"] = os.stat(path).st_size
+            bus = FrameBus.attach(name)
+        except Exception as exc:  # listed with the reason, never fatal
+            row.setdefault("bytes", 0)
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            continue
+        try:
+            s = bus.stats()
+            pids: dict[int, bool] = {}
+            for slot in range(s["max_readers"]):
+                info = bus._reader_info(slot)
+                if info["active"] and info["owner_pid"]:
+                    pids[info["owner_pid"]] = pid_alive(info["owner_pid"])
+            usage = max(s["ring_used"] / s["capacity"], s["ring_used_bytes"] / s["capacity_bytes"])
+            row.update(
+                creator_pid=s["creator_pid"],
+                creator_alive=pid_alive(s["creator_pid"]),
+                readers=s["readers"],
+                reader_processes=[{"pid": p, "alive": a} for p, a in sorted(pids.items())],
+                usage=usage,
+                published=s["published"],
+                dropped=s["dropped"],
+                evicted=s["evicted"],
+                paused=s["paused"],
+            )
+        finally:
+            bus.close()
+        rows.append(row)
+    return rows
