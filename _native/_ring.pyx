@@ -205,6 +205,7 @@ cdef class Ring:
     cdef object last_topic
     cdef uint32_t last_topic_id
     cdef readonly bint shared
+    cdef int attach_entry
     cdef object transition_cb
 
     def __cinit__(self):
@@ -335,6 +336,9 @@ cdef class Ring:
         self.mem_size = size
         self.ring = <fb_ring_t *>mem
         self.shared = shared
+        self.attach_entry = -1
+        if shared:
+            self.attach_entry = fb_ring_attach_register(self.ring, getpid())
         fb_ring_params(self.ring, &p)
         self.max_frame = p.max_frame
         self._closed = False
@@ -394,6 +398,8 @@ cdef class Ring:
 
     cdef void _unmap(self):
         if self.mem != NULL and self.active == 0:
+            if self.shared:
+                fb_ring_attach_unregister(self.ring, self.attach_entry, getpid())
             munmap(self.mem, self.mem_size)
             self.mem = NULL
             self.ring = NULL
@@ -414,6 +420,8 @@ cdef class Ring:
 
     def __dealloc__(self):
         if self.mem != NULL:
+            if self.shared:
+                fb_ring_attach_unregister(self.ring, self.attach_entry, getpid())
             munmap(self.mem, self.mem_size)
 
     # ---------------------------------------------------------------- topics
@@ -752,6 +760,11 @@ cdef class Ring:
             rc = fb_ring_wait_data_signal(self.ring, seen, t)
         self._leave_nogil()
         return rc
+
+    def _attached_alive(self):
+        """Live processes holding this shared ring mapped (this one included)."""
+        self._ensure_open()
+        return fb_ring_attached_alive(self.ring)
 
     def _evict_dead(self):
         """Release the cursors of reader processes dead for dead_reader_timeout; how many."""

@@ -121,6 +121,11 @@ struct fb_ring {
         uint64_t lapped;
         uint64_t evicted;
     } ctr;
+    /* Processes holding a mapping (pid, start time), for `framebus gc`. */
+    struct {
+        uint64_t pid;
+        uint64_t start;
+    } attached[FB_RING_MAX_ATTACHED] FB_ALIGNED(FB_CACHE_LINE);
 };
 
 _Static_assert(sizeof(struct fb_ring) <= FB_RING_META_OFFSET, "header leaves the meta area free");
@@ -829,6 +834,50 @@ int fb_ring_evict_dead(fb_ring_t *r)
         waitq_notify(r, &r->space_q);
     }
     return evicted;
+}
+
+int fb_ring_attach_register(fb_ring_t *r, uint64_t pid)
+{
+    uint64_t start = fb_proc_start_time(pid);
+    for (int i = 0; i < (int)FB_RING_MAX_ATTACHED; i++) {
+        uint64_t expect = 0;
+        if (fb_cas_u64(&r->attached[i].pid, &expect, pid)) {
+            fb_store_release(&r->attached[i].start, start);
+            return i;
+        }
+        /* an entry of a process that died (or whose pid was reused) is taken over */
+        if (!pid_alive(expect) || (start && fb_proc_start_time(expect) !=
+                                                fb_load_acquire(&r->attached[i].start))) {
+            if (fb_cas_u64(&r->attached[i].pid, &expect, pid)) {
+                fb_store_release(&r->attached[i].start, start);
+                return i;
+            }
+        }
+    }
+    return FB_RING_NO_SLOT;
+}
+
+void fb_ring_attach_unregister(fb_ring_t *r, int entry, uint64_t pid)
+{
+    if (entry < 0 || entry >= (int)FB_RING_MAX_ATTACHED)
+        return;
+    uint64_t expect = pid;
+    fb_cas_u64(&r->attached[entry].pid, &expect, 0);
+}
+
+int fb_ring_attached_alive(const fb_ring_t *r)
+{
+    int alive = 0;
+    for (int i = 0; i < (int)FB_RING_MAX_ATTACHED; i++) {
+        uint64_t pid = fb_load_acquire(&r->attached[i].pid);
+        if (!pid || !pid_alive(pid))
+            continue;
+        uint64_t start = fb_load_acquire(&r->attached[i].start);
+        uint64_t now = fb_proc_start_time(pid);
+        if (!start || !now || start == now)
+            alive++;
+    }
+    return alive;
 }
 
 /* ------------------------------------------------------------- readers */

@@ -67,6 +67,7 @@ extern "C" {
  * processes that attach): written before fb_ring_init, published by its magic store. */
 #define FB_RING_META_OFFSET 2048u
 #define FB_RING_META_BYTES 2048u
+#define FB_RING_MAX_ATTACHED 64u
 
 enum fb_ring_result {
     FB_RING_OK = 0,
@@ -210,6 +211,12 @@ int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t
  * by a process with another start time) for dead_reader_timeout_ns; returns how many.
  * Blocking writers call it while the ring is full. */
 int fb_ring_evict_dead(fb_ring_t *r);
+/* Attachment table (processes holding a mapping): register returns an entry index
+ * (or FB_RING_NO_SLOT when all 64 are held by live processes); attached_alive counts
+ * the live ones (pid alive with the same start time). */
+int fb_ring_attach_register(fb_ring_t *r, uint64_t pid);
+void fb_ring_attach_unregister(fb_ring_t *r, int entry, uint64_t pid);
+int fb_ring_attached_alive(const fb_ring_t *r);
 /* A process's start time (clock ticks since boot, /proc/<pid>/stat), 0 if unknown. */
 uint64_t fb_proc_start_time(uint64_t pid);
 /* Closing the slowest slot may resume the ring: FB_RING_OK or FB_RING_RESUMED. */

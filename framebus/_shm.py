@@ -51,6 +51,7 @@ def list_segments() -> list[dict[str, Any]]:
                     pids[info["owner_pid"]] = pid_alive(info["owner_pid"])
             usage = max(s["ring_used"] / s["capacity"], s["ring_used_bytes"] / s["capacity_bytes"])
             row.update(
+                attached_alive=bus._attached_alive() - 1,  # not counting this listing
                 creator_pid=s["creator_pid"],
                 creator_alive=pid_alive(s["creator_pid"]),
                 readers=s["readers"],
@@ -65,3 +66,25 @@ def list_segments() -> list[dict[str, Any]]:
             bus.close()
         rows.append(row)
     return rows
+
+
+def collect_garbage(dry_run: bool = False) -> list[dict[str, Any]]:
+    """Unlink the segments no live process holds (attached or subscribed) and those
+    that are not framebus rings of this layout; returns what was (or would be) removed."""
+    removed = []
+    for row in list_segments():
+        if "error" in row:
+            if not row["error"].startswith("FrameBusError"):
+                continue  # unreadable for another reason (permissions): leave it
+            reason = row["error"]
+        elif row["attached_alive"] == 0 and not any(p["alive"] for p in row["reader_processes"]):
+            reason = "no live process holds it"
+        else:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(row["path"])
+            except FileNotFoundError:
+                continue
+        removed.append({"name": row["name"], "reason": reason})
+    return removed

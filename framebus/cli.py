@@ -44,7 +44,27 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
     )
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_cmd_ls)
+    gc = sub.add_parser(
+        "gc",
+        help="remove shared buses that no live process holds",
+        description="Unlink /dev/shm/framebus.* segments whose attached and subscribed "
+        "processes are all dead, and files there that are not framebus segments.",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.set_defaults(func=_cmd_gc)
     return parser
+
+
+def _cmd_gc(args: argparse.Namespace, argv: list[str], prog: str) -> int:
+    from ._shm import collect_garbage
+
+    removed = collect_garbage(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for r in removed:
+        print(f"{verb} {r['name']}: {r['reason']}")
+    if not removed:
+        print("nothing to remove")
+    return 0
 
 
 def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:

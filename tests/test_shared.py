@@ -358,3 +358,61 @@ def test_framebus_ls_lists_segments(name: str, capsys: pytest.CaptureFixture[str
             sub.close()
     finally:
         os.unlink(f"{SHM}/framebus.{foreign}")
+
+
+def _create_and_leave(name: str, out: mp.Queue) -> None:
+    bus = fb.FrameBus.create_shared(name, preset="memory_optimized")
+    sub = bus.subscribe()  # a cursor that stays in the segment: the process dies with it
+    out.put("made")
+    import time
+
+    time.sleep(600)
+    sub.close()
+
+
+@pytest.mark.timeout(120)
+def test_framebus_gc_removes_only_dead_segments(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from framebus.cli import main
+
+    dead, live = f"{name}-dead", f"{name}-live"
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    child = ctx.Process(target=_create_and_leave, args=(dead, out))
+    child.start()
+    assert out.get(timeout=60) == "made"
+    try:
+        with fb.FrameBus.create_shared(live, preset="memory_optimized"):
+            assert main(["gc", "--dry-run"]) == 0
+            assert "would remove" not in capsys.readouterr().out.replace("nothing", "")
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+            assert main(["gc", "--dry-run"]) == 0
+            assert f"would remove {dead}: no live process holds it" in capsys.readouterr().out
+            assert os.path.exists(f"{SHM}/framebus.{dead}")
+            assert main(["gc"]) == 0
+            printed = capsys.readouterr().out
+            assert f"removed {dead}: no live process holds it" in printed
+            assert live not in printed
+            assert not os.path.exists(f"{SHM}/framebus.{dead}")
+            assert os.path.exists(f"{SHM}/framebus.{live}")
+    finally:
+        child.kill()
+        child.join(30)
+        for n in (dead, live):
+            try:
+                fb.FrameBus.unlink(n)
+            except FileNotFoundError:
+                pass
+
+
+def test_attachments_are_counted(name: str) -> None:
+    with fb.FrameBus.create_shared(name, preset="memory_optimized") as a:
+        assert a._attached_alive() == 1
+        b = fb.FrameBus.attach(name)
+        assert a._attached_alive() == 2
+        b.close()
+        assert a._attached_alive() == 1
