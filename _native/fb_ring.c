@@ -770,9 +770,12 @@ int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
     return rc;
 }
 
-uint64_t fb_proc_start_time(uint64_t pid)
+/* From /proc/<pid>/stat: the start time (field 22), and whether it is a zombie (a
+ * killed process its parent has not reaped yet: dead for our purposes). */
+static uint64_t proc_stat(uint64_t pid, int *zombie)
 {
     char path[64], buf[1024];
+    *zombie = 0;
     snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
     FILE *f = fopen(path, "r");
     if (!f)
@@ -781,8 +784,9 @@ uint64_t fb_proc_start_time(uint64_t pid)
     fclose(f);
     buf[n] = 0;
     char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
-    if (!p)
+    if (!p || p[1] != ' ')
         return 0;
+    *zombie = p[2] == 'Z' || p[2] == 'X';
     /* after ") " come fields 3, 4, ...; starttime is field 22 */
     int field = 2;
     for (p++; *p && field < 21; p++)
@@ -791,13 +795,26 @@ uint64_t fb_proc_start_time(uint64_t pid)
     return strtoull(p, NULL, 10);
 }
 
-static int owner_alive(const fb_slot_t *s)
+uint64_t fb_proc_start_time(uint64_t pid)
 {
-    if (!pid_alive(s->owner_pid))
-        return 0;
-    uint64_t start = fb_proc_start_time(s->owner_pid);
-    return start == 0 || s->owner_start == 0 || start == s->owner_start; /* else: pid reused */
+    int zombie;
+    return proc_stat(pid, &zombie);
 }
+
+/* Alive: the pid exists, is not a zombie, and (when both are known) started when
+ * the recorded process did, so a reused pid does not count. */
+static int process_alive(uint64_t pid, uint64_t recorded_start)
+{
+    if (!pid_alive(pid))
+        return 0;
+    int zombie;
+    uint64_t start = proc_stat(pid, &zombie);
+    if (zombie)
+        return 0;
+    return start == 0 || recorded_start == 0 || start == recorded_start;
+}
+
+static int owner_alive(const fb_slot_t *s) { return process_alive(s->owner_pid, s->owner_start); }
 
 int fb_ring_evict_dead(fb_ring_t *r)
 {
@@ -846,8 +863,7 @@ int fb_ring_attach_register(fb_ring_t *r, uint64_t pid)
             return i;
         }
         /* an entry of a process that died (or whose pid was reused) is taken over */
-        if (!pid_alive(expect) || (start && fb_proc_start_time(expect) !=
-                                                fb_load_acquire(&r->attached[i].start))) {
+        if (!process_alive(expect, fb_load_acquire(&r->attached[i].start))) {
             if (fb_cas_u64(&r->attached[i].pid, &expect, pid)) {
                 fb_store_release(&r->attached[i].start, start);
                 return i;
@@ -870,11 +886,7 @@ int fb_ring_attached_alive(const fb_ring_t *r)
     int alive = 0;
     for (int i = 0; i < (int)FB_RING_MAX_ATTACHED; i++) {
         uint64_t pid = fb_load_acquire(&r->attached[i].pid);
-        if (!pid || !pid_alive(pid))
-            continue;
-        uint64_t start = fb_load_acquire(&r->attached[i].start);
-        uint64_t now = fb_proc_start_time(pid);
-        if (!start || !now || start == now)
+        if (pid && process_alive(pid, fb_load_acquire(&r->attached[i].start)))
             alive++;
     }
     return alive;

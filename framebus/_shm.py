@@ -12,6 +12,7 @@ PREFIX = "framebus."
 
 
 def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, not yet reaped)."""
     if pid <= 0:
         return False
     try:
@@ -20,7 +21,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def list_segments() -> list[dict[str, Any]]:

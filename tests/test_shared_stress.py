@@ -151,3 +151,46 @@ def test_killed_producer_does_not_stop_the_others(name: str) -> None:
         assert seen == list(range(PER))
         assert victim_frames == list(range(len(victim_frames)))  # a prefix, in order
         assert bus.stats()["unblocked"] in (0, 1)
+
+
+def _slow_reader(name: str, ready: mp.Queue) -> None:
+    bus = fb.FrameBus.attach(name)
+    sub = bus.subscribe("p.>")
+    ready.put(os.getpid())
+    while True:
+        sub.recv_batch(10, timeout=1)  # reads a little, then gets killed mid-stream
+
+
+def test_killed_reader_does_not_stop_the_others(name: str) -> None:
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue = ctx.Queue()
+    start = ctx.Event()
+    cfg = fb.BusConfig.preset(
+        "memory_optimized", ring_bytes=1 << 20, dead_reader_timeout=0.3, publish_timeout=120
+    )
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        sub = bus.subscribe("p.>")
+        victim = ctx.Process(target=_slow_reader, args=(name, ready))
+        victim.start()
+        ready.get(timeout=60)
+        producers = [ctx.Process(target=_produce, args=(name, p, PER, start)) for p in (1, 2)]
+        for p in producers:
+            p.start()
+        start.set()
+        got: list[tuple[int, int]] = []
+        killed = False
+        while len(got) < 2 * PER:
+            if not killed and len(got) > PER // 2:
+                os.kill(victim.pid, signal.SIGKILL)  # its cursor now holds the ring back
+                killed = True
+            batch = sub.recv_batch(2000, timeout=60)
+            assert batch, f"stalled after {len(got)} frames"
+            got.extend(HEAD.unpack_from(f.payload) for f in batch)
+        for p in producers:
+            p.join(60)
+            assert p.exitcode == 0
+        victim.join(30)
+        _check_order(got)
+        assert sorted(got) == [(p, k) for p in (1, 2) for k in range(PER)]
+        s = bus.stats()
+        assert (s["evicted"], s["readers"]) == (1, 1)
