@@ -441,24 +441,17 @@ int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb
     int overwrite = is_overwrite(r);
     fb_pair_t t = fb_pair_peek(&r->tail);
     uint64_t pad, end;
-    int refreshed = 0;
     for (;;) {
         end = place(r, t.pos, need, &pad);
-        if (!overwrite && !fits(r, cached_min(r), end, t.seq + 1)) {
-            if (refreshed || !fits(r, refresh_min(r), end, t.seq + 1)) {
-                if (refreshed)
-                    return FB_RING_FULL;
-                refreshed = 1;
-                t = fb_pair_peek(&r->tail);
-                continue;
-            }
-        }
+        /* the cached minimum is a lower bound: scan the readers only when it says no */
+        if (!overwrite && !fits(r, cached_min(r), end, t.seq + 1) &&
+            !fits(r, refresh_min(r), end, t.seq + 1))
+            return FB_RING_FULL;
         fb_pair_t next = {end, t.seq + 1};
         /* full barrier: orders our claim before any write into the claimed
          * space; pairs with the acquire loads of the tail by readers */
         if (fb_pair_cas(&r->tail, &t, next))
             break;
-        refreshed = 0;
     }
     if (pad)
         write_pad(r, t.pos, pad);
@@ -538,27 +531,18 @@ int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t 
         return FB_RING_CLOSED;
     if (n == 0)
         return FB_RING_EINVAL;
-    uint64_t bytes = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n; i++)
         if (iov[i].len > r->geo.max_frame)
             return FB_RING_TOO_LARGE;
-        bytes += iov[i].len;
-    }
     int overwrite = is_overwrite(r);
     int partial = (flags & FB_WRITE_PARTIAL) != 0;
     fb_pair_t t = fb_pair_peek(&r->tail);
     uint64_t end;
     uint32_t k;
-    int refreshed = 0;
     for (;;) {
-        k = batch_fit(r, iov, n, t, refreshed ? fb_pair_peek(&r->min_cache) : cached_min(r),
-                      !overwrite, &end);
-        if (k < n && !refreshed && !overwrite) {
-            refresh_min(r);
-            refreshed = 1;
-            t = fb_pair_peek(&r->tail);
-            continue;
-        }
+        k = batch_fit(r, iov, n, t, cached_min(r), !overwrite, &end);
+        if (k < n && !overwrite) /* the cache is a lower bound: rescan before giving up */
+            k = batch_fit(r, iov, n, t, refresh_min(r), 1, &end);
         if (k < n && (!partial || k == 0)) {
             /* would it fit an empty ring at all? */
             uint64_t e2;
@@ -571,7 +555,6 @@ int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t 
         /* full barrier, as in fb_ring_claim */
         if (fb_pair_cas(&r->tail, &t, next))
             break;
-        refreshed = 0;
     }
     uint64_t pos = t.pos, pad;
     uint64_t seq = t.seq;
@@ -601,7 +584,6 @@ int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t 
         *first_seq = seq;
     if (written)
         *written = k;
-    (void)bytes;
     return maybe_pause(r, end, seq + k);
 }
 
