@@ -62,10 +62,11 @@ cdef extern from "sys/stat.h" nogil:
 cdef int _raise_shm_error(int err, bytes shm_name, str what) except -1:
     import os
     where = "/dev/shm" + shm_name.decode()
+    name = shm_name.decode().removeprefix("/framebus.")
     if err == ENOENT:
-        raise FileNotFoundError(err, f"no framebus segment named {shm_name.decode()[10:]!r}", where)
+        raise FileNotFoundError(err, f"no framebus segment named {name!r}", where)
     if err == EEXIST:
-        raise FileExistsError(err, f"a shared segment named {shm_name.decode()[10:]!r} already exists", where)
+        raise FileExistsError(err, f"a shared segment named {name!r} already exists", where)
     raise OSError(err, f"cannot {what} the shared segment: {os.strerror(err)}", where)
 
 
@@ -377,7 +378,7 @@ cdef class Ring:
             raise BusClosed("the bus is closed")
         return 0
 
-    cdef int _transition(self, int rc) except -1:
+    cdef int _transition(self) except -1:
         # The callback fires pending transitions in ring order from the header's
         # counters, so it does not matter which thread reports which one.
         if self.transition_cb is not None:
@@ -542,7 +543,7 @@ cdef class Ring:
                     iov.topic = tid
                     rc = self._write_wait(&iov, 1, 0, &seq, NULL, timeout, "publish")
             if rc > 0:
-                self._transition(rc)
+                self._transition()
             elif rc < 0:
                 _check(rc, "publish")
             return seq
@@ -603,7 +604,7 @@ cdef class Ring:
                 fb_ring_add_dropped(self.ring, n)
                 return -1
             if rc > 0:
-                self._transition(rc)
+                self._transition()
             elif rc < 0:
                 _check(rc, "publish_batch")
             if <Py_ssize_t>written < n:
@@ -696,7 +697,7 @@ cdef class Ring:
             raise WouldBlock("loan: the ring is full (backpressure threshold reached)")
         _check(rc, "loan")
         if rc > 0:
-            self._transition(rc)
+            self._transition()
         ln.ring = self
         ln.view = PyMemoryView_FromMemory(<char *>ln.claim.data, nbytes, PyBUF_WRITE)
         self.active += 1  # the mapping outlives the loan even if the bus closes
@@ -892,7 +893,6 @@ cdef class Reader:
     cdef object matcher
     cdef unsigned char *match_state     # per topic id: 0 unknown, 1 match, 2 no match
     cdef uint32_t match_len
-    cdef uint64_t expected_seq
     cdef readonly uint64_t lagged
     cdef uint64_t *lap_log              # overwrite mode: (pos, seq) of records read in a batch
     cdef Py_ssize_t lap_cap
@@ -925,9 +925,6 @@ cdef class Reader:
         self.match_all = match_all
         self.overwrite = ring.overflow == OVERFLOW_OVERWRITE
         self.opened = True
-        cdef fb_reader_info_t info
-        fb_ring_reader_info(ring.ring, slot, &info)
-        self.expected_seq = info.seq
 
     def _reader_close(self):
         if not self.opened:
@@ -940,7 +937,7 @@ cdef class Reader:
             rc = fb_ring_reader_close(self.ring.ring, self.slot)
             fb_ring_wake_readers(self.ring.ring)
             if rc == FB_RING_RESUMED:
-                self.ring._transition(rc)
+                self.ring._transition()
 
     @property
     def closed(self):
@@ -1005,16 +1002,16 @@ cdef class Reader:
         cdef Py_ssize_t i
         cdef uint64_t pos, seq, lost = 0
         # the cursor's sequence at begin is the next frame owed to this slot (shared by a group)
-        self.expected_seq = self.rd.start_seq
+        cdef uint64_t expected = self.rd.start_seq
         for i in range(logged):
             pos = self.lap_log[2 * i]
             seq = self.lap_log[2 * i + 1]
             if pos < intact_from:
                 continue
-            if seq > self.expected_seq:
-                lost += seq - self.expected_seq
-            if seq + 1 > self.expected_seq:
-                self.expected_seq = seq + 1
+            if seq > expected:
+                lost += seq - expected
+            if seq + 1 > expected:
+                expected = seq + 1
         if lost:
             self.lagged += lost
             fb_ring_reader_add_lagged(self.ring.ring, self.slot, lost)
@@ -1074,7 +1071,7 @@ cdef class Reader:
                 self._run_copies(ncopies, deferred >= _release_gil_bytes)
                 ncopies = 0
                 deferred = 0
-            erc = fb_ring_read_end(r, &self.rd)
+            erc = self._end_read()
             if erc == FB_RING_RETRY:
                 continue  # another member of the group took these frames first
             if self.overwrite:
@@ -1088,8 +1085,6 @@ cdef class Reader:
                     self._account_laps(logged, self.rd.intact_from)
                 else:
                     self._account_laps(logged, 0)
-            if erc > 0 or self.rd.resumed:
-                self.ring._transition(FB_RING_RESUMED)
             if self.close_pending:
                 self.close_pending = False
                 self._reader_close()
@@ -1147,11 +1142,12 @@ cdef class Reader:
                 if self._matches(f.topic):
                     fr = self._frame(&f)
                     break
+            # read_end inline rather than _end_read: this is the single-frame hot path
             erc = fb_ring_read_end(r, &self.rd)
             if erc == FB_RING_RETRY:
                 continue  # another member of the group took it first
-            if erc > 0:
-                self.ring._transition(erc)
+            if self.rd.resumed:
+                self.ring._transition()
             return fr
 
     cdef int _wait(self, int64_t timeout_ns) except -100:
@@ -1257,11 +1253,12 @@ cdef class Reader:
         self.ring.active += 1
         return v
 
-    cdef int _end_read(self) except -1:
+    cdef int _end_read(self) except -100:
+        """End the read (publish the cursor); report a resume. Returns the ring's code."""
         cdef int erc = fb_ring_read_end(self.ring.ring, &self.rd)
-        if erc > 0 or self.rd.resumed:
-            self.ring._transition(FB_RING_RESUMED)
-        return 0
+        if self.rd.resumed:  # also set when the code is LAPPED
+            self.ring._transition()
+        return erc
 
     cdef int _end_view(self) except -1:
         self.busy = False
