@@ -222,7 +222,8 @@ cdef class Ring:
                    uint32_t max_readers, uint32_t max_topics, str overflow, double pause_hi,
                    double resume_lo, double backpressure, double unblock_timeout,
                    uint64_t start_seq, object publish_timeout, uint32_t spin,
-                   bytes shm_name=None, bytes meta=b"", double dead_reader_timeout=0.0):
+                   bytes shm_name=None, bytes meta=b"", double dead_reader_timeout=0.0,
+                   uint64_t frame_limit=0):
         """Map and format a new ring: anonymous memory, or a new POSIX shared-memory
         segment (mode 0600) when shm_name is given, with meta stored for attachers."""
         cdef fb_ring_params_t p
@@ -245,6 +246,7 @@ cdef class Ring:
         p.backpressure = backpressure
         p.unblock_timeout_ns = <uint64_t>(unblock_timeout * 1e9)
         p.start_seq = start_seq
+        p.frame_limit = frame_limit
         # only a shared ring has readers in other processes that can die
         if shm_name is not None:
             p.dead_reader_timeout_ns = <uint64_t>(dead_reader_timeout * 1e9)
@@ -415,6 +417,7 @@ cdef class Ring:
             if self.shared:
                 fb_ring_wake_readers(self.ring)
                 fb_ring_wake_writers(self.ring)
+                fb_ring_user_wake(self.ring)
             else:
                 fb_ring_close(self.ring)
         self._unmap()
@@ -776,6 +779,63 @@ cdef class Ring:
         if self.ring != NULL and not self._closed:
             fb_ring_wake_readers(self.ring)
 
+    # --------------------------- counters in the header for the layers above (task counts)
+
+    cdef inline int _check_user(self, uint32_t i) except -1:
+        self._ensure_open()
+        if i >= FB_RING_USER_COUNTERS:
+            raise ValueError(f"user counter index {i} out of range 0..{FB_RING_USER_COUNTERS - 1}")
+        return 0
+
+    def _user_add(self, uint32_t i, int64_t delta):
+        """Adds delta to shared counter i; returns the new value."""
+        self._check_user(i)
+        return fb_ring_user_add(self.ring, i, <uint64_t>delta)
+
+    def _user_dec(self, uint32_t i):
+        """Decrements shared counter i unless it is 0: the new value, or -1 if it was 0."""
+        cdef uint64_t v = 0
+        self._check_user(i)
+        if fb_ring_user_dec(self.ring, i, &v) != FB_RING_OK:
+            return -1
+        return v
+
+    def _user_get(self, uint32_t i):
+        self._check_user(i)
+        return fb_ring_user_get(self.ring, i)
+
+    def _user_wake(self):
+        """Wakes every process waiting in _user_wait."""
+        self._ensure_open()
+        fb_ring_user_wake(self.ring)
+
+    def _user_wait(self, uint32_t i, uint64_t target, timeout=None):
+        """Waits (GIL released) until counter i equals target: True, or False on timeout.
+        Whoever moves the counter to target calls _user_wake."""
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = 0
+        cdef int64_t left
+        cdef uint32_t seen
+        cdef int rc
+        self._check_user(i)
+        if timeout_ns > 0:
+            deadline = fb_mono_ns() + <uint64_t>timeout_ns
+        while True:
+            # the signal first: a wake after this load makes the futex wait return
+            seen = fb_ring_user_signal(self.ring)
+            if fb_ring_user_get(self.ring, i) == target:
+                return True
+            left = _left(timeout_ns, deadline)
+            if left == 0:
+                return False
+            self.active += 1
+            with nogil:
+                rc = fb_ring_user_wait(self.ring, seen, left)
+            self._leave_nogil()
+            if rc == FB_RING_INTR:
+                PyErr_CheckSignals()
+            self._ensure_open()
+
 
 cdef class Loan:
     """Space claimed in the ring by FrameBus.loan(); publish with commit() or the with-block."""
@@ -938,6 +998,11 @@ cdef class Reader:
             fb_ring_wake_readers(self.ring.ring)
             if rc == FB_RING_RESUMED:
                 self.ring._transition()
+
+    def _forget(self):
+        """Drop the cursor without releasing it: a forked child's copy of its parent's
+        subscription must not release the parent's membership."""
+        self.opened = False
 
     @property
     def closed(self):

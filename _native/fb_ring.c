@@ -121,6 +121,10 @@ struct fb_ring {
         uint64_t lapped;
         uint64_t evicted;
     } ctr;
+    struct FB_ALIGNED(FB_CACHE_LINE) {
+        uint64_t value[FB_RING_USER_COUNTERS];
+        uint32_t signal;
+    } user;
     /* Processes holding a mapping (pid, start time), for `framebus gc`. */
     struct {
         uint64_t pid;
@@ -238,7 +242,9 @@ int fb_ring_validate_params(const fb_ring_params_t *p)
     uint64_t limit = (uint64_t)(p->backpressure * (double)p->data_bytes);
     if (p->max_frame < 1 || 2 * rec_bytes(p->max_frame) > limit)
         return FB_RING_EINVAL;
-    if ((uint64_t)(p->backpressure * (double)p->frame_capacity) < 2)
+    if (p->frame_limit == 0 && (uint64_t)(p->backpressure * (double)p->frame_capacity) < 2)
+        return FB_RING_EINVAL;
+    if (p->frame_limit > p->frame_capacity)
         return FB_RING_EINVAL;
     if (p->unblock_timeout_ns == 0)
         return FB_RING_EINVAL;
@@ -281,7 +287,8 @@ int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p)
     r->geo.max_readers = p->max_readers;
     r->geo.max_topics = p->max_topics;
     r->geo.limit_bytes = (uint64_t)(p->backpressure * (double)p->data_bytes);
-    r->geo.limit_frames = (uint64_t)(p->backpressure * (double)p->frame_capacity);
+    r->geo.limit_frames = p->frame_limit ? p->frame_limit
+                                         : (uint64_t)(p->backpressure * (double)p->frame_capacity);
     r->geo.pause_bytes = ceil_frac(p->pause_hi, p->data_bytes);
     r->geo.pause_frames = ceil_frac(p->pause_hi, p->frame_capacity);
     r->geo.resume_bytes = (uint64_t)(p->resume_lo * (double)p->data_bytes);
@@ -330,6 +337,7 @@ void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out)
     out->resume_lo = r->geo.resume_lo;
     out->backpressure = r->geo.backpressure;
     out->unblock_timeout_ns = r->geo.unblock_timeout_ns;
+    out->frame_limit = r->geo.limit_frames; /* the effective limit */
     out->start_seq = r->geo.start_seq;
     out->dead_reader_timeout_ns = r->geo.dead_reader_timeout_ns;
 }
@@ -1219,6 +1227,7 @@ void fb_ring_close(fb_ring_t *r)
     fb_fetch_add32(&r->space_q.signal, 1);
     futex_wake_all(&r->data_q.signal, shared_ring(r));
     futex_wake_all(&r->space_q.signal, shared_ring(r));
+    fb_ring_user_wake(r);
 }
 
 void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)
@@ -1328,4 +1337,46 @@ int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint3
     *name = t->name;
     *len = t->len;
     return FB_RING_OK;
+}
+
+/* ---------------------------------------------------------- user counters */
+
+/* seq_cst throughout: these are control-plane counters (task accounting), not the
+ * data path, and a waiter must see the counter move before it sees the signal. */
+uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta)
+{
+    return __atomic_add_fetch(&r->user.value[i % FB_RING_USER_COUNTERS], delta, __ATOMIC_SEQ_CST);
+}
+
+int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out)
+{
+    uint64_t *p = &r->user.value[i % FB_RING_USER_COUNTERS];
+    uint64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    do {
+        if (v == 0)
+            return FB_RING_EMPTY;
+    } while (!__atomic_compare_exchange_n(p, &v, v - 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    *out = v - 1;
+    return FB_RING_OK;
+}
+
+uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)
+{
+    return __atomic_load_n(&r->user.value[i % FB_RING_USER_COUNTERS], __ATOMIC_SEQ_CST);
+}
+
+uint32_t fb_ring_user_signal(const fb_ring_t *r)
+{
+    return __atomic_load_n(&r->user.signal, __ATOMIC_SEQ_CST);
+}
+
+void fb_ring_user_wake(fb_ring_t *r)
+{
+    __atomic_fetch_add(&r->user.signal, 1, __ATOMIC_SEQ_CST);
+    futex_wake_all(&r->user.signal, shared_ring(r));
+}
+
+int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+{
+    return futex_wait(&r->user.signal, seen, timeout_ns, shared_ring(r));
 }

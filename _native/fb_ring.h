@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define FB_RING_MAGIC 0x3153554245524646ULL /* "FFREBUS1" little-endian */
-#define FB_RING_LAYOUT_VERSION 1u
+#define FB_RING_LAYOUT_VERSION 2u
 #define FB_RING_RECORD_HEADER 32u
 #define FB_RING_MAX_READERS 1024u
 #define FB_RING_TOPIC_ENTRY 256u
@@ -68,6 +68,7 @@ extern "C" {
 #define FB_RING_META_OFFSET 2048u
 #define FB_RING_META_BYTES 2048u
 #define FB_RING_MAX_ATTACHED 64u
+#define FB_RING_USER_COUNTERS 4u
 
 enum fb_ring_result {
     FB_RING_OK = 0,
@@ -109,6 +110,8 @@ typedef struct {
     uint64_t unblock_timeout_ns; /* a claimed record uncommitted this long is skipped */
     uint64_t start_seq;          /* sequence number of the first frame */
     uint64_t dead_reader_timeout_ns; /* evict a dead process's cursor after this; 0 = never */
+    uint64_t frame_limit; /* most frames held at once, 1..frame_capacity (a queue's maxsize);
+                             0 = backpressure * frame_capacity */
 } fb_ring_params_t;
 
 typedef struct {
@@ -264,6 +267,18 @@ void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes
 /* Topic table: names (bytes, 1..FB_RING_TOPIC_MAX_LEN) to ids >= 1; id 0 is the empty topic. */
 int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t *id);
 int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len);
+
+/* Counters for the embedding layer (e.g. a queue's unfinished tasks) in the header,
+ * with one futex word to wait on: index < FB_RING_USER_COUNTERS. */
+uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta); /* returns the new value */
+/* Decrements counter i unless it is 0: FB_RING_OK (new value in *out) or FB_RING_EMPTY. */
+int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out);
+uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i);
+uint32_t fb_ring_user_signal(const fb_ring_t *r);
+/* Bumps the signal and wakes every fb_ring_user_wait. */
+void fb_ring_user_wake(fb_ring_t *r);
+/* Sleeps while the signal still equals seen: OK, FB_RING_TIMEOUT or FB_RING_INTR. */
+int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
 
 uint64_t fb_now_ns(void);      /* CLOCK_REALTIME, as time.time_ns() */
 uint64_t fb_mono_ns(void);     /* CLOCK_MONOTONIC */

@@ -26,6 +26,7 @@ cdef extern from "fb_ring.h" nogil:
         FB_RING_TOPIC_MAX_LEN
         FB_RING_META_OFFSET
         FB_RING_META_BYTES
+        FB_RING_USER_COUNTERS
         FB_RING_LAYOUT_VERSION
 
     ctypedef struct fb_ring_t:
@@ -44,6 +45,7 @@ cdef extern from "fb_ring.h" nogil:
         uint64_t unblock_timeout_ns
         uint64_t start_seq
         uint64_t dead_reader_timeout_ns
+        uint64_t frame_limit
 
     ctypedef struct fb_claim_t:
         uint64_t seq
@@ -160,4 +162,10 @@ cdef extern from "fb_ring.h" nogil:
     int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len)
 
     uint64_t fb_now_ns()
+    uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta)
+    int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out)
+    uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)
+    uint32_t fb_ring_user_signal(const fb_ring_t *r)
+    void fb_ring_user_wake(fb_ring_t *r)
+    int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
     uint64_t fb_mono_ns()

@@ -15,12 +15,14 @@ from .errors import (
     WalError,
     WouldBlock,
 )
+from .queue import JoinableQueue, Queue
 from .topics import TopicFilter
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "Queue",
     "BusClosed",
     "BusConfig",
     "ConfigError",
@@ -29,6 +31,7 @@ __all__ = [
     "FrameBus",
     "FrameBusError",
     "FrameTooLarge",
+    "JoinableQueue",
     "Subscription",
     "TopicFilter",
     "WalError",

@@ -61,6 +61,7 @@ class FrameBus(_ring.Ring):
             self._ring_open(
                 data_bytes=config.ring_bytes,
                 frame_capacity=config.frame_capacity,
+                frame_limit=config.frame_limit,
                 max_frame=config.max_frame,
                 max_readers=config.max_readers,
                 max_topics=config.max_topics,

@@ -123,6 +123,7 @@ class BusConfig:
     """Validated, immutable settings of one bus. Build with `BusConfig.preset(...)`."""
 
     ring_pow: int = 20
+    frame_limit: int = 0
     ring_bytes: int = 1 << 26
     max_frame: int = 1 << 20
     max_readers: int = 64
@@ -150,6 +151,11 @@ class BusConfig:
             object.__setattr__(self, name, value)
 
         put("ring_pow", _check_int("ring_pow", self.ring_pow, 10, 30, "an int in 10..30"))
+        limit_expected = f"an int in 0..2**ring_pow ({1 << self.ring_pow}); 0 = from the threshold"
+        put(
+            "frame_limit",
+            _check_int("frame_limit", self.frame_limit, 0, 1 << self.ring_pow, limit_expected),
+        )
 
         rb_expected = "a power of two in 2**12..2**40"
         ring_bytes = _check_int("ring_bytes", self.ring_bytes, 1 << 12, 1 << 40, rb_expected)

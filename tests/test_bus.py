@@ -92,7 +92,7 @@ def test_config_of_wrong_type() -> None:
     [
         (
             {"foo": 1},
-            "unknown BusConfig field 'foo': valid fields are ring_pow, ring_bytes, max_frame,",
+            "unknown BusConfig field 'foo': valid fields are ring_pow, frame_limit, ring_bytes, max_frame,",
         ),
         (
             {"overflow": "bogus"},

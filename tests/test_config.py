@@ -171,7 +171,7 @@ def test_unknown_preset() -> None:
 def test_unknown_override_field() -> None:
     with pytest.raises(ConfigError, match=m("unknown BusConfig field 'ring_size': valid fields")):
         BusConfig.preset("default", ring_size=5)
-    with pytest.raises(ConfigError, match=r"valid fields are ring_pow, ring_bytes, max_frame, "):
+    with pytest.raises(ConfigError, match=r"valid fields are ring_pow, frame_limit, ring_bytes, max_frame, "):
         BusConfig.preset("default", bogus=1)
     with pytest.raises(ConfigError, match=m("unknown BusConfig field 'nope'")):
         BusConfig().replace(nope=1)

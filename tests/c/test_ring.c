@@ -971,6 +971,40 @@ static void test_slowest_reader(void)
     ring_free(&R);
 }
 
+/* An explicit frame limit (a queue's maxsize) holds exactly that many frames. */
+static void test_frame_limit(void)
+{
+    fb_ring_params_t p = mkparams(65536, 64, 1000), q;
+    q = p;
+    q.frame_limit = 65;
+    CHECK_RC(fb_ring_validate_params(&q), FB_RING_EINVAL); /* above frame_capacity */
+    q = mkparams(65536, 1, 1000);
+    CHECK_RC(fb_ring_validate_params(&q), FB_RING_EINVAL); /* one frame only by explicit limit */
+    q.frame_limit = 1;
+    CHECK_RC(fb_ring_validate_params(&q), FB_RING_OK);
+    for (uint64_t limit = 1; limit <= 3; limit++) {
+        p.frame_limit = limit;
+        ring_t R;
+        RING(R, p);
+        fb_ring_params_t back;
+        fb_ring_params(R.r, &back);
+        CHECK_EQ(back.frame_limit, limit);
+        static pc_t a;
+        pc_init(&a, &R, 1);
+        for (int round = 0; round < 3; round++) {
+            for (uint64_t i = 0; i < limit; i++)
+                CHECK_RC(pc_put(&a, 10), FB_RING_OK);
+            CHECK_RC(pc_put(&a, 10), FB_RING_FULL);
+            CHECK_EQ(fb_ring_writable(R.r, fb_ring_record_bytes(10), 1), 0);
+            CHECK_EQ(pc_read(&a, 1), 1); /* one read makes room for exactly one */
+            CHECK_RC(pc_put(&a, 10), FB_RING_OK);
+            CHECK_RC(pc_put(&a, 10), FB_RING_FULL);
+            CHECK_EQ(pc_drain(&a), limit);
+        }
+        ring_free(&R);
+    }
+}
+
 static void test_write_batch(void)
 {
     fb_ring_params_t p = mkparams(65536, 64, 2000);
@@ -2688,6 +2722,7 @@ static const test_t tests[] = {
     {"max_frame", test_max_frame},
     {"full", test_full},
     {"slowest_reader", test_slowest_reader},
+    {"frame_limit", test_frame_limit},
     {"write_batch", test_write_batch},
     {"claim_commit", test_claim_commit},
     {"unblock", test_unblock},
