@@ -1346,3 +1346,39 @@ cdef class Reader:
     def _info(self):
         self._ensure_open()
         return self.ring._reader_info(self.slot)
+
+
+# ------------------------------------------------------- pickling help for Queue
+
+cdef Py_ssize_t _plain_budget(object obj, Py_ssize_t budget, int depth):
+    """Spends one unit per object; -1 once something is not a plain builtin."""
+    cdef type t = type(obj)
+    if budget <= 0 or depth > 8:
+        return -1
+    budget -= 1
+    if (t is int or t is float or t is str or t is bytes or t is bool or obj is None
+            or t is bytearray):
+        return budget
+    if t is tuple or t is list:
+        for item in obj:
+            budget = _plain_budget(item, budget, depth + 1)
+            if budget < 0:
+                return -1
+        return budget
+    if t is dict:
+        for k, v in (<dict>obj).items():
+            budget = _plain_budget(k, budget, depth + 1)
+            if budget < 0:
+                return -1
+            budget = _plain_budget(v, budget, depth + 1)
+            if budget < 0:
+                return -1
+        return budget
+    return -1
+
+
+def plain_builtins(obj, Py_ssize_t budget=256):
+    """True if obj is made only of None, bool, int, float, str, bytes, bytearray,
+    tuple, list and dict (at most ``budget`` objects): types every pickler handles
+    itself, without consulting a dispatch table, so any pickler gives the same bytes."""
+    return _plain_budget(obj, budget, 0) >= 0

@@ -28,6 +28,7 @@ import weakref
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from ._ring import plain_builtins as _plain_builtins
 from .bus import FrameBus, Subscription
 from .config import BusConfig
 from .errors import BusClosed, FrameBusError, WouldBlock
@@ -51,20 +52,44 @@ class _Pickler(pickle.Pickler):
     dispatch_table: dict[Any, Any] = {}
 
 
-_table_key: tuple[int, int] = (-1, -1)
+_table_size = -1
+_picklers: list[tuple[pickle.Pickler, io.BytesIO]] = []  # reused: building one costs more than a dump
 
 
 def _dumps(obj: object) -> bytes:
-    global _table_key
-    key = (len(ForkingPickler._extra_reducers), len(copyreg.dispatch_table))
-    if key != _table_key:
-        table = dict(copyreg.dispatch_table)
-        table.update(ForkingPickler._extra_reducers)
-        _Pickler.dispatch_table = table
-        _table_key = key
+    if _plain_builtins(obj):
+        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # the same bytes, 3x faster
+    return _dumps_forking(obj)
+
+
+def _dumps_forking(obj: object) -> bytes:
+    global _table_size
+    if len(ForkingPickler._extra_reducers) + len(copyreg.dispatch_table) != _table_size:
+        _refresh_picklers()
+    # pop/append are atomic under the GIL, so each pickler serves one thread at a time;
+    # one whose dump raised is dropped
+    pickler, buf = _picklers.pop() if _picklers else _new_pickler()
+    pickler.dump(obj)
+    data = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    pickler.clear_memo()
+    _picklers.append((pickler, buf))
+    return data
+
+
+def _new_pickler() -> tuple[pickle.Pickler, io.BytesIO]:
     buf = io.BytesIO()
-    _Pickler(buf, pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buf.getvalue()
+    return _Pickler(buf, pickle.HIGHEST_PROTOCOL), buf
+
+
+def _refresh_picklers() -> None:
+    global _table_size
+    table = dict(copyreg.dispatch_table)
+    table.update(ForkingPickler._extra_reducers)
+    _Pickler.dispatch_table = table
+    _table_size = len(ForkingPickler._extra_reducers) + len(copyreg.dispatch_table)
+    _picklers.clear()
 
 
 _loads = ForkingPickler.loads
@@ -179,6 +204,8 @@ class Queue:
         self._local = threading.local()
         self._closed = False
         self._feeder = _Feeder(bus)  # unbounded queues: objects waiting for room
+        self._plain = not self._joinable
+        self._try_publish = bus.try_publish
         self._finalizer = weakref.finalize(self, _release, bus, name, creator, self._feeder)
         _live.add(self)
 
@@ -210,6 +237,17 @@ class Queue:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         data = _dumps(obj)
+        # fast path: inline, nothing buffered ahead of it, no task to count
+        if (
+            self._plain
+            and len(data) <= self._inline_max
+            and not self._feeder.pending
+            and self._try_publish(data) >= 0
+        ):
+            return
+        self._put(data, block, timeout)
+
+    def _put(self, data: bytes, block: bool, timeout: float | None) -> None:
         topic = _INLINE
         if len(data) > self._inline_max:
             data, topic = self._spill(data), _SPILLED
@@ -245,14 +283,11 @@ class Queue:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         try:
-            sub = self._local.sub
+            recv = self._local.recv
         except AttributeError:
-            sub = self._thread_sub()
+            recv = self._thread_sub().recv
         try:
-            if block and timeout is None:
-                frame = sub.recv()
-            else:
-                frame = sub.recv(_timeout(block, timeout))
+            frame = recv() if block and timeout is None else recv(_timeout(block, timeout))
         except BusClosed:
             raise ValueError(f"Queue {self!r} is closed") from None
         if frame is None:
@@ -267,6 +302,7 @@ class Queue:
     def _thread_sub(self) -> Subscription:
         sub = self._bus.subscribe(">", group=_GROUP)
         self._local.sub = sub
+        self._local.recv = sub.recv
         return sub
 
     # ---------------------------------------------------------------- sizes
