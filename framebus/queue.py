@@ -46,6 +46,10 @@ _UNFINISHED = 0  # user counter of JoinableQueue
 _FEED_WAIT = 0.5  # seconds the feeder waits per attempt before checking for shutdown
 
 
+# multiprocessing's own registry of reducers (sockets, connections, methods, ...)
+_EXTRA_REDUCERS: dict[Any, Any] = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+
+
 class _Pickler(pickle.Pickler):
     # ForkingPickler's reducers without its per-call copy of the dispatch table;
     # rebuilt when a reducer is registered.
@@ -53,7 +57,8 @@ class _Pickler(pickle.Pickler):
 
 
 _table_size = -1
-_picklers: list[tuple[pickle.Pickler, io.BytesIO]] = []  # reused: building one costs more than a dump
+# reused: building a pickler costs more than a small dump
+_picklers: list[tuple[pickle.Pickler, io.BytesIO]] = []
 
 
 def _dumps(obj: object) -> bytes:
@@ -64,7 +69,7 @@ def _dumps(obj: object) -> bytes:
 
 def _dumps_forking(obj: object) -> bytes:
     global _table_size
-    if len(ForkingPickler._extra_reducers) + len(copyreg.dispatch_table) != _table_size:
+    if len(_EXTRA_REDUCERS) + len(copyreg.dispatch_table) != _table_size:
         _refresh_picklers()
     # pop/append are atomic under the GIL, so each pickler serves one thread at a time;
     # one whose dump raised is dropped
@@ -86,9 +91,9 @@ def _new_pickler() -> tuple[pickle.Pickler, io.BytesIO]:
 def _refresh_picklers() -> None:
     global _table_size
     table = dict(copyreg.dispatch_table)
-    table.update(ForkingPickler._extra_reducers)
+    table.update(_EXTRA_REDUCERS)
     _Pickler.dispatch_table = table
-    _table_size = len(ForkingPickler._extra_reducers) + len(copyreg.dispatch_table)
+    _table_size = len(_EXTRA_REDUCERS) + len(copyreg.dispatch_table)
     _picklers.clear()
 
 
