@@ -32,6 +32,7 @@
 #define TOPIC_READY 2u
 
 #define HEADER_BYTES 4096u
+#define FB_SLOT_PROCS 8u
 #define PAGE 4096u
 
 typedef struct {
@@ -62,10 +63,17 @@ typedef struct {
     uint64_t lagged;
     uint64_t opened_ns;
     uint64_t dead_since_ns; /* monotonic time its owner was first seen dead, 0 = alive */
-    uint64_t _reserved[1];
+    uint32_t untracked;     /* group members of processes that found no procs entry */
+    uint32_t _reserved;
+    /* A group's member processes (registry lock held to change): evicted once all are dead. */
+    struct {
+        uint32_t pid;
+        uint32_t count; /* members this process holds; 0 = entry free */
+        uint64_t start;
+    } procs[FB_SLOT_PROCS];
 } fb_slot_t;
 
-_Static_assert(sizeof(fb_slot_t) == 2 * FB_CACHE_LINE, "slot is two cache lines");
+_Static_assert(sizeof(fb_slot_t) == 4 * FB_CACHE_LINE, "slot is four cache lines");
 
 typedef struct {
     uint32_t state;
@@ -694,6 +702,66 @@ static fb_pair_t tail_snapshot(fb_ring_t *r)
     return t;
 }
 
+static int process_alive(uint64_t pid, uint64_t recorded_start);
+static inline int is_group(const fb_slot_t *s) { return s->group_key != 0; }
+
+/* Group membership per process (registry lock held). A process that finds no free
+ * entry is counted as untracked, which keeps the group from ever being evicted. */
+static void group_track(const fb_ring_t *r, fb_slot_t *s, uint64_t pid)
+{
+    if (!shared_ring(r))
+        return; /* one process: nobody to outlive */
+    uint64_t start = fb_proc_start_time(pid);
+    int free_entry = -1;
+    for (int i = 0; i < (int)FB_SLOT_PROCS; i++) {
+        if (s->procs[i].count == 0) {
+            if (free_entry < 0)
+                free_entry = i;
+        } else if (s->procs[i].pid == pid && s->procs[i].start == start) {
+            s->procs[i].count++;
+            return;
+        } else if (!process_alive(s->procs[i].pid, s->procs[i].start)) {
+            /* a dead process's members are gone: it cannot read or close them */
+            fb_fetch_sub32(&s->members, s->procs[i].count);
+            s->procs[i].count = 0;
+            if (free_entry < 0)
+                free_entry = i;
+        }
+    }
+    if (pid == 0 || pid > UINT32_MAX || free_entry < 0) {
+        s->untracked++;
+        return;
+    }
+    s->procs[free_entry].pid = (uint32_t)pid;
+    s->procs[free_entry].start = start;
+    s->procs[free_entry].count = 1;
+}
+
+static void group_untrack(const fb_ring_t *r, fb_slot_t *s, uint64_t pid)
+{
+    if (!shared_ring(r))
+        return;
+    for (int i = 0; i < (int)FB_SLOT_PROCS; i++) {
+        if (s->procs[i].count && s->procs[i].pid == pid) {
+            s->procs[i].count--;
+            return;
+        }
+    }
+    if (s->untracked)
+        s->untracked--;
+}
+
+/* Every member process of the group is dead (and all were tracked). */
+static int group_dead(const fb_ring_t *r, const fb_slot_t *s)
+{
+    if (!shared_ring(r) || s->untracked)
+        return 0;
+    for (int i = 0; i < (int)FB_SLOT_PROCS; i++)
+        if (s->procs[i].count && process_alive(s->procs[i].pid, s->procs[i].start))
+            return 0;
+    return 1;
+}
+
 int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot_out)
 {
     registry_lock(r);
@@ -706,6 +774,7 @@ int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t
                 free_slot = i;
         } else if (group_key != 0 && st == SLOT_ACTIVE && s->group_key == group_key) {
             fb_fetch_add32(&s->members, 1);
+            group_track(r, s, pid);
             registry_unlock(r);
             *slot_out = i;
             return FB_RING_OK;
@@ -725,6 +794,10 @@ int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t
     s->dead_since_ns = 0;
     s->lagged = 0;
     s->opened_ns = fb_now_ns();
+    s->untracked = 0;
+    memset(s->procs, 0, sizeof s->procs);
+    if (group_key)
+        group_track(r, s, pid);
     fb_pair_t t = tail_snapshot(r);
     s->cursor = t;
     /* seq_cst: producers scanning from now on hold space for this cursor */
@@ -750,6 +823,8 @@ int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
         registry_unlock(r);
         return FB_RING_EINVAL;
     }
+    if (is_group(s))
+        group_untrack(r, s, (uint64_t)getpid());
     if (fb_fetch_sub32(&s->members, 1) == 1) {
         /* release: the cursor no longer holds space; producers pick this up on their next scan */
         fb_store32_release(&s->state, SLOT_FREE);
@@ -815,9 +890,11 @@ int fb_ring_evict_dead(fb_ring_t *r)
     uint32_t hwm = fb_load32_acquire(&r->st.readers_hwm);
     for (uint32_t i = 0; i < hwm; i++) {
         fb_slot_t *s = slot_at(r, i);
-        if (fb_load32_acquire(&s->state) != SLOT_ACTIVE || s->owner_pid == 0)
+        if (fb_load32_acquire(&s->state) != SLOT_ACTIVE)
             continue;
-        if (owner_alive(s)) {
+        if (!is_group(s) && s->owner_pid == 0)
+            continue; /* an in-process reader: never evicted */
+        if (is_group(s) ? !group_dead(r, s) : owner_alive(s)) {
             if (fb_load_relaxed(&s->dead_since_ns))
                 fb_store_relaxed(&s->dead_since_ns, 0);
             continue;
@@ -829,6 +906,7 @@ int fb_ring_evict_dead(fb_ring_t *r)
         registry_lock(r);
         if (fb_load32_acquire(&s->state) == SLOT_ACTIVE && s->dead_since_ns == expect) {
             s->members = 0;
+            memset(s->procs, 0, sizeof s->procs);
             /* release: the cursor no longer holds space */
             fb_store32_release(&s->state, SLOT_FREE);
             fb_fetch_add(&r->ctr.evicted, 1);
@@ -883,8 +961,6 @@ int fb_ring_attached_alive(const fb_ring_t *r)
 }
 
 /* ------------------------------------------------------------- readers */
-
-static inline int is_group(const fb_slot_t *s) { return s->group_key != 0; }
 
 static inline uint64_t lap_start_after(const fb_ring_t *r, uint64_t tail_pos)
 {

@@ -208,10 +208,14 @@ uint64_t fb_ring_record_bytes(uint32_t len);
 void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
 
 /* Reader side. group_key 0 = a slot of its own. pid: the owning process, for
- * eviction when it dies (0 = never evicted; group slots are never evicted). */
+ * eviction when it dies (0 = never evicted). On a shared ring a group slot records
+ * its members' processes (up to 8; a group with more is never evicted) and is
+ * evicted once all of them are dead. fb_ring_reader_close must be called by the
+ * process that opened the member. */
 int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot);
-/* Releases the cursors of reader processes that have been dead (pid gone, or reused
- * by a process with another start time) for dead_reader_timeout_ns; returns how many.
+/* Releases the cursors (broadcast slots and whole groups) of reader processes that
+ * have been dead (pid gone, or reused by a process with another start time) for
+ * dead_reader_timeout_ns; returns how many.
  * Blocking writers call it while the ring is full. */
 int fb_ring_evict_dead(fb_ring_t *r);
 /* Attachment table (processes holding a mapping): register returns an entry index

@@ -416,3 +416,59 @@ def test_attachments_are_counted(name: str) -> None:
         assert a._attached_alive() == 2
         b.close()
         assert a._attached_alive() == 1
+
+
+def _idle_group_member(name: str, out: mp.Queue) -> None:
+    bus = fb.FrameBus.attach(name)
+    subs = [bus.subscribe(">", group="g") for _ in range(2)]  # two members, one process
+    out.put(os.getpid())
+    import time
+
+    time.sleep(600)
+    for sub in subs:
+        sub.close()
+
+
+@pytest.mark.timeout(120)
+def test_group_of_dead_processes_is_evicted(name: str) -> None:
+    import signal
+
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    cfg = fb.BusConfig.preset("memory_optimized", dead_reader_timeout=0.3, publish_timeout=60)
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        children = [ctx.Process(target=_idle_group_member, args=(name, out)) for _ in range(2)]
+        for child in children:
+            child.start()
+        pids = {out.get(timeout=60) for _ in children}
+        assert len(pids) == 2
+        info = bus._reader_info(0)
+        assert (info["active"], info["members"]) == (1, 4)
+        for child in children:
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+        _fill(bus, 2 * cfg.frame_capacity)
+        s = bus.stats()
+        assert (s["evicted"], s["readers"]) == (1, 0)
+
+
+@pytest.mark.timeout(120)
+def test_group_with_a_live_member_is_not_evicted(name: str) -> None:
+    import signal
+
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    cfg = fb.BusConfig.preset("memory_optimized", dead_reader_timeout=0.2, publish_timeout=1.0)
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        mine = bus.subscribe(">", group="g")
+        child = ctx.Process(target=_idle_group_member, args=(name, out))
+        child.start()
+        out.get(timeout=60)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        with pytest.raises(fb.WouldBlock, match="still full after 1 s"):
+            _fill(bus, 2 * cfg.frame_capacity)
+        s = bus.stats()
+        assert (s["evicted"], s["readers"]) == (0, 1)
+        # the live member still reads every frame from where the group was
+        assert mine.recv(0).seq == 0

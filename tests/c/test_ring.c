@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1003,6 +1004,70 @@ static void test_frame_limit(void)
         }
         ring_free(&R);
     }
+}
+
+/* A pid that is certainly dead: a child that exited and was reaped. */
+static uint64_t dead_pid(void)
+{
+    pid_t c = fork();
+    if (c == 0)
+        _exit(0);
+    waitpid(c, NULL, 0);
+    return (uint64_t)c;
+}
+
+/* Fills the ring, then checks eviction of (group) readers on a shared ring. */
+static void test_group_eviction(void)
+{
+    fb_ring_params_t p = mkparams(4096, 64, 100);
+    p.flags = FB_RING_SHARED;
+    p.dead_reader_timeout_ns = 20 * MS;
+    uint64_t me = (uint64_t)getpid(), dead = dead_pid();
+    for (int live_member = 0; live_member <= 1; live_member++) {
+        ring_t R;
+        RING(R, p);
+        static pc_t a;
+        pc_init(&a, &R, 0);
+        uint32_t g1, g2;
+        /* the live member joins first (a join drops dead processes' members) */
+        REQUIRE_RC(fb_ring_reader_open(R.r, 77, live_member ? me : dead, &g2), FB_RING_OK);
+        REQUIRE_RC(fb_ring_reader_open(R.r, 77, dead, &g1), FB_RING_OK);
+        CHECK_EQ(g1, g2);
+        int rc;
+        while ((rc = pc_put(&a, 50)) >= 0) {
+        }
+        CHECK_RC(rc, FB_RING_FULL);
+        CHECK_EQ(fb_ring_evict_dead(R.r), 0); /* first sight: the timeout starts */
+        usleep(40 * 1000);
+        fb_reader_info_t info;
+        if (live_member) {
+            CHECK_EQ(fb_ring_evict_dead(R.r), 0);
+            CHECK_RC(fb_ring_reader_info(R.r, g1, &info), FB_RING_OK);
+            CHECK_EQ(info.active, 1);
+            CHECK_EQ(info.members, 2);
+            CHECK_RC(pc_put(&a, 50), FB_RING_FULL);
+            /* the live member leaves: only the dead process remains, and it goes */
+            CHECK_OKISH(fb_ring_reader_close(R.r, g2));
+            CHECK_EQ(fb_ring_evict_dead(R.r), 0);
+            usleep(40 * 1000);
+        }
+        CHECK_EQ(fb_ring_evict_dead(R.r), 1);
+        CHECK_RC(fb_ring_reader_info(R.r, g1, &info), FB_RING_OK);
+        CHECK_EQ(info.active, 0);
+        CHECK_EQ(stats_of(&R).evicted, 1);
+        CHECK_RC(pc_put(&a, 50), FB_RING_OK); /* nothing holds the ring back any more */
+        ring_free(&R);
+    }
+    /* a joining process drops the members of dead ones from the count */
+    ring_t R;
+    RING(R, p);
+    uint32_t g1, g2;
+    REQUIRE_RC(fb_ring_reader_open(R.r, 77, dead, &g1), FB_RING_OK);
+    REQUIRE_RC(fb_ring_reader_open(R.r, 77, me, &g2), FB_RING_OK);
+    fb_reader_info_t info;
+    CHECK_RC(fb_ring_reader_info(R.r, g2, &info), FB_RING_OK);
+    CHECK_EQ(info.members, 1);
+    ring_free(&R);
 }
 
 static void test_write_batch(void)
@@ -2723,6 +2788,7 @@ static const test_t tests[] = {
     {"full", test_full},
     {"slowest_reader", test_slowest_reader},
     {"frame_limit", test_frame_limit},
+    {"group_eviction", test_group_eviction},
     {"write_batch", test_write_batch},
     {"claim_commit", test_claim_commit},
     {"unblock", test_unblock},
