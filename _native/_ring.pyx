@@ -418,6 +418,7 @@ cdef class Ring:
                 fb_ring_wake_readers(self.ring)
                 fb_ring_wake_writers(self.ring)
                 fb_ring_user_wake(self.ring)
+                fb_ring_wake_transition_watchers(self.ring)
             else:
                 fb_ring_close(self.ring)
         self._unmap()
@@ -764,6 +765,29 @@ cdef class Ring:
             rc = fb_ring_wait_data_signal(self.ring, seen, t)
         self._leave_nogil()
         return rc
+
+    def _watch_transitions(self, timeout=None):
+        """Sleeps (GIL released) until a pause/resume transition by any process, a wake
+        or the timeout. Returns False once this handle is closed."""
+        cdef int64_t t = _timeout_ns(timeout)
+        cdef uint32_t seen
+        cdef int rc
+        if self.ring == NULL or self._closed:
+            return False
+        seen = fb_ring_transition_signal(self.ring)
+        try:
+            if self.transition_cb is not None:
+                self.transition_cb()  # whatever happened before registering
+        except BaseException:
+            fb_ring_wait_transition(self.ring, seen, 0)  # unregisters
+            raise
+        self.active += 1
+        with nogil:
+            rc = fb_ring_wait_transition(self.ring, seen, t)
+        self._leave_nogil()
+        if rc == FB_RING_INTR:
+            PyErr_CheckSignals()
+        return not self._closed
 
     def _attached_alive(self):
         """Live processes holding this shared ring mapped (this one included)."""

@@ -132,6 +132,7 @@ struct fb_ring {
     struct FB_ALIGNED(FB_CACHE_LINE) {
         uint64_t value[FB_RING_USER_COUNTERS];
         uint32_t signal;
+        fb_waitq_t transitions; /* watchers of pause/resume (e.g. other processes' callbacks) */
     } user;
     /* Processes holding a mapping (pid, start time), for `framebus gc`. */
     struct {
@@ -406,6 +407,7 @@ static int maybe_pause(fb_ring_t *r, uint64_t end_pos, uint64_t end_seq)
     if (!fb_cas_u32(&r->st.paused, &expect, 1))
         return FB_RING_OK;
     fb_fetch_add(&r->ctr.pause_events, 1);
+    waitq_notify(r, &r->user.transitions);
     return FB_RING_PAUSED;
 }
 
@@ -421,6 +423,7 @@ static int maybe_resume(fb_ring_t *r)
     if (!fb_cas_u32(&r->st.paused, &expect, 0))
         return FB_RING_OK;
     fb_fetch_add(&r->ctr.resume_events, 1);
+    waitq_notify(r, &r->user.transitions);
     return FB_RING_RESUMED;
 }
 
@@ -1282,6 +1285,24 @@ int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
     return w;
 }
 
+uint32_t fb_ring_transition_signal(fb_ring_t *r)
+{
+    return waitq_register(&r->user.transitions);
+}
+
+int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+{
+    int w = futex_wait(&r->user.transitions.signal, seen, timeout_ns, shared_ring(r));
+    waitq_unregister(&r->user.transitions);
+    return w;
+}
+
+void fb_ring_wake_transition_watchers(fb_ring_t *r)
+{
+    fb_fetch_add32(&r->user.transitions.signal, 1);
+    futex_wake_all(&r->user.transitions.signal, shared_ring(r));
+}
+
 void fb_ring_wake_readers(fb_ring_t *r)
 {
     fb_fetch_add32(&r->data_q.signal, 1);
@@ -1304,6 +1325,7 @@ void fb_ring_close(fb_ring_t *r)
     futex_wake_all(&r->data_q.signal, shared_ring(r));
     futex_wake_all(&r->space_q.signal, shared_ring(r));
     fb_ring_user_wake(r);
+    fb_ring_wake_transition_watchers(r);
 }
 
 void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)

@@ -255,6 +255,12 @@ int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint
  * value; fb_ring_wait_data_signal (timeout 0 to not sleep) must follow: it unregisters. */
 uint32_t fb_ring_data_signal(fb_ring_t *r);
 int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
+/* Watching pause/resume transitions made by any process: fb_ring_transition_signal
+ * registers a watcher and returns the signal; fb_ring_wait_transition (which must
+ * follow: it unregisters) sleeps until a transition after it, a wake, or the timeout. */
+uint32_t fb_ring_transition_signal(fb_ring_t *r);
+int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
+void fb_ring_wake_transition_watchers(fb_ring_t *r);
 /* Wakes every waiting reader so it re-checks its state (e.g. a closed subscription). */
 void fb_ring_wake_readers(fb_ring_t *r);
 /* Wakes every writer blocked for space (they retry, or see their cancel flag). */

@@ -162,6 +162,9 @@ cdef extern from "fb_ring.h" nogil:
     int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len)
 
     uint64_t fb_now_ns()
+    uint32_t fb_ring_transition_signal(fb_ring_t *r)
+    int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+    void fb_ring_wake_transition_watchers(fb_ring_t *r)
     uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta)
     int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out)
     uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)

@@ -86,6 +86,7 @@ class FrameBus(_ring.Ring):
         self._transition_lock = threading.Lock()
         self._fired_pauses, self._fired_resumes = self._transitions()
         self._notifier: _Notifier | None = None
+        self._watcher: threading.Thread | None = None
         self._set_transition_callback(self._on_transition)
 
     # ---------------------------------------------------------- shared memory
@@ -168,14 +169,33 @@ class FrameBus(_ring.Ring):
     # ------------------------------------------------------------- hysteresis
 
     def on_pause(self, callback: Callable[[], object]) -> Callable[[], object]:
-        """Call ``callback()`` when usage reaches pause_hi (usable as a decorator)."""
+        """Call ``callback()`` when usage reaches pause_hi (usable as a decorator).
+
+        On a shared bus this includes transitions made by other processes: a
+        watcher thread (one per bus, started here) runs the callbacks for those.
+        """
         self._on_pause.append(callback)
+        self._watch_other_processes()
         return callback
 
     def on_resume(self, callback: Callable[[], object]) -> Callable[[], object]:
-        """Call ``callback()`` when usage falls back to resume_lo."""
+        """Call ``callback()`` when usage falls back to resume_lo (see on_pause)."""
         self._on_resume.append(callback)
+        self._watch_other_processes()
         return callback
+
+    def _watch_other_processes(self) -> None:
+        if not self.shared or self.closed:
+            return
+        with self._lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=_watch_transitions,
+                    args=(weakref.ref(self),),
+                    name="framebus-transitions",
+                    daemon=True,
+                )
+                self._watcher.start()
 
     def _on_transition(self) -> None:
         # Called by whichever thread saw a transition in the ring. Transitions
@@ -251,6 +271,9 @@ class FrameBus(_ring.Ring):
         self._ring_close()
         if notifier is not None:
             notifier.stop()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(5.0)  # woken by the close; never blocks on anything else
 
     def __enter__(self) -> FrameBus:
         return self
@@ -466,6 +489,22 @@ class _Notifier(threading.Thread):
             if rc == _CLOSED:
                 self.stop()
                 return
+
+
+def _watch_transitions(ref: weakref.ref[FrameBus]) -> None:
+    # Holds the bus only while waiting (bounded), so an unclosed bus can still be
+    # collected; a close wakes the wait at once.
+    while True:
+        bus = ref()
+        if bus is None:
+            return
+        try:
+            if not bus._watch_transitions(1.0):
+                return
+        except BusClosed:
+            return
+        finally:
+            del bus
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")

@@ -92,7 +92,7 @@ def test_config_of_wrong_type() -> None:
     [
         (
             {"foo": 1},
-            "unknown BusConfig field 'foo': valid fields are ring_pow, frame_limit, ring_bytes, max_frame,",
+            "unknown BusConfig field 'foo': valid fields are ring_pow, frame_limit, ring_bytes,",
         ),
         (
             {"overflow": "bogus"},
@@ -971,3 +971,19 @@ def test_wouldblock_is_queue_full(small_bus) -> None:
     assert re.fullmatch(
         r"publish: the ring is full \(backpressure threshold reached\)", str(info.value)
     )
+
+
+@pytest.mark.parametrize("limit", [1, 3, 1000])
+def test_frame_limit_holds_exactly(limit: int) -> None:
+    cfg = fb.BusConfig.preset("memory_optimized", frame_limit=limit, overflow="error")
+    with fb.FrameBus(cfg) as bus:
+        sub = bus.subscribe()
+        for i in range(limit):
+            assert bus.publish(b"x") == i
+        with pytest.raises(fb.WouldBlock):
+            bus.publish(b"x")
+        assert bus.try_publish(b"x") == -1
+        assert sub.recv(0).seq == 0
+        assert bus.publish(b"x") == limit
+        assert bus.try_publish(b"x") == -1
+        assert len(sub.recv_batch(limit + 10, timeout=0)) == limit

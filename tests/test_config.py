@@ -171,7 +171,8 @@ def test_unknown_preset() -> None:
 def test_unknown_override_field() -> None:
     with pytest.raises(ConfigError, match=m("unknown BusConfig field 'ring_size': valid fields")):
         BusConfig.preset("default", ring_size=5)
-    with pytest.raises(ConfigError, match=r"valid fields are ring_pow, frame_limit, ring_bytes, max_frame, "):
+    valid = r"valid fields are ring_pow, frame_limit, ring_bytes, max_frame, "
+    with pytest.raises(ConfigError, match=valid):
         BusConfig.preset("default", bogus=1)
     with pytest.raises(ConfigError, match=m("unknown BusConfig field 'nope'")):
         BusConfig().replace(nope=1)
@@ -453,3 +454,14 @@ def test_dead_reader_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="dead_reader_timeout=0.0 out of range"):
         BusConfig(dead_reader_timeout=0)
     assert BusConfig().dead_reader_timeout == 2.0
+
+
+def test_frame_limit() -> None:
+    assert BusConfig().frame_limit == 0
+    assert BusConfig.preset("default", ring_pow=10, frame_limit=1024).frame_limit == 1024
+    with pytest.raises(ConfigError, match=r"frame_limit=1025 out of range: expected an int in 0"):
+        BusConfig.preset("default", ring_pow=10, frame_limit=1025)
+    with pytest.raises(ConfigError, match=r"frame_limit=-1 out of range"):
+        BusConfig.preset("default", frame_limit=-1)
+    with pytest.raises(ConfigError, match=r"frame_limit"):
+        BusConfig.preset("default", frame_limit=1.5)

@@ -472,3 +472,55 @@ def test_group_with_a_live_member_is_not_evicted(name: str) -> None:
         assert (s["evicted"], s["readers"]) == (0, 1)
         # the live member still reads every frame from where the group was
         assert mine.recv(0).seq == 0
+
+
+def _pause_then_resume(name: str, paused: mp.Event, go: mp.Event) -> None:
+    bus = fb.FrameBus.attach(name)
+    sub = bus.subscribe(">")
+    while not bus.paused:
+        bus.publish(b"x" * 64)
+    paused.set()
+    assert go.wait(60)
+    while sub.recv(0) is not None:
+        pass
+    assert not bus.paused
+    bus.close()
+
+
+@pytest.mark.timeout(120)
+def test_callbacks_fire_for_other_processes_transitions(name: str) -> None:
+    import threading
+
+    ctx = mp.get_context("spawn")
+    paused, go = ctx.Event(), ctx.Event()
+    cfg = fb.BusConfig.preset("memory_optimized", ring_bytes=1 << 16, max_frame=1024)
+    with fb.FrameBus.create_shared(name, cfg) as bus:
+        events: list[tuple[str, str]] = []
+        fired = {"pause": threading.Event(), "resume": threading.Event()}
+
+        def record(kind: str) -> None:
+            events.append((kind, threading.current_thread().name))
+            fired[kind].set()
+
+        bus.on_pause(lambda: record("pause"))
+        bus.on_resume(lambda: record("resume"))
+        child = ctx.Process(target=_pause_then_resume, args=(name, paused, go))
+        child.start()
+        try:
+            assert paused.wait(60)
+            assert fired["pause"].wait(10), "on_pause did not fire for the child's pause"
+            assert bus.paused
+            go.set()
+            assert fired["resume"].wait(10), "on_resume did not fire for the child's resume"
+            child.join(60)
+            assert child.exitcode == 0
+        finally:
+            go.set()
+            child.join(30)
+        assert events == [("pause", "framebus-transitions"), ("resume", "framebus-transitions")]
+        s = bus.stats()
+        assert (s["pause_events"], s["resume_events"]) == (1, 1)
+        watcher = bus._watcher
+        assert watcher is not None and watcher.is_alive()
+    watcher.join(5)
+    assert not watcher.is_alive()  # close stopped it
