@@ -93,4 +93,33 @@ def collect_garbage(dry_run: bool = False) -> list[dict[str, Any]]:
             except FileNotFoundError:
                 continue
         removed.append({"name": row["name"], "reason": reason})
+    gone = {r["name"] for r in removed} if not dry_run else set()
+    removed.extend(_collect_spill_files(dry_run, would_remove={r["name"] for r in removed} - gone))
+    return removed
+
+
+def _collect_spill_files(dry_run: bool, would_remove: set[str]) -> list[dict[str, Any]]:
+    # A queue's spill file outlives its segment only if a process died holding it.
+    from .queue import SPILL_PREFIX
+
+    try:
+        entries = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return []
+    segments = {e[len(PREFIX) :] for e in entries if e.startswith(PREFIX)} - would_remove
+    removed = []
+    for entry in sorted(entries):
+        if not entry.startswith(SPILL_PREFIX):
+            continue
+        queue_name = entry[len(SPILL_PREFIX) :].rsplit(".", 2)[0]
+        if queue_name in segments:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(os.path.join(SHM_DIR, entry))
+            except FileNotFoundError:
+                continue
+        removed.append(
+            {"name": entry, "reason": f"spill file of queue {queue_name!r}, which is gone"}
+        )
     return removed

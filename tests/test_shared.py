@@ -524,3 +524,34 @@ def test_callbacks_fire_for_other_processes_transitions(name: str) -> None:
         assert watcher is not None and watcher.is_alive()
     watcher.join(5)
     assert not watcher.is_alive()  # close stopped it
+
+
+def test_framebus_gc_removes_spill_files_of_vanished_queues(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from framebus.cli import main
+
+    live, gone = f"{name}-q", f"{name}-gone"
+    kept, orphan = f"{SHM}/framebus-spill.{live}.1.0", f"{SHM}/framebus-spill.{gone}.1.7"
+    with fb.FrameBus.create_shared(live, preset="memory_optimized"):
+        try:
+            for path in (kept, orphan):
+                with open(path, "wb") as f:
+                    f.write(b"pickle")
+            assert main(["gc", "--dry-run"]) == 0
+            printed = capsys.readouterr().out
+            assert (
+                f"would remove framebus-spill.{gone}.1.7: spill file of queue {gone!r}" in printed
+            )
+            assert os.path.exists(orphan)
+            assert main(["gc"]) == 0
+            printed = capsys.readouterr().out
+            assert f"removed framebus-spill.{gone}.1.7" in printed
+            assert live not in printed
+            assert not os.path.exists(orphan)
+            assert os.path.exists(kept)
+        finally:
+            for path in (kept, orphan):
+                if os.path.exists(path):
+                    os.unlink(path)
+    fb.FrameBus.unlink(live)
