@@ -25,6 +25,7 @@ import queue
 import secrets
 import threading
 import weakref
+from multiprocessing import util as mp_util
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -443,6 +444,9 @@ class _Feeder:
                     target=self._run, name="framebus-QueueFeeder", daemon=True
                 )
                 self.thread.start()
+                # multiprocessing's exit hook (it runs in its child processes too, which
+                # leave by os._exit without atexit) flushes the feeder, as it does its own
+                mp_util.Finalize(self.thread, _join_feeder, [weakref.ref(self)], exitpriority=-5)
             self.buffer.append((data, topic))
             self.pending += 1
             self.cond.notify()
@@ -488,6 +492,12 @@ class _Feeder:
             with self.cond:
                 self.buffer.popleft()
                 self.pending -= 1
+
+
+def _join_feeder(ref: weakref.ref[_Feeder]) -> None:
+    feeder = ref()
+    if feeder is not None:
+        feeder.join()
 
 
 def _rebuild(cls: type[Queue], name: str, creator: int, maxsize: int) -> Queue:
