@@ -208,6 +208,9 @@ class Queue:
         self._inline_max = bus.max_frame
         self._spill_ids = itertools.count()
         self._local = threading.local()
+        # every process holding the queue is a member from the start, so the group's
+        # cursor (and what it holds) lasts while any of them lives
+        self._thread_sub()
         self._closed = False
         self._feeder = _Feeder(bus)  # unbounded queues: objects waiting for room
         self._plain = not self._joinable
