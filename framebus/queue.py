@@ -19,11 +19,13 @@ import collections
 import copyreg
 import io
 import itertools
+import logging
 import os
 import pickle
 import queue
 import secrets
 import threading
+import time
 import weakref
 from multiprocessing import util as mp_util
 from multiprocessing.reduction import ForkingPickler
@@ -36,7 +38,10 @@ from .errors import BusClosed, FrameBusError, WouldBlock
 
 __all__ = ["JoinableQueue", "Queue"]
 
+log = logging.getLogger("framebus")
+
 MAX_BOUNDED = 1 << 20  # largest maxsize: its frame limit and ring stay in memory bounds
+MAX_RING_BYTES = 1 << 30
 
 _GROUP = "queue"
 _INLINE = ""  # topic of a frame carrying the pickle itself
@@ -45,6 +50,7 @@ _SPILL_DIR = "/dev/shm"
 SPILL_PREFIX = "framebus-spill."
 _UNFINISHED = 0  # user counter of JoinableQueue
 _FEED_WAIT = 0.5  # seconds the feeder waits per attempt before checking for shutdown
+ALONE_GRACE = 5.0  # seconds with no other process attached before buffered objects are given up
 
 
 # multiprocessing's own registry of reducers (sockets, connections, methods, ...)
@@ -57,7 +63,7 @@ class _Pickler(pickle.Pickler):
     dispatch_table: dict[Any, Any] = {}
 
 
-_table_size = -1
+_tables: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})  # what _Pickler's table was built from
 # reused: building a pickler costs more than a small dump
 _picklers: list[tuple[pickle.Pickler, io.BytesIO]] = []
 
@@ -69,9 +75,8 @@ def _dumps(obj: object) -> bytes:
 
 
 def _dumps_forking(obj: object) -> bytes:
-    global _table_size
-    if len(_EXTRA_REDUCERS) + len(copyreg.dispatch_table) != _table_size:
-        _refresh_picklers()
+    if _EXTRA_REDUCERS != _tables[0] or copyreg.dispatch_table != _tables[1]:
+        _refresh_picklers()  # a reducer was registered or replaced
     # pop/append are atomic under the GIL, so each pickler serves one thread at a time;
     # one whose dump raised is dropped
     pickler, buf = _picklers.pop() if _picklers else _new_pickler()
@@ -90,11 +95,10 @@ def _new_pickler() -> tuple[pickle.Pickler, io.BytesIO]:
 
 
 def _refresh_picklers() -> None:
-    global _table_size
-    table = dict(copyreg.dispatch_table)
-    table.update(_EXTRA_REDUCERS)
-    _Pickler.dispatch_table = table
-    _table_size = len(_EXTRA_REDUCERS) + len(copyreg.dispatch_table)
+    global _tables
+    extra, base = dict(_EXTRA_REDUCERS), dict(copyreg.dispatch_table)
+    _Pickler.dispatch_table = {**base, **extra}
+    _tables = (extra, base)
     _picklers.clear()
 
 
@@ -124,6 +128,14 @@ def queue_config(maxsize: int, ring_bytes: int | None = None) -> BusConfig:
     out first (bigger ones are spilled). An unbounded queue buffers in the putting
     process when its ring is full, as multiprocessing.Queue does.
     """
+    if ring_bytes is not None:
+        if isinstance(ring_bytes, bool) or not isinstance(ring_bytes, int):
+            raise TypeError(f"ring_bytes must be an int or None, not {type(ring_bytes).__name__}")
+        if ring_bytes > MAX_RING_BYTES:
+            raise ValueError(
+                f"ring_bytes={ring_bytes} exceeds {MAX_RING_BYTES} (1 GiB), the largest "
+                "framebus.Queue ring"
+            )
     if ring_bytes is None:
         if maxsize == 0:
             ring_bytes = 8 << 20
@@ -170,7 +182,10 @@ _live: weakref.WeakSet[Queue] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for q in list(_live):
-        q._after_fork()
+        try:
+            q._after_fork()
+        except Exception:  # one queue's failure must not cost the others their handle
+            log.exception("framebus: %r could not re-attach in the forked child", q)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -216,7 +231,15 @@ class Queue:
         self._plain = not self._joinable
         self._try_publish = bus.try_publish
         self._finalizer = weakref.finalize(self, _release, bus, name, creator, self._feeder)
+        self._register_mp_exit()
         _live.add(self)
+
+    def _register_mp_exit(self) -> None:
+        # multiprocessing's exit hook runs in its children, which leave by os._exit
+        # (no atexit); a forked child's registry is cleared after the fork, hence the
+        # registration again after it
+        mp_util.Finalize(self, self._finalizer, exitpriority=-10)
+        mp_util.register_after_fork(self, Queue._register_mp_exit)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._closed:
@@ -230,13 +253,13 @@ class Queue:
         for sub in list(old._subs):
             sub._forget()
         self._finalizer.detach()
+        if self._closed:
+            return  # closed in the parent: stays closed, nothing to take
         try:
             bus = FrameBus.attach(self._name)
         except FileNotFoundError:
             bus = old  # the name is gone (its creator exited): keep the inherited mapping
-        closed = self._closed
         self._init(self._name, self._creator, bus)
-        self._closed = closed
 
     # ------------------------------------------------------------------ put
 
@@ -292,10 +315,10 @@ class Queue:
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         try:
-            recv = self._local.recv
-        except AttributeError:
-            recv = self._thread_sub().recv
-        try:
+            try:
+                recv = self._local.recv
+            except AttributeError:
+                recv = self._thread_sub().recv
             frame = recv() if block and timeout is None else recv(_timeout(block, timeout))
         except BusClosed:
             raise ValueError(f"Queue {self!r} is closed") from None
@@ -347,20 +370,24 @@ class Queue:
     # ---------------------------------------------------------------- close
 
     def close(self) -> None:
-        """No more puts or gets from this process. Objects waiting in the feeder
-        thread are still written to the ring (see join_thread)."""
+        """No more puts or gets from this process (a get blocked in another thread
+        wakes with ValueError). Objects waiting in the feeder thread are still
+        written to the ring (join_thread waits for that). The queue itself lives on
+        for the other processes; the creator removes it when its object is
+        garbage-collected or at exit."""
         if self._closed:
             return
         self._closed = True
-        if not self._feeder.close():
-            self._finalizer()
+        for sub in list(self._bus._subs):
+            sub.close()
+        self._feeder.close()
 
     def join_thread(self) -> None:
         """After close(): wait until the feeder thread has written everything
         buffered (only an unbounded queue whose ring filled up has one)."""
         if not self._closed:
             raise AssertionError(f"Queue {self!r} not closed")
-        self._finalizer()
+        self._feeder.join()
 
     def cancel_join_thread(self) -> None:
         """Do not wait for the feeder thread at close or exit: objects it still
@@ -468,10 +495,24 @@ class _Feeder:
         if thread is None:
             return
         self.close()
+        alone_since = None
         while thread.is_alive() and not self.cancelled:
             thread.join(_FEED_WAIT)
-            if self.bus.closed or (self.pending and self.bus._attached_alive() <= 1):
-                # nobody is left to make room: what is buffered can never be written
+            if not thread.is_alive():
+                break
+            if self.bus.closed:
+                self.cancelled = True
+            elif self.bus._attached_alive() > 1:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since >= ALONE_GRACE:
+                # nobody has held the queue for a while: what is buffered cannot be
+                # written (multiprocessing would wait forever here)
+                log.warning(
+                    "framebus queue: dropping %d objects no process is left to read",
+                    self.pending,
+                )
                 self.cancelled = True
 
     def _run(self) -> None:
@@ -518,23 +559,23 @@ def _rebuild(cls: type[Queue], name: str, creator: int, maxsize: int) -> Queue:
 
 
 def _release(bus: FrameBus, name: str, creator: int, feeder: _Feeder) -> None:
-    """Flush the feeder and detach this process; the creator also removes the name
-    (attached processes keep their mapping); the last process out removes leftover
-    spill files."""
+    """At garbage collection or exit: flush the feeder and detach this process; the
+    creator also removes the name (attached processes keep their mapping). Spill
+    files go once no other process holds the queue and none can attach any more."""
+    feeder.join()
     if bus.closed:
         return
-    feeder.join()
     try:
-        last = bus._attached_alive() <= 1
+        others = bus._attached_alive() - 1
     except BusClosed:
-        last = False
+        others = 1
     bus.close()
     if os.getpid() == creator:
         try:
             FrameBus.unlink(name)
         except FileNotFoundError:
             pass
-    if last:
+    if others <= 0 and not os.path.exists(f"{_SPILL_DIR}/framebus.{name}"):
         remove_spill_files(name)
 
 
