@@ -59,6 +59,10 @@ cdef extern from "sys/stat.h" nogil:
     int fchmod(int fd, int mode)
 
 
+cdef extern from "fcntl.h" nogil:
+    int posix_fallocate(int fd, long offset, long length)
+
+
 cdef int _raise_shm_error(int err, bytes shm_name, str what) except -1:
     import os
     where = "/dev/shm" + shm_name.decode()
@@ -265,6 +269,11 @@ cdef class Ring:
             try:
                 if fchmod(fd, 0o600) != 0 or ftruncate(fd, size) != 0:
                     _raise_shm_error(errno, shm_name, "size")
+                # reserve the pages now: on a full /dev/shm the prefault below would
+                # otherwise die of SIGBUS instead of raising
+                err = posix_fallocate(fd, 0, size)
+                if err != 0:
+                    _raise_shm_error(err, shm_name, f"reserve {size} bytes of /dev/shm for")
                 mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
                 if mem == MAP_FAILED:
                     _raise_shm_error(errno, shm_name, "map")

@@ -555,3 +555,17 @@ def test_framebus_gc_removes_spill_files_of_vanished_queues(
                 if os.path.exists(path):
                     os.unlink(path)
     fb.FrameBus.unlink(live)
+
+
+def test_create_larger_than_dev_shm_raises_enospc(name: str) -> None:
+    import errno
+
+    st = os.statvfs(SHM)
+    free = st.f_bavail * st.f_frsize
+    size = 1 << free.bit_length()  # the next power of two above what is free
+    if size > 1 << 40:
+        pytest.skip(f"{SHM} has more free space than the largest ring")
+    with pytest.raises(OSError, match=r"cannot reserve \d+ bytes of /dev/shm") as info:
+        fb.FrameBus.create_shared(name, preset="memory_optimized", ring_bytes=size)
+    assert info.value.errno == errno.ENOSPC
+    assert not os.path.exists(f"{SHM}/framebus.{name}")
