@@ -2,7 +2,8 @@
 
 ``framebus bench``: in-process SPSC throughput of framebus beside queue.Queue,
 queue.SimpleQueue and deque+Condition (see framebus._bench), with a live progress
-line per scenario on stderr and the table on stdout.
+line per scenario on stderr and the table on stdout. ``--suite xproc`` (or ``all``)
+runs the cross-process scenarios of framebus._xbench instead (or as well).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
-    from . import _bench
+    from . import _bench, _xbench
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -32,9 +33,13 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         description="One producer thread -> one consumer thread in this process, single "
         "calls and batches, for framebus and queue.Queue, queue.SimpleQueue and "
         "deque+Condition measured in the same run; plus publish+recv in one thread "
-        "(ns per frame). Progress goes to stderr, the table to stdout.",
+        "(ns per frame). Progress goes to stderr, the table to stdout. --suite xproc: "
+        "across processes, framebus on a shared-memory ring beside multiprocessing.Queue, "
+        "multiprocessing.Pipe, faster-fifo, pyzmq and os.pipe (throughput, ping-pong "
+        "latency, framebus.Queue vs multiprocessing.Queue); --suite all: both.",
     )
     _bench.add_arguments(bench)
+    _xbench.add_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
     ls = sub.add_parser(
         "ls",
@@ -97,9 +102,14 @@ def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
-    from . import _bench
+    from . import _bench, _xbench
 
-    return _bench.execute(args, args.subparser.error, [*prog.split(), *argv])
+    error = args.subparser.error
+    command = [*prog.split(), *argv]
+    if args.suite == "inproc":
+        _xbench.check_suite_args(args, error)
+        return _bench.execute(args, error, command)
+    return _xbench.execute(args, error, command, args.suite)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "framebus") -> int:
