@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "backpressure_threshold": 0.90,
         "wal_flush_ms": 10,
         "wal_max_bytes": 8 * GiB,
-        "spin": 200,
+        "spin": 1000,
         "async_write_queue_size": 100_000,
     },
 }
@@ -133,7 +133,7 @@ class BusConfig:
     resume_lo: float = 0.70
     backpressure_threshold: float = 0.90
     publish_timeout: float | None = None
-    spin: int = 200
+    spin: int = 1000
     unblock_timeout: float = 1.0
     dead_reader_timeout: float = 2.0
     wal_dir: str | None = None
