@@ -725,6 +725,12 @@ cdef class Ring:
             return False
         return bool(fb_ring_is_paused(self.ring))
 
+    @property
+    def next_seq(self):
+        """The sequence number the next published frame will get."""
+        self._ensure_open()
+        return fb_ring_next_seq(self.ring)
+
     def _ring_stats(self):
         cdef fb_ring_stats_t s
         self._ensure_open()

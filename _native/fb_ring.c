@@ -1337,6 +1337,10 @@ void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes
 int fb_ring_is_closed(const fb_ring_t *r) { return (int)fb_load32_relaxed(&r->st.closed); }
 int fb_ring_is_paused(const fb_ring_t *r) { return (int)fb_load32_relaxed(&r->st.paused); }
 
+/* acquire: a caller that then waits for this sequence number to be persisted must
+ * not see it before the claims below it */
+uint64_t fb_ring_next_seq(const fb_ring_t *r) { return fb_load_acquire(&r->tail.seq); }
+
 void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out)
 {
     fb_ring_t *rw = (fb_ring_t *)r;

@@ -269,6 +269,8 @@ void fb_ring_wake_writers(fb_ring_t *r);
 void fb_ring_close(fb_ring_t *r);
 int fb_ring_is_closed(const fb_ring_t *r);
 int fb_ring_is_paused(const fb_ring_t *r);
+/* The sequence number the next claim will get (published so far = next_seq - start_seq). */
+uint64_t fb_ring_next_seq(const fb_ring_t *r);
 
 void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out);
 /* pause_events and resume_events only (cheap: no reader scan). */

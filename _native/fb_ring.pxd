@@ -165,6 +165,7 @@ cdef extern from "fb_ring.h" nogil:
     uint32_t fb_ring_transition_signal(fb_ring_t *r)
     int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
     void fb_ring_wake_transition_watchers(fb_ring_t *r)
+    uint64_t fb_ring_next_seq(const fb_ring_t *r)
     uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta)
     int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out)
     uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)

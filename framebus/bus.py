@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _ring
+from ._walbus import WalWriter
 from .config import BusConfig
 from .errors import BusClosed, ConfigError, FrameBusError
 from .topics import TopicFilter
@@ -44,13 +45,18 @@ class FrameBus(_ring.Ring):
         self._setup(_resolve_config(config, preset, overrides), shm=None)
 
     def _setup(self, config: BusConfig, *, shm: str | None, attach: bool = False) -> None:
-        if config.wal_dir is not None:
+        self._wal_writer: WalWriter | None = None
+        if config.wal_dir is not None and shm is not None:
             raise ConfigError(
-                f"wal_dir={config.wal_dir!r}: the write-ahead log is not available in this "
-                "release; leave wal_dir=None"
+                f"wal_dir={config.wal_dir!r}: the write-ahead log runs on in-process buses "
+                "in this release; leave wal_dir=None for a shared bus"
             )
         self._config = config
         self._shm_name = shm
+        start_seq = 0
+        if config.wal_dir is not None:
+            self._wal_writer = WalWriter(config)  # opens the log: the ring numbers on from it
+            start_seq = self._wal_writer.start_seq
         if attach:
             assert shm is not None
             self._configure(config.overflow, config.publish_timeout, config.spin)
@@ -70,7 +76,7 @@ class FrameBus(_ring.Ring):
                 resume_lo=config.resume_lo,
                 backpressure=config.backpressure_threshold,
                 unblock_timeout=config.unblock_timeout,
-                start_seq=0,
+                start_seq=start_seq,
                 publish_timeout=config.publish_timeout,
                 spin=config.spin,
                 shm_name=None if shm is None else _shm_path(shm),
@@ -88,6 +94,13 @@ class FrameBus(_ring.Ring):
         self._notifier: _Notifier | None = None
         self._watcher: threading.Thread | None = None
         self._set_transition_callback(self._on_transition)
+        if self._wal_writer is not None:
+            self._wal_writer.start(self)
+            if config.wal_sync:
+                # instance attributes: buses without a synchronous WAL keep the C methods
+                self.publish = self._publish_durable  # type: ignore[method-assign]
+                self.publish_batch = self._publish_batch_durable  # type: ignore[method-assign]
+                self.try_publish = self._try_publish_durable  # type: ignore[method-assign]
 
     # ---------------------------------------------------------- shared memory
 
@@ -235,6 +248,52 @@ class FrameBus(_ring.Ring):
                 self._callback_errors += 1
                 log.exception("framebus %s callback %r failed", kind, cb)
 
+    # -------------------------------------------------------------------- WAL
+
+    def _publish_durable(self, data: Any, topic: str = "", timeout: Any = _ring.DEFAULT) -> int:
+        seq: int = _ring.Ring.publish(self, data, topic, timeout)
+        if seq >= 0:
+            self._durable(seq)
+        return seq
+
+    def _publish_batch_durable(
+        self, frames: Any, topic: str = "", timeout: Any = _ring.DEFAULT
+    ) -> int:
+        first: int = _ring.Ring.publish_batch(self, frames, topic, timeout)
+        if first >= 0:
+            self._durable(self.next_seq - 1)  # covers the batch (and maybe others' frames)
+        return first
+
+    def _try_publish_durable(self, data: Any, topic: str = "") -> int:
+        seq: int = _ring.Ring.try_publish(self, data, topic)
+        if seq >= 0:
+            self._durable(seq)
+        return seq
+
+    def _durable(self, seq: int) -> None:
+        writer = self._wal_writer
+        assert writer is not None
+        writer.wait_durable(seq)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every frame published so far is in the WAL: True, or False on
+        timeout (True at once without a WAL). Raises WalError if the WAL cannot write."""
+        writer = self._wal_writer
+        if writer is None:
+            return True
+        return writer.wait_durable(self.next_seq - 1, timeout)
+
+    def replay(
+        self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
+    ) -> Iterator[Frame]:
+        """Frames in the WAL with from_seq <= seq <= to_seq (and matching the topic
+        filter), in order. It holds what was written when iteration starts: call
+        flush() first to include every frame published."""
+        writer = self._wal_writer
+        if writer is None:
+            raise FrameBusError("replay needs a write-ahead log: this bus has wal_dir=None")
+        return writer.replay(from_seq, to_seq, topic)
+
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> dict[str, Any]:
@@ -243,6 +302,8 @@ class FrameBus(_ring.Ring):
         s["overflow"] = self._config.overflow
         s["max_frame"] = self._config.max_frame
         s["callback_errors"] = self._callback_errors
+        if self._wal_writer is not None:
+            s.update(self._wal_writer.stats(s["next_seq"]))
         subs = []
         for sub in list(self._subs):
             if sub.closed:
@@ -265,6 +326,8 @@ class FrameBus(_ring.Ring):
     def close(self) -> None:
         """Close the bus: blocked recv/publish calls wake with BusClosed."""
         notifier = self._notifier
+        if self._wal_writer is not None and not self.closed:
+            self._wal_writer.stop()  # writes what was published before closing
         if self.shared and not self.closed:
             for sub in list(self._subs):
                 sub._reader_close()  # free this process's cursors for the others
