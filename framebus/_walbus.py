@@ -15,6 +15,7 @@ import atexit
 import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ class WalWriter:
         self.durable = -1 if last is None else last  # highest seq in the log
         self.degraded: WalError | None = None
         self.cond = threading.Condition()
+        self._commit_lock = threading.Lock()
         self._stopping = False  # asked to stop: write what is left, then end
         self._stopped = False  # the thread has ended
         self._sub: Subscription | None = None
@@ -140,6 +142,13 @@ class WalWriter:
             self._sub._reader_close()
         self.wal.close()
 
+    def commit(self, group: str, next_seq: int) -> None:
+        """Move `group`'s stored offset forward to `next_seq` (never back)."""
+        with self._commit_lock:
+            current = self.wal.committed(group)
+            if current is None or next_seq > current:
+                self.wal.commit(group, next_seq, sync=self.sync)
+
     def replay(
         self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
     ) -> Iterator[Any]:
@@ -159,3 +168,34 @@ def _stop_at_exit(ref: weakref.ref[WalWriter]) -> None:
     writer = ref()
     if writer is not None:
         writer.stop()
+
+
+class GroupBackfill:
+    """The frames a consumer group gets again from the WAL after a restart: from its
+    committed offset up to where its new ring cursor starts (``end``, inclusive).
+    Shared by the group's members in this bus, so each frame goes to one of them."""
+
+    def __init__(self, writer: WalWriter, pattern: str, start: int, end: int) -> None:
+        self._writer = writer
+        self._pattern = pattern
+        self._next = start
+        self._end = end
+        self._buf: deque[Any] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def done(self) -> bool:
+        return not self._buf and self._next > self._end
+
+    def take(self, n: int) -> list[Any]:
+        with self._lock:
+            while len(self._buf) < n and self._next <= self._end:
+                chunk = self._writer.wal.read_batch(
+                    self._next, max(n, 1024), to_seq=self._end, topic=self._pattern
+                )
+                if not chunk:
+                    self._next = self._end + 1
+                    break
+                self._buf.extend(chunk)
+                self._next = chunk[-1].seq + 1
+            return [self._buf.popleft() for _ in range(min(n, len(self._buf)))]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _ring
-from ._walbus import WalWriter
+from ._walbus import GroupBackfill, WalWriter
 from .config import BusConfig
 from .errors import BusClosed, ConfigError, FrameBusError
 from .topics import TopicFilter
@@ -86,6 +86,8 @@ class FrameBus(_ring.Ring):
         self._lock = threading.Lock()
         self._subs: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._groups: dict[str, str] = {}
+        self._group_lock = threading.Lock()
+        self._backfills: dict[str, GroupBackfill | None] = {}
         self._on_pause: list[Callable[[], object]] = []
         self._on_resume: list[Callable[[], object]] = []
         self._callback_errors = 0
@@ -175,8 +177,46 @@ class FrameBus(_ring.Ring):
                     f"group {group!r} already subscribes to {known!r}; "
                     f"every member of a group must use the same filter, not {tf.pattern!r}"
                 )
+        if group is not None and self._wal_writer is not None:
+            return self._subscribe_durable_group(tf, group)
         sub = Subscription(self, tf, group)
         self._subs.add(sub)
+        return sub
+
+    def _subscribe_durable_group(self, tf: TopicFilter, group: str) -> Subscription:
+        # A group that committed before gets again, from the WAL, every frame from its
+        # committed offset up to where its new cursor starts in the ring: no gap and
+        # no duplicate at the seam. One that never committed starts at the live end.
+        writer = self._wal_writer
+        assert writer is not None
+        with self._group_lock:
+            sub = Subscription(self, tf, group)
+            self._subs.add(sub)
+            backfill = self._backfills.get(group)
+            info = sub._info()
+            if info["members"] == 1:  # a new cursor, at the live end
+                backfill = None
+                committed = writer.wal.committed(group)
+                if committed is not None:
+                    live = int(info["next_seq"])
+                    lost = writer.wal.lost(committed)
+                    if lost:
+                        sub.retention_lost = lost
+                        log.warning(
+                            "framebus: group %r committed %d, but retention deleted %d "
+                            "frames after it; it resumes at %d",
+                            group,
+                            committed,
+                            lost,
+                            writer.wal.retained_from,
+                        )
+                    start = max(committed, writer.wal.retained_from)
+                    if start < live:
+                        writer.wait_durable(live - 1)
+                        backfill = GroupBackfill(writer, tf.pattern, start, live - 1)
+                self._backfills[group] = backfill
+            if backfill is not None and not backfill.done:
+                sub._attach_backfill(backfill)
         return sub
 
     # ------------------------------------------------------------- hysteresis
@@ -373,9 +413,58 @@ class Subscription(_ring.Reader):
         self._awaiting = 0
         self._reader_open(bus, filter.matches, filter.match_all, group)
 
+    retention_lost = 0  # frames a durable group could no longer get (WAL retention)
+
     @property
     def filter(self) -> str:
         return self._filter.pattern
+
+    # ------------------------------------------------- durable consumer groups
+
+    def commit(self, seq: int) -> None:
+        """Record that this subscription's group has processed every frame up to and
+        including ``seq`` (Kafka semantics: the WAL stores ``seq + 1``, the next frame
+        wanted). After a restart the group gets every frame after it again, in order,
+        then live frames. Offsets only move forward. Needs a group and a WAL."""
+        if self._group is None:
+            raise FrameBusError("commit needs a group subscription: subscribe(..., group=...)")
+        writer = self._bus._wal_writer
+        if writer is None:
+            raise FrameBusError("commit needs a bus with a write-ahead log (wal_dir)")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"seq must be an int >= 0 (a frame's .seq), got {seq!r}")
+        writer.commit(self._group, seq + 1)
+
+    def _attach_backfill(self, backfill: GroupBackfill) -> None:
+        # instance attributes shadow the C methods until the backfill runs out
+        self._backfill = backfill
+        self.recv = self._recv_backfill  # type: ignore[method-assign]
+        self.recv_batch = self._recv_batch_backfill  # type: ignore[method-assign]
+
+    def _recv_backfill(self, timeout: float | None = None) -> _ring.Frame | None:
+        if self.closed:
+            raise BusClosed("the subscription is closed")
+        got = self._backfill.take(1)
+        if got:
+            return got[0]
+        self._end_backfill()
+        return _ring.Reader.recv(self, timeout)
+
+    def _recv_batch_backfill(
+        self, max_frames: int, timeout: float | None = None
+    ) -> list[_ring.Frame]:
+        if self.closed:
+            raise BusClosed("the subscription is closed")
+        got = self._backfill.take(max_frames)
+        if got:
+            return got
+        self._end_backfill()
+        return _ring.Reader.recv_batch(self, max_frames, timeout)
+
+    def _end_backfill(self) -> None:
+        if self._backfill.done:
+            self.__dict__.pop("recv", None)
+            self.__dict__.pop("recv_batch", None)
 
     @property
     def group(self) -> str | None:

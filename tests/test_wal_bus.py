@@ -219,3 +219,117 @@ def test_sigkill_loses_nothing_durable(tmp_path: Path, sync: bool) -> None:
         assert lost == [0] * CRASHES
     else:
         assert max(lost) <= capacity
+
+
+# ------------------------------------------------------ durable consumer groups
+
+
+def _drain(sub: fb.Subscription, timeout: float = 0.5) -> list[int]:
+    got: list[int] = []
+    while True:
+        frames = sub.recv_batch(37, timeout=timeout)
+        if not frames:
+            return got
+        got += [f.seq for f in frames]
+
+
+def test_group_resumes_after_its_committed_offset(tmp_path: Path) -> None:
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe("j.>", group="g")
+        bus.publish_batch([b"%d" % i for i in range(100)], topic="j.a")
+        for _ in range(50):
+            frame = sub.recv(timeout=5)
+            assert frame is not None
+        sub.commit(frame.seq)  # 0..49 done
+        sub.recv(timeout=5)  # 50 read but not committed: it comes again
+    with bus_at(tmp_path) as bus:
+        bus.publish_batch([b"x"] * 10, topic="j.b")  # 100..109, before the group is back
+        bus.publish(b"other", topic="k")  # 110, not the group's topic
+        sub = bus.subscribe("j.>", group="g")
+        assert sub.retention_lost == 0
+        bus.publish_batch([b"y"] * 5, topic="j.c")  # 111..115, live
+        got = _drain(sub)
+        assert got == list(range(50, 110)) + list(range(111, 116))  # no gap, no duplicate
+        sub.commit(115)
+    with WalLog(tmp_path) as wal:
+        assert wal.committed("g") == 116
+
+
+def test_members_share_the_backfill(tmp_path: Path) -> None:
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        bus.publish_batch([b"%d" % i for i in range(1000)])
+        sub.commit(sub.recv(timeout=5).seq)
+    with bus_at(tmp_path) as bus:
+        a = bus.subscribe(group="g")
+        b = bus.subscribe(group="g")
+        bus.publish_batch([b"live"] * 100)
+        got_a: list[int] = []
+        got_b: list[int] = []
+        while True:  # the members take turns
+            fa, fb_ = a.recv_batch(50, timeout=0.3), b.recv_batch(50, timeout=0.3)
+            if not fa and not fb_:
+                break
+            got_a += [f.seq for f in fa]
+            got_b += [f.seq for f in fb_]
+        assert got_a and got_b
+        assert sorted(got_a + got_b) == list(range(1, 1100))
+
+
+def test_group_that_never_committed_starts_live(tmp_path: Path) -> None:
+    with bus_at(tmp_path) as bus:
+        bus.subscribe(group="g")
+        bus.publish_batch([b"old"] * 10)
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        bus.publish(b"new")
+        assert _drain(sub) == [10]
+
+
+def test_commit_moves_forward_only_and_checks_its_input(tmp_path: Path) -> None:
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        sub.commit(10)
+        sub.commit(5)
+        with pytest.raises(ValueError, match="seq must be an int >= 0"):
+            sub.commit(-1)
+        with pytest.raises(ValueError, match="seq must be an int >= 0"):
+            sub.commit(True)  # type: ignore[arg-type]
+        with pytest.raises(fb.FrameBusError, match="commit needs a group subscription"):
+            bus.subscribe().commit(1)
+    with WalLog(tmp_path) as wal:
+        assert wal.committed("g") == 11
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        with pytest.raises(fb.FrameBusError, match="commit needs a bus with a write-ahead"):
+            bus.subscribe(group="g").commit(1)
+
+
+def test_group_behind_retention_is_told_what_it_lost(tmp_path: Path) -> None:
+    with bus_at(tmp_path, wal_max_bytes=100_000) as bus:
+        sub = bus.subscribe(group="g")
+        bus.publish(b"first")
+        sub.commit(sub.recv(timeout=5).seq)  # offset 1
+        for _ in range(20):
+            bus.publish_batch([b"z" * 1000] * 10)  # 1..200, most of it retained away
+            assert bus.flush(30)
+        retained_from = bus._wal_writer.wal.retained_from
+        assert retained_from > 1
+    with bus_at(tmp_path, wal_max_bytes=100_000) as bus:
+        sub = bus.subscribe(group="g")
+        assert sub.retention_lost == retained_from - 1
+        assert _drain(sub) == list(range(retained_from, 201))
+
+
+def test_closing_a_group_member_mid_backfill(tmp_path: Path) -> None:
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        bus.publish_batch([b"a"] * 10)
+        sub.commit(0)
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        assert sub.recv(timeout=5).seq == 1
+        sub.close()
+        with pytest.raises(fb.BusClosed):
+            sub.recv(timeout=1)
+        with pytest.raises(fb.BusClosed):
+            sub.recv_batch(10, timeout=1)
