@@ -16,7 +16,7 @@ if platform.machine() in ("x86_64", "AMD64"):
 
 ring = Extension(
     "framebus._ring",
-    sources=["_native/_ring.pyx", "_native/fb_ring.c"],
+    sources=["_native/_ring.pyx", "_native/fb_ring.c", "_native/fb_crc32c.c"],
     include_dirs=["_native"],
     extra_compile_args=cflags,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

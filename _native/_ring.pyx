@@ -1421,3 +1421,83 @@ def plain_builtins(obj, Py_ssize_t budget=256):
     tuple, list and dict (at most ``budget`` objects): types every pickler handles
     itself, without consulting a dispatch table, so any pickler gives the same bytes."""
     return _plain_budget(obj, budget, 0) >= 0
+
+
+# ------------------------------------------------------------ WAL record encoding
+
+cdef extern from "fb_crc32c.h" nogil:
+    uint32_t fb_crc32c(const void *buf, size_t len)
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli) of a bytes-like object."""
+    cdef const unsigned char[::1] view = memoryview(data).cast("B")
+    if view.shape[0] == 0:
+        return fb_crc32c(NULL, 0)
+    return fb_crc32c(&view[0], view.shape[0])
+
+
+cdef inline void _put_le(unsigned char *p, uint64_t v, int n) noexcept nogil:
+    cdef int i
+    for i in range(n):
+        p[i] = <unsigned char>(v >> (8 * i))
+
+
+def wal_encode(list frames, dict topic_bytes, int64_t after):
+    """Keys and values of the WAL's record format (framebus.wal._format) for a list of
+    Frames, CRCs included: ``(keys, values, value_bytes)``. Sequence numbers must rise
+    strictly from above ``after``. Returns None when something needs the general path
+    (not a Frame, out of order, a topic too long): the caller then reports it.
+    ``topic_bytes`` caches topics' UTF-8 encodings (str -> bytes)."""
+    cdef Py_ssize_t n = len(frames), i
+    cdef list keys = [None] * n
+    cdef list values = [None] * n
+    cdef Frame fr
+    cdef bytes tb, key, val
+    cdef unsigned char *p
+    cdef Py_ssize_t tlen, plen, body
+    cdef uint64_t seq
+    cdef uint64_t prev = <uint64_t>after
+    cdef bint first = after < 0
+    cdef Py_ssize_t total = 0
+    cdef int k
+    for i in range(n):
+        obj = frames[i]
+        if type(obj) is not Frame:
+            return None
+        fr = <Frame>obj
+        seq = fr.seq
+        if not first and seq <= prev:
+            return None
+        first = False
+        prev = seq
+        t = topic_bytes.get(fr.topic)
+        if t is None:
+            t = fr.topic.encode("utf-8")
+            if len(t) > 0xFFFF:
+                return None
+            topic_bytes[fr.topic] = t
+        tb = <bytes>t
+        tlen = len(tb)
+        plen = len(fr.payload)
+        if plen > 0xFFFFFFFF:
+            return None
+        key = PyBytes_FromStringAndSize(NULL, 8)
+        p = <unsigned char *>PyBytes_AS_STRING(key)
+        for k in range(8):
+            p[k] = <unsigned char>(seq >> (8 * (7 - k)))  # big-endian: keys sort by seq
+        body = 16 + tlen + plen
+        val = PyBytes_FromStringAndSize(NULL, body + 4)
+        p = <unsigned char *>PyBytes_AS_STRING(val)
+        p[0] = 1  # format version
+        p[1] = 0  # flags
+        _put_le(p + 2, <uint64_t>tlen, 2)
+        _put_le(p + 4, <uint64_t>plen, 4)
+        _put_le(p + 8, fr.ts_ns, 8)
+        memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
+        memcpy(p + 16 + tlen, PyBytes_AS_STRING(fr.payload), plen)
+        _put_le(p + body, fb_crc32c(p, body), 4)
+        keys[i] = key
+        values[i] = val
+        total += body + 4
+    return keys, values, total

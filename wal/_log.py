@@ -35,6 +35,7 @@ import os
 import struct
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from itertools import islice
 from operator import attrgetter
@@ -53,6 +54,7 @@ from rocksdict import (
 )
 
 from framebus._ring import Frame
+from framebus._ring import wal_encode as _wal_encode
 from framebus.errors import WalError
 from framebus.topics import TopicFilter
 
@@ -97,6 +99,7 @@ _MAX_SHAPES = 256
 _MAX_TOPICS = 4096
 
 _FRAME_FIELDS = attrgetter("seq", "topic", "ts_ns", "payload")
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator in C
 _MISS = object()
 _BAD = object()
 
@@ -688,33 +691,51 @@ class WalLog:
             count = len(rows)
             if count == 0:
                 return last
-            first = rows[0][0]
-            frames = self._frames + count
-            total = self._bytes + nbytes + KEY_SIZE * count
-            h = self._h_meta
-            put(_M_LAST, key_of(prev), h)
-            put(_M_FRAMES, key_of(frames), h)
-            put(_M_BYTES, key_of(total), h)
-            if self._base_seq is None:
-                put(_M_BASE, key_of(first), h)
-            self._write(wb, sync, f"cannot append {_span(first, prev)}")
-            self._last_seq = prev
-            self._frames = frames
-            self._bytes = total
-            if self._base_seq is None:
-                self._base_seq = first
-            if self._first_seq is None:
-                self._first_seq = first
-            return prev
+            return self._commit_batch(wb, rows[0][0], prev, count, nbytes, sync)
 
     def append_frames(self, frames: Iterable[Any], *, sync: bool = False) -> int | None:
         """`append_batch` for objects with ``.seq .topic .ts_ns .payload``.
 
         Takes what ``Reader.recv_batch`` and `read_batch` return
-        (``framebus.Frame``); the fields are taken with one C-level attrgetter
-        call per frame.
+        (``framebus.Frame``): a list of Frames is encoded in C (records and CRCs in
+        one pass) and put without a Python loop; anything else, or anything that
+        needs an error reported, goes through `append_batch`.
         """
-        return self.append_batch(list(map(_FRAME_FIELDS, frames)), sync=sync)
+        items = frames if isinstance(frames, list) else list(frames)
+        if not items:
+            return self.append_batch((), sync=sync)
+        with self._lock:
+            self._need_writable()
+            last = self._last_seq
+            encoded = _wal_encode(items, self._topic_enc, -1 if last is None else last)
+            if encoded is not None:
+                keys, values, nbytes = encoded
+                wb = WriteBatch(raw_mode=True)
+                _consume(map(wb.put, keys, values))
+                return self._commit_batch(wb, items[0].seq, items[-1].seq, len(items), nbytes, sync)
+        return self.append_batch(list(map(_FRAME_FIELDS, items)), sync=sync)
+
+    def _commit_batch(
+        self, wb: WriteBatch, first: int, last: int, count: int, nbytes: int, sync: bool
+    ) -> int:
+        # the counters go in the same WriteBatch as the frames (lock held)
+        frames = self._frames + count
+        total = self._bytes + nbytes + KEY_SIZE * count
+        h = self._h_meta
+        wb.put(_M_LAST, key_of(last), h)
+        wb.put(_M_FRAMES, key_of(frames), h)
+        wb.put(_M_BYTES, key_of(total), h)
+        if self._base_seq is None:
+            wb.put(_M_BASE, key_of(first), h)
+        self._write(wb, sync, f"cannot append {_span(first, last)}")
+        self._last_seq = last
+        self._frames = frames
+        self._bytes = total
+        if self._base_seq is None:
+            self._base_seq = first
+        if self._first_seq is None:
+            self._first_seq = first
+        return last
 
     def append(
         self,

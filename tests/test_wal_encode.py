@@ -1,0 +1,80 @@
+"""The C encoder of WAL records (framebus._ring.wal_encode / crc32c) gives exactly the
+bytes of the documented format (framebus.wal._format), and WalLog.append_frames falls
+back to the checked path for anything it does not handle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import google_crc32c
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import framebus as fb
+from framebus._ring import crc32c, wal_encode
+from framebus.wal import WalLog
+from framebus.wal._format import encode_record, key_of
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=300, deadline=None)
+def test_crc32c_matches_google_crc32c(data: bytes) -> None:
+    assert crc32c(data) == google_crc32c.value(data)
+
+
+def test_crc32c_check_value_and_buffers() -> None:
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(b"") == 0
+    assert crc32c(bytearray(b"123456789")) == crc32c(memoryview(b"0123456789")[1:])
+
+
+frames_st = st.lists(
+    st.tuples(
+        st.integers(0, 2**16),
+        st.text(max_size=40),
+        st.binary(max_size=300),
+        st.integers(0, 2**64 - 1),
+    ),
+    max_size=50,
+)
+
+
+@given(frames_st)
+@settings(max_examples=200, deadline=None)
+def test_wal_encode_matches_the_record_format(rows: list[tuple[int, str, bytes, int]]) -> None:
+    seq = 0
+    frames = []
+    for gap, topic, payload, ts in rows:
+        seq += gap + 1
+        frames.append(fb.Frame(seq, topic, payload, ts))
+    cache: dict[str, bytes] = {}
+    out = wal_encode(frames, cache, 0)
+    assert out is not None
+    keys, values, nbytes = out
+    assert keys == [key_of(f.seq) for f in frames]
+    assert values == [encode_record(f.topic, f.ts_ns, f.payload) for f in frames]
+    assert nbytes == sum(map(len, values))
+    assert all(cache[f.topic] == f.topic.encode() for f in frames)
+
+
+def test_wal_encode_declines_what_needs_the_checked_path() -> None:
+    f = fb.Frame(5, "t", b"x", 1)
+    assert wal_encode([f], {}, 5) is None  # not above `after`
+    assert wal_encode([f, fb.Frame(5, "t", b"y", 1)], {}, -1) is None  # not rising
+    assert wal_encode([f, (6, "t", 1, b"y")], {}, -1) is None  # not a Frame
+    assert wal_encode([fb.Frame(6, "é" * 40_000, b"", 0)], {}, -1) is None  # topic too long
+
+
+def test_append_frames_reports_order_errors_as_append_batch_does(tmp_path: Path) -> None:
+    with WalLog(tmp_path) as wal:
+        assert wal.append_frames([fb.Frame(1, "t", b"a", 1), fb.Frame(2, "t", b"b", 2)]) == 2
+        with pytest.raises(ValueError, match="seq 2 is not above the last stored seq 2"):
+            wal.append_frames([fb.Frame(2, "t", b"c", 3)])
+        assert wal.append_frames(iter([fb.Frame(3, "u", b"d", 4)])) == 3  # any iterable
+        assert wal.append_frames([]) == 3
+        got = [(f.seq, f.topic, f.payload, f.ts_ns) for f in wal.read()]
+    assert got == [(1, "t", b"a", 1), (2, "t", b"b", 2), (3, "u", b"d", 4)]
+    with WalLog(tmp_path) as wal:  # the counters written with the batch are right
+        assert (wal.last_seq, wal.frame_count, wal.corrupt_count) == (3, 3, 0)
+        assert wal.byte_count == sum(8 + len(encode_record(t, ts, p)) for _, t, p, ts in got)
