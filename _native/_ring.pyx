@@ -848,13 +848,14 @@ cdef class Ring:
         self._ensure_open()
         fb_ring_user_wake(self.ring)
 
-    def _user_wait(self, uint32_t i, uint64_t target, timeout=None):
-        """Waits (GIL released) until counter i equals target: True, or False on timeout.
-        Whoever moves the counter to target calls _user_wake."""
+    def _user_wait(self, uint32_t i, uint64_t target, timeout=None, bint at_least=False):
+        """Waits (GIL released) until counter i equals target (or, with at_least, reaches
+        it): True, or False on timeout. Whoever moves the counter calls _user_wake."""
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = 0
         cdef int64_t left
         cdef uint32_t seen
+        cdef uint64_t v
         cdef int rc
         self._check_user(i)
         if timeout_ns > 0:
@@ -862,7 +863,8 @@ cdef class Ring:
         while True:
             # the signal first: a wake after this load makes the futex wait return
             seen = fb_ring_user_signal(self.ring)
-            if fb_ring_user_get(self.ring, i) == target:
+            v = fb_ring_user_get(self.ring, i)
+            if v == target or (at_least and v > target):
                 return True
             left = _left(timeout_ns, deadline)
             if left == 0:

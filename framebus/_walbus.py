@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("framebus")
 
 RETAIN_FRACTION = 0.9  # retention trims to this share of wal_max_bytes, not to the edge
+
+# Counters in a shared bus's header through which other processes see the WAL
+DURABLE = 1  # the highest durable sequence number + 1 (0: none)
+WAL_STATE = 2  # one of the states below
+STATE_NONE, STATE_WRITING, STATE_DEGRADED = 0, 1, 2
 
 
 class WalWriter:
@@ -52,10 +58,16 @@ class WalWriter:
         self._stopping = False  # asked to stop: write what is left, then end
         self._stopped = False  # the thread has ended
         self._sub: Subscription | None = None
+        self._shared_bus: FrameBus | None = None  # a shared bus: tell other processes
         self._thread: threading.Thread | None = None
 
     def start(self, bus: FrameBus) -> None:
         from .bus import Subscription
+
+        if bus.shared:
+            self._shared_bus = bus
+            self._publish_state(STATE_WRITING)
+            self._publish_durable()
 
         # not in bus._subs: the WAL's cursor is not a user subscription
         self._sub = Subscription(bus, TopicFilter(">"), None)
@@ -93,6 +105,8 @@ class WalWriter:
                 with self.cond:
                     self.durable = last
                     self.cond.notify_all()
+                if self._shared_bus is not None:
+                    self._publish_durable()
                 if self.wal.byte_count > self.wal.max_bytes:
                     self._retain()
         # degraded: the frames stay in memory only; the cursor moves on so that
@@ -103,6 +117,8 @@ class WalWriter:
         with self.cond:
             self.degraded = exc
             self.cond.notify_all()
+        if self._shared_bus is not None:
+            self._publish_state(STATE_DEGRADED)
 
     def _retain(self) -> None:
         try:
@@ -140,7 +156,22 @@ class WalWriter:
             self._thread.join()
         if self._sub is not None:
             self._sub._reader_close()
+        if self._shared_bus is not None and not self._shared_bus.closed:
+            self._publish_state(STATE_NONE)
         self.wal.close()
+
+    def _publish_durable(self) -> None:
+        bus = self._shared_bus
+        assert bus is not None
+        # one writer (this thread, or start before it runs): read, then add the difference
+        bus._user_add(DURABLE, self.durable + 1 - bus._user_get(DURABLE))
+        bus._user_wake()
+
+    def _publish_state(self, state: int) -> None:
+        bus = self._shared_bus
+        assert bus is not None
+        bus._user_add(WAL_STATE, state - bus._user_get(WAL_STATE))
+        bus._user_wake()
 
     def commit(self, group: str, next_seq: int) -> None:
         """Move `group`'s stored offset forward to `next_seq` (never back)."""
@@ -199,3 +230,66 @@ class GroupBackfill:
                 self._buf.extend(chunk)
                 self._next = chunk[-1].seq + 1
             return [self._buf.popleft() for _ in range(min(n, len(self._buf)))]
+
+
+class RemoteWal:
+    """The WAL of a shared bus as another process sees it: it is written by the bus's
+    creating process, which publishes the durable sequence number and its state in
+    the header. Synchronous publishes and flush() wait on that; replay opens the
+    directory read-only."""
+
+    def __init__(self, bus: FrameBus, config: BusConfig) -> None:
+        assert config.wal_dir is not None
+        self._bus = bus
+        self._dir = config.wal_dir
+        self._creator = int(bus._ring_stats()["creator_pid"])
+
+    @property
+    def durable(self) -> int:
+        return int(self._bus._user_get(DURABLE)) - 1
+
+    def _state(self) -> int:
+        return int(self._bus._user_get(WAL_STATE))
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        from ._shm import pid_alive
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.durable >= seq:
+                return True
+            state = self._state()
+            if state == STATE_DEGRADED:
+                raise WalError(f"frame {seq} is not durable: the WAL stopped writing")
+            if state == STATE_NONE or not pid_alive(self._creator):
+                raise WalError(
+                    f"frame {seq} is not durable: the WAL's process (pid {self._creator}, "
+                    "the bus's creator) closed it or is gone"
+                )
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            # wake up every second to notice a creator that died
+            step = 1.0 if left is None else min(left, 1.0)
+            self._bus._user_wait(DURABLE, seq + 1, step, at_least=True)
+
+    def replay(
+        self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
+    ) -> Iterator[Any]:
+        from .wal import WalLog  # type: ignore[import-not-found,unused-ignore]
+
+        wal = WalLog(self._dir, read_only=True)
+        try:
+            yield from wal.read(from_seq, to_seq, topic)
+        finally:
+            wal.close()
+
+    def stats(self, next_seq: int) -> dict[str, Any]:
+        durable = self.durable
+        return {
+            "wal_durable_seq": durable,
+            "wal_bytes": None,  # known to the writing process
+            "wal_lag": max(0, next_seq - 1 - durable),
+            "wal_degraded": self._state() == STATE_DEGRADED,
+            "wal_corrupt": None,
+        }

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _ring
-from ._walbus import GroupBackfill, WalWriter
+from ._walbus import GroupBackfill, RemoteWal, WalWriter
 from .config import BusConfig
 from .errors import BusClosed, ConfigError, FrameBusError
 from .topics import TopicFilter
@@ -45,16 +45,16 @@ class FrameBus(_ring.Ring):
         self._setup(_resolve_config(config, preset, overrides), shm=None)
 
     def _setup(self, config: BusConfig, *, shm: str | None, attach: bool = False) -> None:
+        # the WAL: written by the bus's creator (writer); seen by every handle (view)
         self._wal_writer: WalWriter | None = None
-        if config.wal_dir is not None and shm is not None:
-            raise ConfigError(
-                f"wal_dir={config.wal_dir!r}: the write-ahead log runs on in-process buses "
-                "in this release; leave wal_dir=None for a shared bus"
-            )
+        self._wal_view: WalWriter | RemoteWal | None = None
+        if config.wal_dir is not None and not attach and not os.path.isabs(config.wal_dir):
+            # other processes find the WAL through this config: not relative to our cwd
+            config = config.replace(wal_dir=os.path.abspath(config.wal_dir))
         self._config = config
         self._shm_name = shm
         start_seq = 0
-        if config.wal_dir is not None:
+        if config.wal_dir is not None and not attach:
             self._wal_writer = WalWriter(config)  # opens the log: the ring numbers on from it
             start_seq = self._wal_writer.start_seq
         if attach:
@@ -98,6 +98,10 @@ class FrameBus(_ring.Ring):
         self._set_transition_callback(self._on_transition)
         if self._wal_writer is not None:
             self._wal_writer.start(self)
+            self._wal_view = self._wal_writer
+        elif config.wal_dir is not None:
+            self._wal_view = RemoteWal(self, config)
+        if self._wal_view is not None:
             if config.wal_sync:
                 # instance attributes: buses without a synchronous WAL keep the C methods
                 self.publish = self._publish_durable  # type: ignore[method-assign]
@@ -311,17 +315,17 @@ class FrameBus(_ring.Ring):
         return seq
 
     def _durable(self, seq: int) -> None:
-        writer = self._wal_writer
-        assert writer is not None
-        writer.wait_durable(seq)
+        view = self._wal_view
+        assert view is not None
+        view.wait_durable(seq)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every frame published so far is in the WAL: True, or False on
         timeout (True at once without a WAL). Raises WalError if the WAL cannot write."""
-        writer = self._wal_writer
-        if writer is None:
+        view = self._wal_view
+        if view is None:
             return True
-        return writer.wait_durable(self.next_seq - 1, timeout)
+        return view.wait_durable(self.next_seq - 1, timeout)
 
     def replay(
         self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
@@ -329,10 +333,10 @@ class FrameBus(_ring.Ring):
         """Frames in the WAL with from_seq <= seq <= to_seq (and matching the topic
         filter), in order. It holds what was written when iteration starts: call
         flush() first to include every frame published."""
-        writer = self._wal_writer
-        if writer is None:
+        view = self._wal_view
+        if view is None:
             raise FrameBusError("replay needs a write-ahead log: this bus has wal_dir=None")
-        return writer.replay(from_seq, to_seq, topic)
+        return view.replay(from_seq, to_seq, topic)
 
     # ------------------------------------------------------------------ stats
 
@@ -342,8 +346,8 @@ class FrameBus(_ring.Ring):
         s["overflow"] = self._config.overflow
         s["max_frame"] = self._config.max_frame
         s["callback_errors"] = self._callback_errors
-        if self._wal_writer is not None:
-            s.update(self._wal_writer.stats(s["next_seq"]))
+        if self._wal_view is not None:
+            s.update(self._wal_view.stats(s["next_seq"]))
         subs = []
         for sub in list(self._subs):
             if sub.closed:
@@ -430,6 +434,11 @@ class Subscription(_ring.Reader):
             raise FrameBusError("commit needs a group subscription: subscribe(..., group=...)")
         writer = self._bus._wal_writer
         if writer is None:
+            if self._bus._wal_view is not None:
+                raise FrameBusError(
+                    "commit from a process attached to a shared bus is not supported: the "
+                    "WAL is written by the bus's creating process; commit there"
+                )
             raise FrameBusError("commit needs a bus with a write-ahead log (wal_dir)")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ValueError(f"seq must be an int >= 0 (a frame's .seq), got {seq!r}")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,10 +102,68 @@ def test_wal_sync_publish_returns_once_durable(tmp_path: Path) -> None:
         assert [f.seq for f in bus.replay()] == list(range(first + 4))
 
 
-def test_shared_bus_with_wal_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(fb.ConfigError, match="in-process buses in this release"):
-        fb.FrameBus.create_shared("wal-test", preset="memory_optimized", wal_dir=str(tmp_path))
-    assert not os.path.exists("/dev/shm/framebus.wal-test")
+def _attached_publisher(name: str, count: int, out: Any) -> None:
+    bus = fb.FrameBus.attach(name)
+    try:
+        seqs = [bus.publish(b"c%d" % i, topic="from.child") for i in range(count)]
+        durable = bus.stats()["wal_durable_seq"]  # wal_sync: already durable
+        bus.publish_batch([b"b"] * 5, topic="from.child")
+        out.put(("ok", seqs, durable, bus.flush(30), [f.seq for f in bus.replay(topic="from.child")]))
+        try:
+            bus.subscribe(group="g").commit(0)
+        except fb.FrameBusError as exc:
+            out.put(str(exc))
+        out.put(bus.stats()["wal_bytes"])
+    finally:
+        bus.close()
+
+
+def _publish_after_creator_closed(name: str, ready: Any, go: Any, out: Any) -> None:
+    bus = fb.FrameBus.attach(name)
+    ready.set()
+    go.wait(60)
+    try:
+        bus.publish(b"late")
+        out.put("published")
+    except fb.WalError as exc:
+        out.put(str(exc))
+    bus.close()
+
+
+def test_shared_bus_with_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    name = f"wal-{os.getpid()}"
+    monkeypatch.chdir(tmp_path)
+    cfg = fb.BusConfig.preset("memory_optimized", wal_dir="wal", wal_sync=True)
+    bus = fb.FrameBus.create_shared(name, cfg)
+    try:
+        assert bus.config.wal_dir == str(tmp_path / "wal")  # absolute for the others
+        bus.publish(b"parent", topic="from.parent")
+        out = ctx.SimpleQueue()
+        child = ctx.Process(target=_attached_publisher, args=(name, 20, out))
+        child.start()
+        status, seqs, durable, flushed, replayed = out.get()
+        assert status == "ok" and flushed
+        assert seqs == list(range(1, 21)) and durable >= 20
+        assert replayed == list(range(1, 26))
+        assert "commit from a process attached to a shared bus is not supported" in out.get()
+        assert out.get() is None  # wal_bytes: known to the writing process only
+        child.join(60)
+        assert child.exitcode == 0
+        assert [f.seq for f in bus.replay()] == list(range(26))
+        ready, go = ctx.Event(), ctx.Event()
+        late = ctx.Process(target=_publish_after_creator_closed, args=(name, ready, go, out))
+        late.start()
+        assert ready.wait(60)
+    finally:
+        bus.close()  # the WAL stops with its writer
+        fb.FrameBus.unlink(name)
+    go.set()
+    msg = out.get()
+    late.join(60)
+    assert "the WAL's process" in msg and "closed it or is gone" in msg
 
 
 def test_second_bus_on_the_same_directory_is_refused(tmp_path: Path) -> None:
