@@ -108,7 +108,8 @@ def _attached_publisher(name: str, count: int, out: Any) -> None:
         seqs = [bus.publish(b"c%d" % i, topic="from.child") for i in range(count)]
         durable = bus.stats()["wal_durable_seq"]  # wal_sync: already durable
         bus.publish_batch([b"b"] * 5, topic="from.child")
-        out.put(("ok", seqs, durable, bus.flush(30), [f.seq for f in bus.replay(topic="from.child")]))
+        replayed = [f.seq for f in bus.replay(topic="from.child")]
+        out.put(("ok", seqs, durable, bus.flush(30), replayed))
         try:
             bus.subscribe(group="g").commit(0)
         except fb.FrameBusError as exc:
