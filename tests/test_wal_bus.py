@@ -393,3 +393,25 @@ def test_closing_a_group_member_mid_backfill(tmp_path: Path) -> None:
             sub.recv(timeout=1)
         with pytest.raises(fb.BusClosed):
             sub.recv_batch(10, timeout=1)
+
+
+def test_damaged_record_is_skipped_and_reported(tmp_path: Path) -> None:
+    from rocksdict import Options, Rdict
+
+    with bus_at(tmp_path) as bus:
+        sub = bus.subscribe(group="g")
+        bus.publish_batch([b"%d" % i for i in range(10)])
+        sub.commit(sub.recv(timeout=5).seq)  # offset 1
+    db = Rdict(
+        str(tmp_path),
+        Options(raw_mode=True),
+        column_families={"meta": Options(raw_mode=True), "groups": Options(raw_mode=True)},
+    )
+    key = (4).to_bytes(8, "big")
+    db[key] = db[key][:-1] + bytes([db[key][-1] ^ 0x55])  # the CRC no longer matches
+    db.close()
+    with bus_at(tmp_path) as bus:
+        assert [f.seq for f in bus.replay()] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+        assert bus.stats()["wal_corrupt"] == 1
+        sub = bus.subscribe(group="g")  # the redelivery skips it too
+        assert _drain(sub) == [1, 2, 3, 5, 6, 7, 8, 9]
