@@ -1503,3 +1503,69 @@ def wal_encode(list frames, dict topic_bytes, int64_t after):
         values[i] = val
         total += body + 4
     return keys, values, total
+
+
+cdef inline uint64_t _get_le(const unsigned char *p, int n) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(n):
+        v |= (<uint64_t>p[i]) << (8 * i)
+    return v
+
+
+def wal_decode(list chunk, dict topics, object match, list damaged):
+    """Frames of the (key, value) pairs read from the WAL, in order. A pair that is not
+    an intact record (key size, CRC32C, version, flags, sizes, UTF-8 topic) goes to
+    ``damaged`` instead. ``topics`` caches topic bytes -> str, or None for a topic
+    that ``match`` (a predicate or None) rejects: such frames are left out."""
+    cdef list out = []
+    cdef Py_ssize_t i, n = len(chunk)
+    cdef bytes k, v
+    cdef const unsigned char *p
+    cdef Py_ssize_t vlen, tlen, plen, body
+    cdef uint64_t seq
+    cdef Frame fr
+    cdef int j
+    cdef const unsigned char *kp
+    for i in range(n):
+        pair = chunk[i]
+        k = <bytes>pair[0]
+        v = <bytes>pair[1]
+        vlen = PyBytes_GET_SIZE(v)
+        if PyBytes_GET_SIZE(k) != 8 or vlen < 20:
+            damaged.append(pair)
+            continue
+        p = <const unsigned char *>PyBytes_AS_STRING(v)
+        body = vlen - 4
+        if fb_crc32c(p, body) != <uint32_t>_get_le(p + body, 4) or p[0] != 1 or p[1] != 0:
+            damaged.append(pair)
+            continue
+        tlen = <Py_ssize_t>_get_le(p + 2, 2)
+        plen = <Py_ssize_t>_get_le(p + 4, 4)
+        if 16 + tlen + plen != body:
+            damaged.append(pair)
+            continue
+        tb = PyBytes_FromStringAndSize(<const char *>p + 16, tlen)
+        topic = topics.get(tb, _DEFAULT)
+        if topic is _DEFAULT:
+            try:
+                topic = (<bytes>tb).decode("utf-8")
+            except UnicodeDecodeError:
+                damaged.append(pair)
+                continue
+            if match is not None and not match(topic):
+                topic = None
+            topics[tb] = topic
+        if topic is None:
+            continue
+        seq = 0
+        kp = <const unsigned char *>PyBytes_AS_STRING(k)
+        for j in range(8):
+            seq = (seq << 8) | kp[j]
+        fr = Frame.__new__(Frame)
+        fr.seq = seq
+        fr.topic = topic
+        fr.ts_ns = _get_le(p + 8, 8)
+        fr.payload = PyBytes_FromStringAndSize(<const char *>p + 16 + tlen, plen)
+        out.append(fr)
+    return out

@@ -12,6 +12,12 @@ def crc32c(data: Buffer) -> int: ...
 def wal_encode(
     frames: list[Frame], topic_bytes: dict[str, bytes], after: int
 ) -> tuple[list[bytes], list[bytes], int] | None: ...
+def wal_decode(
+    chunk: list[tuple[bytes, bytes]],
+    topics: dict[bytes, str | None],
+    match: Callable[[str], bool] | None,
+    damaged: list[tuple[bytes, bytes]],
+) -> list[Frame]: ...
 
 class Frame:
     @property

@@ -78,3 +78,44 @@ def test_append_frames_reports_order_errors_as_append_batch_does(tmp_path: Path)
     with WalLog(tmp_path) as wal:  # the counters written with the batch are right
         assert (wal.last_seq, wal.frame_count, wal.corrupt_count) == (3, 3, 0)
         assert wal.byte_count == sum(8 + len(encode_record(t, ts, p)) for _, t, p, ts in got)
+
+
+pairs_st = st.lists(
+    st.one_of(
+        # intact records
+        st.tuples(st.integers(0, 2**64 - 1), st.text(max_size=20), st.binary(max_size=64)).map(
+            lambda t: (key_of(t[0]), encode_record(t[1], 7, t[2]))
+        ),
+        # garbage of any shape
+        st.tuples(st.binary(max_size=12), st.binary(max_size=80)),
+        # an intact record with one byte flipped
+        st.tuples(st.integers(0, 99), st.binary(min_size=1, max_size=40), st.integers(0, 255)).map(
+            lambda t: (
+                key_of(t[0]),
+                (lambda v, i: v[:i] + bytes([v[i] ^ 1]) + v[i + 1 :])(
+                    encode_record("a.b", 9, t[1]), t[2] % (len(t[1]) + 20)
+                ),
+            )
+        ),
+    ),
+    max_size=40,
+)
+
+
+@given(pairs_st, st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_wal_decode_matches_the_python_decoder(
+    tmp_path_factory: pytest.TempPathFactory, pairs: list[tuple[bytes, bytes]], filtered: bool
+) -> None:
+    from framebus._ring import wal_decode
+
+    match = (lambda t: t.startswith("a")) if filtered else None
+    damaged: list[tuple[bytes, bytes]] = []
+    got = wal_decode(pairs, {}, match, damaged)
+    with WalLog(tmp_path_factory.mktemp("w")) as wal:
+        reported: list[tuple[bytes, bytes]] = []
+        wal._damaged = lambda k, v: reported.append((k, v))  # type: ignore[method-assign]
+        expected: list[fb.Frame] = []
+        wal._decode_python(pairs, expected, {}, match)
+    assert got == expected
+    assert damaged == reported

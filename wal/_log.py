@@ -54,6 +54,7 @@ from rocksdict import (
 )
 
 from framebus._ring import Frame
+from framebus._ring import wal_decode as _wal_decode
 from framebus._ring import wal_encode as _wal_encode
 from framebus.errors import WalError
 from framebus.topics import TopicFilter
@@ -949,6 +950,21 @@ class WalLog:
         match: Callable[[str], bool] | None,
     ) -> None:
         """Append the decoded records of `chunk` to `out`; report the damaged ones."""
+        if len(topics) >= _MAX_TOPICS:
+            topics.clear()
+        damaged: list[tuple[bytes, bytes]] = []
+        out.extend(_wal_decode(chunk, topics, match, damaged))  # C: checks and decodes
+        for k, v in damaged:
+            self._damaged(k, v)
+
+    def _decode_python(
+        self,
+        chunk: list[tuple[bytes, bytes]],
+        out: list[Frame],
+        topics: dict[bytes, str | None],
+        match: Callable[[str], bool] | None,
+    ) -> None:
+        """The same as `_decode`, in Python (the reference the C decoder is tested against)."""
         append = out.append
         shapes = self._shapes
         crc = crc32c
