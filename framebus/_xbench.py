@@ -61,7 +61,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as _wait_ready
 from typing import Any
 
-from . import _bench
+from . import _bench, _walbench
 from ._bench import BenchError, Progress
 
 __all__ = [
@@ -89,7 +89,7 @@ __all__ = [
 SCHEMA = "framebus.bench.xproc/1"
 SCHEMA_ALL = "framebus.bench.suites/1"
 
-SUITES: tuple[str, ...] = ("inproc", "xproc", "all")
+SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "all")
 SCENARIOS: tuple[str, ...] = ("throughput", "pingpong", "queue")
 MODES: tuple[str, ...] = ("single", "batch")
 THROUGHPUT_IMPLS: tuple[str, ...] = (
@@ -297,9 +297,12 @@ def add_arguments(p: Any, standalone: bool = False) -> None:
             default="inproc",
             help="inproc (default): threads in this process; xproc: across processes, "
             "framebus on a shared-memory ring vs multiprocessing.Queue/Pipe, faster-fifo, "
-            "pyzmq and os.pipe (throughput, ping-pong latency, framebus.Queue); all: both. "
+            "pyzmq and os.pipe (throughput, ping-pong latency, framebus.Queue); all: those two. "
             "For xproc, --count fixes the frames per run (default: each run sized to last "
-            f"about --seconds) and --quick means {QUICK_COUNT} frames, {QUICK_REPEAT} repeats",
+            f"about --seconds) and --quick means {QUICK_COUNT} frames, {QUICK_REPEAT} repeats. "
+            "wal: the write-ahead log, publish with the WAL off, async and sync beside raw "
+            "rocksdict and persist-queue, and replay (not part of all); its --quick means "
+            f"runs of about {_walbench.QUICK_SECONDS} s, {_walbench.QUICK_REPEAT} repeats",
         )
     p.add_argument(
         "--scenario",
@@ -318,8 +321,8 @@ def add_arguments(p: Any, standalone: bool = False) -> None:
         "--seconds",
         type=_positive_float,
         metavar="S",
-        help=f"xproc without --count: size runs to last about S seconds (default: "
-        f"{DEFAULT_SECONDS})",
+        help=f"xproc and wal without --count: size runs to last about S seconds (default: "
+        f"{DEFAULT_SECONDS}; wal: {_walbench.DEFAULT_SECONDS})",
     )
     p.add_argument(
         "--start-method",

@@ -36,10 +36,17 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "(ns per frame). Progress goes to stderr, the table to stdout. --suite xproc: "
         "across processes, framebus on a shared-memory ring beside multiprocessing.Queue, "
         "multiprocessing.Pipe, faster-fifo, pyzmq and os.pipe (throughput, ping-pong "
-        "latency, framebus.Queue vs multiprocessing.Queue); --suite all: both.",
+        "latency, framebus.Queue vs multiprocessing.Queue); --suite all: both. "
+        "--suite wal: the write-ahead log, publish throughput with the WAL off, async and "
+        "sync (1 and 4 publishers) until bus.flush() returns, beside raw rocksdict "
+        "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
+        "the WAL targets.",
     )
+    from . import _walbench
+
     _bench.add_arguments(bench)
     _xbench.add_arguments(bench)
+    _walbench.add_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
     ls = sub.add_parser(
         "ls",
@@ -221,10 +228,13 @@ def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
-    from . import _bench, _xbench
+    from . import _bench, _walbench, _xbench
 
     error = args.subparser.error
     command = [*prog.split(), *argv]
+    _walbench.check_suite_args(args, error)
+    if args.suite == "wal":
+        return _walbench.execute(args, error, command)
     if args.suite == "inproc":
         _xbench.check_suite_args(args, error)
         return _bench.execute(args, error, command)
