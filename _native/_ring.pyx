@@ -1379,6 +1379,85 @@ cdef class Reader:
             self._reader_close()
         return 0
 
+    cdef object _take_wal(self, Py_ssize_t max_frames, dict topic_bytes):
+        """Up to max_frames frames encoded as WAL records straight from the ring (no
+        Frame objects): (keys, values, value_bytes, first_seq, last_seq), or None."""
+        cdef fb_ring_t *r = self.ring.ring
+        cdef fb_frame_t f
+        cdef list keys = []
+        cdef list values = []
+        cdef Py_ssize_t total = 0, tlen, body
+        cdef uint64_t first = 0, last = 0
+        cdef uint32_t last_tid = 0xFFFFFFFF
+        cdef bytes tb = b""
+        cdef bytes key, val
+        cdef unsigned char *p
+        cdef int k
+        fb_ring_read_begin(r, &self.rd)
+        while len(keys) < max_frames:
+            if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
+                break
+            if f.topic != last_tid:
+                name = self.ring._topic_name(f.topic)
+                t = topic_bytes.get(name)
+                if t is None:
+                    t = name.encode("utf-8")
+                    topic_bytes[name] = t
+                tb = <bytes>t
+                last_tid = f.topic
+            tlen = PyBytes_GET_SIZE(tb)
+            if not keys:
+                first = f.seq
+            last = f.seq
+            key = PyBytes_FromStringAndSize(NULL, 8)
+            p = <unsigned char *>PyBytes_AS_STRING(key)
+            for k in range(8):
+                p[k] = <unsigned char>(f.seq >> (8 * (7 - k)))
+            body = 16 + tlen + f.len
+            val = PyBytes_FromStringAndSize(NULL, body + 4)
+            p = <unsigned char *>PyBytes_AS_STRING(val)
+            p[0] = 1
+            p[1] = 0
+            _put_le(p + 2, <uint64_t>tlen, 2)
+            _put_le(p + 4, f.len, 4)
+            _put_le(p + 8, f.ts_ns, 8)
+            memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
+            memcpy(p + 16 + tlen, f.data, f.len)
+            _put_le(p + body, fb_crc32c(p, body), 4)
+            keys.append(key)
+            values.append(val)
+            total += body + 4
+        self._end_read()
+        if not keys:
+            return None
+        return keys, values, total, first, last
+
+    def _wal_batch(self, Py_ssize_t max_frames, dict topic_bytes, timeout=None):
+        """For the bus's WAL thread: like recv_batch, but the frames come back encoded as
+        WAL records (framebus.wal's format): (keys, values, value_bytes, first_seq,
+        last_seq), or None on timeout. For a broadcast subscription to every topic
+        outside overwrite mode."""
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = 0
+        cdef int64_t left
+        if self.is_group or self.overwrite or not self.match_all:
+            raise ValueError("_wal_batch needs a broadcast '>' subscription outside overwrite mode")
+        self._ensure_open()
+        got = self._take_wal(max_frames, topic_bytes)
+        if got is not None or timeout_ns == 0:
+            return got
+        if timeout_ns > 0:
+            deadline = fb_mono_ns() + <uint64_t>timeout_ns
+        while True:
+            left = _left(timeout_ns, deadline)
+            if left == 0:
+                return None
+            self._wait(left)
+            self._ensure_open()
+            got = self._take_wal(max_frames, topic_bytes)
+            if got is not None:
+                return got
+
     def _readable(self):
         if self.ring is None or self.ring.ring == NULL or self.ring._closed or not self.opened:
             return True

@@ -81,36 +81,59 @@ class WalWriter:
     def _run(self) -> None:
         sub = self._sub
         assert sub is not None
+        # records straight from the ring, without Frame objects (not for overwrite mode,
+        # whose lapped reads must be checked after the fact)
+        direct = sub._bus.config.overflow != "overwrite"
+        topics = self.wal._topic_enc
         while True:
             try:
-                frames = sub.recv_batch(self.batch, timeout=self.wait_s)
+                if direct:
+                    got = sub._wal_batch(self.batch, topics, timeout=self.wait_s)
+                    if got is not None:
+                        self._write_encoded(got)
+                        continue
+                else:
+                    frames = sub.recv_batch(self.batch, timeout=self.wait_s)
+                    if frames:
+                        self._write(frames)
+                        continue
             except BusClosed:
                 break
-            if frames:
-                self._write(frames)
-            elif self._stopping:
+            if self._stopping:
                 break
         with self.cond:
             self._stopped = True
             self.cond.notify_all()
 
     def _write(self, frames: list[Any]) -> None:
-        last = frames[-1].seq
         if self.degraded is None:
             try:
                 self.wal.append_frames(frames, sync=self.sync)
             except WalError as exc:
                 self._degrade(exc)
             else:
-                with self.cond:
-                    self.durable = last
-                    self.cond.notify_all()
-                if self._shared_bus is not None:
-                    self._publish_durable()
-                if self.wal.byte_count > self.wal.max_bytes:
-                    self._retain()
+                self._written(frames[-1].seq)
         # degraded: the frames stay in memory only; the cursor moves on so that
         # the bus keeps running
+
+    def _write_encoded(self, got: tuple[list[bytes], list[bytes], int, int, int]) -> None:
+        keys, values, nbytes, first, last = got
+        if self.degraded is None:
+            try:
+                self.wal.append_encoded(keys, values, nbytes, first, last, sync=self.sync)
+            except WalError as exc:
+                self._degrade(exc)
+            else:
+                self._written(last)
+
+    def _written(self, last: int) -> None:
+        with self.cond:
+            self.durable = last
+            self.cond.notify_all()
+        if self._shared_bus is not None:
+            self._publish_durable()
+        if self.wal.byte_count > self.wal.max_bytes:
+            self._retain()
 
     def _degrade(self, exc: WalError) -> None:
         log.error("framebus: the WAL cannot write, the bus goes on in memory: %s", exc)

@@ -119,3 +119,49 @@ def test_wal_decode_matches_the_python_decoder(
         wal._decode_python(pairs, expected, {}, match)
     assert got == expected
     assert damaged == reported
+
+
+def test_wal_batch_encodes_straight_from_the_ring() -> None:
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        sub = bus.subscribe()
+        bus.publish(b"a", topic="t.1")
+        bus.publish_batch([b"bb", b"x" * 3000], topic="t.2")
+        cache: dict[str, bytes] = {}
+        got = sub._wal_batch(10, cache, timeout=0)
+        assert got is not None
+        keys, values, nbytes, first, last = got
+        frames = [(0, "t.1", b"a"), (1, "t.2", b"bb"), (2, "t.2", b"x" * 3000)]
+        assert keys == [key_of(s) for s, _, _ in frames]
+        for v, (_, topic, payload) in zip(values, frames, strict=True):
+            assert v[:8] == encode_record(topic, 0, payload)[:8]  # version, flags, sizes
+            assert wal_decode_one(v) == (topic, payload)
+        assert (nbytes, first, last) == (sum(map(len, values)), 0, 2)
+        assert cache == {"t.1": b"t.1", "t.2": b"t.2"}
+        assert sub._wal_batch(10, cache, timeout=0.05) is None  # nothing left: times out
+        with pytest.raises(ValueError, match="needs a broadcast '>' subscription"):
+            bus.subscribe("t.1")._wal_batch(1, cache)
+
+
+def wal_decode_one(value: bytes) -> tuple[str, bytes]:
+    from framebus.wal import decode_record
+
+    topic, _, payload = decode_record(value)
+    return topic, payload
+
+
+def test_append_encoded_checks_its_input(tmp_path: Path) -> None:
+    with WalLog(tmp_path) as wal:
+        v = encode_record("t", 1, b"p")
+        assert wal.append_encoded([key_of(3)], [v], len(v), 3, 3) == 3
+        with pytest.raises(ValueError, match="seq 3 is not above the last stored seq 3"):
+            wal.append_encoded([key_of(3)], [v], len(v), 3, 3)
+        with pytest.raises(ValueError, match="1 keys for 0 values"):
+            wal.append_encoded([key_of(4)], [], 0, 4, 4)
+        assert [(f.seq, f.payload) for f in wal.read()] == [(3, b"p")]
+
+
+def test_overwrite_bus_writes_its_wal_through_frames(tmp_path: Path) -> None:
+    with fb.FrameBus(preset="memory_optimized", overflow="overwrite", wal_dir=str(tmp_path)) as bus:
+        bus.publish_batch([b"%d" % i for i in range(500)], topic="o")
+        assert bus.flush(30)
+        assert [f.payload for f in bus.replay()] == [b"%d" % i for i in range(500)]

@@ -716,6 +716,33 @@ class WalLog:
                 return self._commit_batch(wb, items[0].seq, items[-1].seq, len(items), nbytes, sync)
         return self.append_batch(list(map(_FRAME_FIELDS, items)), sync=sync)
 
+    def append_encoded(
+        self,
+        keys: list[bytes],
+        values: list[bytes],
+        value_bytes: int,
+        first_seq: int,
+        last_seq: int,
+        *,
+        sync: bool = False,
+    ) -> int:
+        """Store records already in this WAL's format (``framebus._ring`` encodes them
+        straight from the ring for the bus's WAL thread): `keys` in rising order from
+        `first_seq` to `last_seq`, `value_bytes` the total size of `values`."""
+        if not keys or len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values: expected as many, > 0")
+        with self._lock:
+            self._need_writable()
+            last = self._last_seq
+            if last is not None and first_seq <= last:
+                raise ValueError(
+                    f"seq {first_seq} is not above the last stored seq {last}: "
+                    "sequence numbers must strictly increase"
+                )
+            wb = WriteBatch(raw_mode=True)
+            _consume(map(wb.put, keys, values))
+            return self._commit_batch(wb, first_seq, last_seq, len(keys), value_bytes, sync)
+
     def _commit_batch(
         self, wb: WriteBatch, first: int, last: int, count: int, nbytes: int, sync: bool
     ) -> int:
