@@ -67,7 +67,7 @@ class FrameBus(_ring.Ring):
             self._ring_open(
                 data_bytes=config.ring_bytes,
                 frame_capacity=config.frame_capacity,
-                frame_limit=config.frame_limit,
+                frame_limit=_frame_limit(config),
                 max_frame=config.max_frame,
                 max_readers=config.max_readers,
                 max_topics=config.max_topics,
@@ -695,6 +695,15 @@ def _resolve_config(
     if not isinstance(config, BusConfig):
         raise TypeError(f"config must be a BusConfig, not {type(config).__name__}")
     return config.replace(**overrides) if overrides else config
+
+
+def _frame_limit(config: BusConfig) -> int:
+    """The ring's frame limit: with a WAL, at most async_write_queue_size frames are in
+    the ring (the WAL's write queue) at once."""
+    limit = config.frame_limit or int(config.backpressure_threshold * config.frame_capacity)
+    if config.wal_dir is not None:
+        limit = min(limit, config.async_write_queue_size)
+    return max(limit, 1) if (config.frame_limit or config.wal_dir is not None) else 0
 
 
 def _poke(fd: int) -> None:

@@ -415,3 +415,19 @@ def test_damaged_record_is_skipped_and_reported(tmp_path: Path) -> None:
         assert bus.stats()["wal_corrupt"] == 1
         sub = bus.subscribe(group="g")  # the redelivery skips it too
         assert _drain(sub) == [1, 2, 3, 5, 6, 7, 8, 9]
+
+
+def test_async_write_queue_size_bounds_the_frames_in_flight(tmp_path: Path) -> None:
+    # the ring is the WAL's write queue: at most async_write_queue_size frames in it
+    with bus_at(tmp_path, async_write_queue_size=100, overflow="error") as bus:
+        stuck = bus.subscribe()  # never reads: holds every frame in the ring
+        for i in range(100):
+            assert bus.publish(b"%d" % i) == i
+        assert bus.flush(30)  # the WAL's own cursor is past them
+        with pytest.raises(fb.WouldBlock):
+            bus.publish(b"one too many")
+        assert stuck.recv(0).seq == 0
+        assert bus.publish(b"room for one") == 100
+    with fb.FrameBus(preset="memory_optimized", async_write_queue_size=100) as bus:
+        bus.subscribe()
+        bus.publish_batch([b"x"] * 1000)  # without a WAL it does not apply
