@@ -700,10 +700,10 @@ def _resolve_config(
 def _frame_limit(config: BusConfig) -> int:
     """The ring's frame limit: with a WAL, at most async_write_queue_size frames are in
     the ring (the WAL's write queue) at once."""
+    if config.wal_dir is None:
+        return config.frame_limit  # 0: the ring derives it from the threshold
     limit = config.frame_limit or int(config.backpressure_threshold * config.frame_capacity)
-    if config.wal_dir is not None:
-        limit = min(limit, config.async_write_queue_size)
-    return max(limit, 1) if (config.frame_limit or config.wal_dir is not None) else 0
+    return min(limit, config.async_write_queue_size)
 
 
 def _poke(fd: int) -> None:
