@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -64,6 +65,19 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.set_defaults(func=_cmd_gc)
+    stats = sub.add_parser(
+        "stats",
+        help="show a shared bus's live counters (refreshing table)",
+        description="Attach to the shared bus NAME and show its counters from the ring "
+        "header, and its reader slots, refreshed every --interval seconds until Ctrl-C.",
+    )
+    stats.add_argument("name", metavar="NAME", help="the shared bus (as in 'framebus ls')")
+    stats.add_argument(
+        "--interval", type=_interval_arg, default=1.0, metavar="S", help="seconds (default 1)"
+    )
+    stats.add_argument("--once", action="store_true", help="print one table and exit")
+    stats.add_argument("--json", action="store_true", help="print one JSON object and exit")
+    stats.set_defaults(func=_cmd_stats)
     wal = sub.add_parser(
         "wal",
         help="inspect or replay a write-ahead log directory",
@@ -225,6 +239,113 @@ def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
             f"{r['usage'] * 100:6.1f}% {r['published']:>12}"
         )
     return 0
+
+
+def _interval_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
+def _stats_snapshot(bus: Any) -> dict[str, Any]:
+    s: dict[str, Any] = bus.stats()
+    s.pop("subscriptions", None)  # this process's own: none, it only attached
+    slots = []
+    for slot in range(s["max_readers"]):
+        info = bus._reader_info(slot)  # every process's readers, from the header
+        if info["active"]:
+            slots.append({"slot": slot, **info})
+    s["reader_slots"] = slots
+    return s
+
+
+def _stats_table(name: str, s: dict[str, Any], rate: float | None) -> str:
+    usage = max(s["ring_used"] / s["capacity"], s["ring_used_bytes"] / s["capacity_bytes"])
+    per_s = "" if rate is None else f" ({rate:,.0f}/s)"
+    rows = [
+        ("bus", f"{name} (overflow {s['overflow']}, creator pid {s['creator_pid']})"),
+        ("published", f"{s['published']} frames{per_s}, {s['published_bytes']} bytes"),
+        (
+            "ring used",
+            f"{s['ring_used']}/{s['capacity']} frames, "
+            f"{s['ring_used_bytes']}/{s['capacity_bytes']} bytes ({usage * 100:.1f}%)",
+        ),
+        (
+            "paused",
+            f"{'yes' if s['paused'] else 'no'} ({s['pause_events']} pauses, "
+            f"{s['resume_events']} resumes)",
+        ),
+        ("dropped", str(s["dropped"])),
+        ("lapped", str(s["lapped"])),
+        ("unblocked", str(s["unblocked"])),
+        ("evicted", str(s["evicted"])),
+        ("topics", str(s["topics"])),
+        ("readers", f"{s['readers']}/{s['max_readers']}"),
+    ]
+    if "wal_durable_seq" in s:
+        wal_bytes = "?" if s["wal_bytes"] is None else str(s["wal_bytes"])
+        rows.append(
+            (
+                "wal",
+                f"durable seq {s['wal_durable_seq']}, lag {s['wal_lag']} frames, "
+                f"{wal_bytes} bytes{', DEGRADED' if s['wal_degraded'] else ''}",
+            )
+        )
+    lines = [f"{k:10} {v}" for k, v in rows]
+    if s["reader_slots"]:
+        lines.append(
+            f"{'slot':>4} {'pid':>8} {'kind':6} {'members':>7} {'backlog':>10} {'lagged':>10}"
+        )
+        for r in s["reader_slots"]:
+            kind = "group" if r["group"] else "sub"
+            pid = r["owner_pid"] or "-"  # a group records its processes elsewhere
+            lines.append(
+                f"{r['slot']:>4} {pid:>8} {kind:6} {r['members']:>7} "
+                f"{r['backlog']:>10} {r['lagged']:>10}"
+            )
+    return "\n".join(lines)
+
+
+def _cmd_stats(args: argparse.Namespace, argv: list[str], prog: str) -> int:
+    import time
+
+    import framebus as fb
+
+    try:
+        bus = fb.FrameBus.attach(args.name)
+    except FileNotFoundError:
+        print(f"{prog} stats: no shared bus named {args.name!r} (see '{prog} ls')", file=sys.stderr)
+        return 1
+    except (fb.FrameBusError, ValueError, TypeError) as exc:
+        print(f"{prog} stats: {args.name}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.json:
+            import json
+
+            print(json.dumps({"name": args.name, **_stats_snapshot(bus)}, indent=2))
+            return 0
+        if args.once:
+            print(_stats_table(args.name, _stats_snapshot(bus), None))
+            return 0
+        clear = "\x1b[H\x1b[J" if sys.stdout.isatty() else ""  # redraw in place on a terminal
+        prev: tuple[float, int] | None = None
+        try:
+            while True:
+                s = _stats_snapshot(bus)
+                now = time.monotonic()
+                rate = None if prev is None else (s["published"] - prev[1]) / (now - prev[0])
+                prev = (now, s["published"])
+                print(f"{clear}{_stats_table(args.name, s, rate)}\n", flush=True)
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        bus.close()  # detaches this process
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
