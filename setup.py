@@ -1,4 +1,4 @@
-"""Builds framebus._ring from _native/ (the C ring and its Cython binding)."""
+"""Builds framebus._ring (the C ring and its Cython binding) and framebus._envelope from _native/."""
 
 import os
 import platform
@@ -22,9 +22,17 @@ ring = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
+# Envelope codec (framebus.envelope); pure Cython, no C sources of its own
+envelope = Extension(
+    "framebus._envelope",
+    sources=["_native/_envelope.pyx"],
+    include_dirs=["_native"],
+    extra_compile_args=cflags,
+)
+
 setup(
     ext_modules=cythonize(
-        [ring],
+        [ring, envelope],
         include_path=["_native"],
         annotate=debug,
         compiler_directives={"language_level": "3", "embedsignature": True},

@@ -6,6 +6,7 @@ topic filters, batching, hysteresis backpressure and overflow policies.
 
 from .bus import Frame, FrameBus, Subscription
 from .config import PRESETS, BusConfig
+from .envelope import Envelope
 from .errors import (
     BusClosed,
     ConfigError,
@@ -27,6 +28,7 @@ __all__ = [
     "BusConfig",
     "ConfigError",
     "DecodeError",
+    "Envelope",
     "Frame",
     "FrameBus",
     "FrameBusError",
