@@ -320,6 +320,9 @@ def test_cli_stats_refreshes_until_interrupted(shared) -> None:
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        # a test run started in the background has SIGINT ignored, and children inherit
+        # that: give the child Python's default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
 
