@@ -896,27 +896,39 @@ def write_json(report: dict[str, Any], path: str) -> None:
         f.write("\n")
 
 
-def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
-    """Run with parsed options: progress on stderr, table on stdout, JSON if asked."""
-    params = params_from_args(args, error)
-    progress = None if args.no_progress else Progress(sys.stderr)
+def run_guarded(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any] | None, int]:
+    """Run a suite: (report, 0), or (None, exit status) after saying why on stderr."""
     try:
-        report = run(params, progress)
+        return fn(), 0
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
+        return None, 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return None, 130
+
+
+def finish_report(report: dict[str, Any], args: Any, command: list[str], table: str) -> None:
+    """Record the command in the report, write the JSON if asked, print the table."""
     report["command"] = command
     report["command_line"] = shlex.join(command)
     if args.json:
         write_json(report, args.json)
-    print(format_table(report))
+    print(table)
     print(f"\ncommand: {report['command_line']}")
     if args.json:
         print(f"raw numbers: {args.json}")
     sys.stdout.flush()
+
+
+def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
+    """Run with parsed options: progress on stderr, table on stdout, JSON if asked."""
+    params = params_from_args(args, error)
+    progress = None if args.no_progress else Progress(sys.stderr)
+    report, status = run_guarded(lambda: run(params, progress))
+    if report is None:
+        return status
+    finish_report(report, args, command, format_table(report))
     return 0
 
 

@@ -37,7 +37,6 @@ import gc
 import importlib
 import os
 import random
-import shlex
 import shutil
 import statistics
 import struct
@@ -1155,23 +1154,10 @@ def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     check_suite_args(args, error)
     params = params_from_args(args, error)
     progress = None if args.no_progress else XProgress(sys.stderr)
-    try:
-        report = run(params, progress)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    report["command"] = command
-    report["command_line"] = shlex.join(command)
-    if args.json:
-        _bench.write_json(report, args.json)
-    print(format_table(report))
-    print(f"\ncommand: {report['command_line']}")
-    if args.json:
-        print(f"raw numbers: {args.json}")
-    sys.stdout.flush()
+    report, status = _bench.run_guarded(lambda: run(params, progress))
+    if report is None:
+        return status
+    _bench.finish_report(report, args, command, format_table(report))
     return 0
 
 

@@ -47,7 +47,6 @@ import os
 import pickle
 import queue
 import select
-import shlex
 import shutil
 import signal
 import statistics
@@ -1818,18 +1817,6 @@ def format_table(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------- main
 
 
-def _finish(report: dict[str, Any], args: Any, command: list[str], table: str) -> None:
-    report["command"] = command
-    report["command_line"] = shlex.join(command)
-    if args.json:
-        _bench.write_json(report, args.json)
-    print(table)
-    print(f"\ncommand: {report['command_line']}")
-    if args.json:
-        print(f"raw numbers: {args.json}")
-    sys.stdout.flush()
-
-
 def execute(
     args: Any, error: Callable[[str], Any], command: list[str], suite: str = "xproc"
 ) -> int:
@@ -1839,26 +1826,24 @@ def execute(
     params = params_from_args(args, error)
     inproc_params = _bench.params_from_args(args, error) if suite == "all" else None
     progress = None if args.no_progress else XProgress(sys.stderr)
-    try:
-        inproc = None
-        if inproc_params is not None:
-            inproc = _bench.run(inproc_params, progress)
-        report = run(params, progress)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+
+    def both() -> dict[str, Any]:
+        inproc = None if inproc_params is None else _bench.run(inproc_params, progress)
+        return {"inproc": inproc, "xproc": run(params, progress)}
+
+    reports, status = _bench.run_guarded(both)
+    if reports is None:
+        return status
+    inproc, report = reports["inproc"], reports["xproc"]
     if inproc is None:
-        _finish(report, args, command, format_table(report))
+        _bench.finish_report(report, args, command, format_table(report))
         return 0
     combined = {
         "schema": SCHEMA_ALL,
         "machine": report["machine"],
         "suites": {"inproc": inproc, "xproc": report},
     }
-    _finish(
+    _bench.finish_report(
         combined,
         args,
         command,
