@@ -60,12 +60,10 @@ from framebus.errors import WalError
 from framebus.topics import TopicFilter
 
 from ._format import (
-    CRC_RESIDUE,
     HEADER,
     KEY_SIZE,
     MAX_PAYLOAD_BYTES,
     MAX_TOPIC_BYTES,
-    OVERHEAD,
     RECORD_VERSION,
     TRAILER,
     check_record,
@@ -95,14 +93,11 @@ _M_BYTES = b"bytes"
 
 # Distinct damaged records remembered per WalLog (each is logged once).
 _MAX_REMEMBERED_CORRUPT = 100_000
-# Cached decoders, one per (version, flags, topic length, payload length).
-_MAX_SHAPES = 256
+# Topic encodings and decodings cached per WalLog.
 _MAX_TOPICS = 4096
 
 _FRAME_FIELDS = attrgetter("seq", "topic", "ts_ns", "payload")
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator in C
-_MISS = object()
-_BAD = object()
 
 # errno for the messages RocksDB gives its I/O errors
 _ERRNO_HINTS = (
@@ -232,15 +227,6 @@ def _first_key(keys: Iterator[Any]) -> bytes | None:
     return next(keys, None)
 
 
-def _generic_unpack(value: bytes) -> tuple[int, bytes, bytes]:
-    """(ts_ns, topic bytes, payload) of a checked value whose shape is not cached."""
-    _, _, tlen, plen, ts_ns = HEADER.unpack_from(value)
-    if OVERHEAD + tlen + plen != len(value):
-        raise struct.error("length mismatch")
-    start = HEADER.size
-    return ts_ns, value[start : start + tlen], value[start + tlen : -TRAILER.size]
-
-
 # WalLogs open in this process: a forked child must not touch their RocksDB.
 _OPEN: weakref.WeakSet[WalLog] = weakref.WeakSet()
 # RocksDB handles inherited by a forked child, kept alive so that they are never
@@ -322,7 +308,6 @@ class WalLog:
 
         self._topic_enc: dict[str, bytes] = {}
         self._topic_dec: dict[bytes, str | None] = {}
-        self._shapes: dict[bytes, Callable[[bytes], tuple[int, bytes, bytes]]] = {}
 
         self._open(create)
         _OPEN.add(self)
@@ -983,75 +968,6 @@ class WalLog:
         out.extend(_wal_decode(chunk, topics, match, damaged))  # C: checks and decodes
         for k, v in damaged:
             self._damaged(k, v)
-
-    def _decode_python(
-        self,
-        chunk: list[tuple[bytes, bytes]],
-        out: list[Frame],
-        topics: dict[bytes, str | None],
-        match: Callable[[str], bool] | None,
-    ) -> None:
-        """The same as `_decode`, in Python (the reference the C decoder is tested against)."""
-        append = out.append
-        shapes = self._shapes
-        crc = crc32c
-        residue = CRC_RESIDUE
-        frame = Frame
-        from_bytes = int.from_bytes
-        miss = _MISS
-        for k, v in chunk:
-            # One CRC over the whole value checks it (see _format); an 8-byte
-            # key is the only kind this WAL writes.
-            if crc(v) != residue or len(k) != KEY_SIZE:
-                self._damaged(k, v)
-                continue
-            unpack = shapes.get(v[:8])
-            if unpack is None:
-                unpack = self._shape(v)
-                if unpack is None:
-                    self._damaged(k, v)
-                    continue
-            try:
-                ts_ns, tb, payload = unpack(v)
-            except struct.error:
-                self._damaged(k, v)
-                continue
-            topic: Any = topics.get(tb, miss)
-            if topic is miss:
-                topic = self._topic(tb, topics, match)
-                if topic is _BAD:
-                    self._damaged(k, v)
-                    continue
-            if topic is None:
-                continue
-            append(frame(from_bytes(k, "big"), topic, payload, ts_ns))
-
-    def _shape(self, value: bytes) -> Callable[[bytes], tuple[int, bytes, bytes]] | None:
-        """The unpacker for values shaped like `value`, or None if its header is invalid."""
-        if len(value) < OVERHEAD:
-            return None
-        version, flags, tlen, plen, _ = HEADER.unpack_from(value)
-        if version != RECORD_VERSION or flags != 0 or OVERHEAD + tlen + plen != len(value):
-            return None
-        if len(self._shapes) >= _MAX_SHAPES:
-            return _generic_unpack  # many payload sizes: slice instead of caching more
-        unpack = struct.Struct(f"<8xQ{tlen}s{plen}s{TRAILER.size}x").unpack
-        self._shapes[value[:8]] = unpack
-        return unpack
-
-    @staticmethod
-    def _topic(
-        tb: bytes, topics: dict[bytes, str | None], match: Callable[[str], bool] | None
-    ) -> Any:
-        try:
-            topic = tb.decode("utf-8")
-        except UnicodeDecodeError:
-            return _BAD
-        result = topic if match is None or match(topic) else None
-        if len(topics) >= _MAX_TOPICS:
-            topics.clear()
-        topics[tb] = result
-        return result
 
     def _damaged(self, key: bytes, value: bytes) -> None:
         seq = seq_of(key)
