@@ -1386,13 +1386,11 @@ cdef class Reader:
         cdef fb_frame_t f
         cdef list keys = []
         cdef list values = []
-        cdef Py_ssize_t total = 0, tlen, body
+        cdef Py_ssize_t total = 0
         cdef uint64_t first = 0, last = 0
         cdef uint32_t last_tid = 0xFFFFFFFF
         cdef bytes tb = b""
-        cdef bytes key, val
-        cdef unsigned char *p
-        cdef int k
+        cdef bytes val
         fb_ring_read_begin(r, &self.rd)
         while len(keys) < max_frames:
             if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
@@ -1405,28 +1403,13 @@ cdef class Reader:
                     topic_bytes[name] = t
                 tb = <bytes>t
                 last_tid = f.topic
-            tlen = PyBytes_GET_SIZE(tb)
             if not keys:
                 first = f.seq
             last = f.seq
-            key = PyBytes_FromStringAndSize(NULL, 8)
-            p = <unsigned char *>PyBytes_AS_STRING(key)
-            for k in range(8):
-                p[k] = <unsigned char>(f.seq >> (8 * (7 - k)))
-            body = 16 + tlen + f.len
-            val = PyBytes_FromStringAndSize(NULL, body + 4)
-            p = <unsigned char *>PyBytes_AS_STRING(val)
-            p[0] = 1
-            p[1] = 0
-            _put_le(p + 2, <uint64_t>tlen, 2)
-            _put_le(p + 4, f.len, 4)
-            _put_le(p + 8, f.ts_ns, 8)
-            memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
-            memcpy(p + 16 + tlen, f.data, f.len)
-            _put_le(p + body, fb_crc32c(p, body), 4)
-            keys.append(key)
+            keys.append(_wal_key(f.seq))
+            val = _wal_value(tb, <const char *>f.data, f.len, f.ts_ns)
             values.append(val)
-            total += body + 4
+            total += PyBytes_GET_SIZE(val)
         self._end_read()
         if not keys:
             return None
@@ -1524,6 +1507,32 @@ cdef inline void _put_le(unsigned char *p, uint64_t v, int n) noexcept nogil:
         p[i] = <unsigned char>(v >> (8 * i))
 
 
+cdef bytes _wal_key(uint64_t seq):
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, 8)
+    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(key)
+    cdef int k
+    for k in range(8):
+        p[k] = <unsigned char>(seq >> (8 * (7 - k)))  # big-endian: keys sort by seq
+    return key
+
+
+cdef bytes _wal_value(bytes tb, const char *payload, Py_ssize_t plen, uint64_t ts_ns):
+    """One record of framebus.wal's format: header, topic, payload, CRC32C."""
+    cdef Py_ssize_t tlen = PyBytes_GET_SIZE(tb)
+    cdef Py_ssize_t body = 16 + tlen + plen
+    cdef bytes val = PyBytes_FromStringAndSize(NULL, body + 4)
+    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(val)
+    p[0] = 1  # format version
+    p[1] = 0  # flags
+    _put_le(p + 2, <uint64_t>tlen, 2)
+    _put_le(p + 4, <uint64_t>plen, 4)
+    _put_le(p + 8, ts_ns, 8)
+    memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
+    memcpy(p + 16 + tlen, payload, plen)
+    _put_le(p + body, fb_crc32c(p, body), 4)
+    return val
+
+
 def wal_encode(list frames, dict topic_bytes, int64_t after):
     """Keys and values of the WAL's record format (framebus.wal._format) for a list of
     Frames, CRCs included: ``(keys, values, value_bytes)``. Sequence numbers must rise
@@ -1534,14 +1543,12 @@ def wal_encode(list frames, dict topic_bytes, int64_t after):
     cdef list keys = [None] * n
     cdef list values = [None] * n
     cdef Frame fr
-    cdef bytes tb, key, val
-    cdef unsigned char *p
-    cdef Py_ssize_t tlen, plen, body
+    cdef bytes tb, val
+    cdef Py_ssize_t plen
     cdef uint64_t seq
     cdef uint64_t prev = <uint64_t>after
     cdef bint first = after < 0
     cdef Py_ssize_t total = 0
-    cdef int k
     for i in range(n):
         obj = frames[i]
         if type(obj) is not Frame:
@@ -1559,28 +1566,13 @@ def wal_encode(list frames, dict topic_bytes, int64_t after):
                 return None
             topic_bytes[fr.topic] = t
         tb = <bytes>t
-        tlen = len(tb)
         plen = len(fr.payload)
         if plen > 0xFFFFFFFF:
             return None
-        key = PyBytes_FromStringAndSize(NULL, 8)
-        p = <unsigned char *>PyBytes_AS_STRING(key)
-        for k in range(8):
-            p[k] = <unsigned char>(seq >> (8 * (7 - k)))  # big-endian: keys sort by seq
-        body = 16 + tlen + plen
-        val = PyBytes_FromStringAndSize(NULL, body + 4)
-        p = <unsigned char *>PyBytes_AS_STRING(val)
-        p[0] = 1  # format version
-        p[1] = 0  # flags
-        _put_le(p + 2, <uint64_t>tlen, 2)
-        _put_le(p + 4, <uint64_t>plen, 4)
-        _put_le(p + 8, fr.ts_ns, 8)
-        memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
-        memcpy(p + 16 + tlen, PyBytes_AS_STRING(fr.payload), plen)
-        _put_le(p + body, fb_crc32c(p, body), 4)
-        keys[i] = key
+        keys[i] = _wal_key(seq)
+        val = _wal_value(tb, PyBytes_AS_STRING(fr.payload), plen, fr.ts_ns)
         values[i] = val
-        total += body + 4
+        total += PyBytes_GET_SIZE(val)
     return keys, values, total
 
 
