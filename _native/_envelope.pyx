@@ -407,6 +407,7 @@ cdef class Envelope:
     cdef readonly object corr_id, deadline_ns
     cdef readonly int priority, schema_ver
     cdef public object ts_ns, seq
+    cdef public bint deadline_missed  # set on receipt: deadline_ns had passed
 
     def __init__(self, topic, payload=b"", *, src="", dst="",
                  corr_id=0, deadline_ns=0, priority=0, content_type=OCTET_STREAM,
@@ -717,3 +718,39 @@ cdef Envelope _decode(const unsigned char* p, Py_ssize_t n):
     env.seq = None
     return env
 
+
+
+def decode_frames(list frames, object env_topic, bint drop_late, uint64_t now_ns,
+                  object schema_versions=None, object content_types=None):
+    """Turns received frames into Envelopes (all of them, or only those whose topic is
+    env_topic; the others pass through unchanged), with seq and ts_ns from the frame.
+
+    An Envelope whose deadline_ns (nonzero) is below now_ns is a deadline miss: flagged
+    (deadline_missed=True) or, with drop_late, left out. A frame that does not decode
+    is left out. Returns (items, deadline misses, [(seq, DecodeError message), ...]).
+    """
+    cdef list out = []
+    cdef list bad = []
+    cdef Py_ssize_t misses = 0
+    cdef Envelope env
+    cdef object deadline
+    for f in frames:
+        if env_topic is not None and f.topic != env_topic:
+            out.append(f)
+            continue
+        try:
+            env = Envelope.decode(f.payload, schema_versions=schema_versions,
+                                  content_types=content_types)
+        except _DecodeError as exc:
+            bad.append((f.seq, str(exc)))
+            continue
+        env.seq = f.seq
+        env.ts_ns = f.ts_ns
+        deadline = env.deadline_ns
+        if deadline and deadline < now_ns:
+            misses += 1
+            if drop_late:
+                continue
+            env.deadline_missed = True
+        out.append(env)
+    return out, misses, bad

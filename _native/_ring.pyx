@@ -23,6 +23,7 @@ from libc.errno cimport EEXIST, ENOENT, errno
 
 from fb_ring cimport *
 
+from framebus._envelope import Envelope as _Envelope
 from framebus.errors import BusClosed, FrameBusError, FrameTooLarge, WouldBlock
 from framebus.topics import validate_topic as _validate_topic
 
@@ -531,8 +532,14 @@ cdef class Ring:
         cdef uint64_t seq = 0
         cdef int rc
         cdef int has_view = 0
+        cdef object env = None
         self._ensure_open()
+        if type(data) is _Envelope:
+            env = data
+            topic = _envelope_topic(env, topic)
+            data = env.encode()
         cdef uint32_t tid = self._topic_id(topic)
+        cdef uint64_t ts = fb_now_ns()
         if PyBytes_CheckExact(data):
             pl.ptr = PyBytes_AS_STRING(data)
             pl.len = PyBytes_GET_SIZE(data)
@@ -541,8 +548,11 @@ cdef class Ring:
         try:
             if <uint64_t>pl.len > self.max_frame:
                 raise FrameTooLarge(pl.len, self.max_frame)
-            rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, fb_now_ns(), &seq)
+            rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, ts, &seq)
             if rc == FB_RING_OK:
+                if env is not None:
+                    env.seq = seq
+                    env.ts_ns = ts
                 return seq
             if rc == FB_RING_FULL:
                 if overflow == OVERFLOW_NOWAIT:
@@ -554,11 +564,14 @@ cdef class Ring:
                     iov.data = pl.ptr
                     iov.len = <uint32_t>pl.len
                     iov.topic = tid
-                    rc = self._write_wait(&iov, 1, 0, &seq, NULL, timeout, "publish")
+                    rc = self._write_wait(&iov, 1, 0, &seq, NULL, timeout, "publish", ts)
             if rc > 0:
                 self._transition()
             elif rc < 0:
                 _check(rc, "publish")
+            if env is not None:
+                env.seq = seq
+                env.ts_ns = ts
             return seq
         finally:
             if has_view:
@@ -584,14 +597,24 @@ cdef class Ring:
         cdef object item
         cdef _payload pl
         cdef Py_buffer view
-        cdef uint64_t first = 0, total = 0
+        cdef uint64_t first = 0, total = 0, ts = 0
         cdef uint32_t written = 0
         cdef int rc
+        cdef list envs = None, encoded = None  # Envelopes in the batch, their encodings
         if iov == NULL:
             raise MemoryError()
         try:
             for i in range(n):
                 item = <object>PySequence_Fast_GET_ITEM(seq_obj, i)
+                iov[i].topic = tid
+                if type(item) is _Envelope:
+                    if envs is None:
+                        envs = []
+                        encoded = []
+                    envs.append((i, item))
+                    iov[i].topic = self._topic_id(_envelope_topic(item, topic))
+                    item = (<object>item).encode()
+                    encoded.append(item)
                 if PyBytes_CheckExact(item):
                     pl.ptr = PyBytes_AS_STRING(item)
                     pl.len = PyBytes_GET_SIZE(item)
@@ -606,9 +629,8 @@ cdef class Ring:
                     raise FrameTooLarge(pl.len, self.max_frame)
                 iov[i].data = pl.ptr
                 iov[i].len = <uint32_t>pl.len
-                iov[i].topic = tid
                 total += <uint64_t>pl.len
-            rc = self._write_batch(iov, <uint32_t>n, total, &first, &written, timeout)
+            rc = self._write_batch(iov, <uint32_t>n, total, &first, &written, timeout, &ts)
             if rc == FB_RING_TOO_LARGE:
                 raise ValueError(
                     f"publish_batch: {n} frames ({total} payload bytes) can never fit in this ring "
@@ -622,6 +644,11 @@ cdef class Ring:
                 _check(rc, "publish_batch")
             if <Py_ssize_t>written < n:
                 fb_ring_add_dropped(self.ring, n - written)
+            if envs is not None:
+                for i, item in envs:
+                    if i < <Py_ssize_t>written:
+                        item.seq = first + <uint64_t>i
+                        item.ts_ns = ts
             return first
         finally:
             for i in range(nviews):
@@ -630,9 +657,11 @@ cdef class Ring:
             free(iov)
 
     cdef int _write_batch(self, fb_iov_t *iov, uint32_t n, uint64_t total, uint64_t *first,
-                          uint32_t *written, object timeout) except? -100:
+                          uint32_t *written, object timeout, uint64_t *ts_out=NULL) except? -100:
         cdef uint32_t flags = FB_WRITE_PARTIAL if self.overflow == OVERFLOW_DROP else 0
         cdef uint64_t ts = fb_now_ns()
+        if ts_out != NULL:
+            ts_out[0] = ts
         cdef int rc
         if total < _release_gil_bytes:
             rc = fb_ring_write_batch(self.ring, iov, n, ts, flags, first, written)
@@ -643,15 +672,17 @@ cdef class Ring:
             self._leave_nogil()
         if rc != FB_RING_FULL or self.overflow != OVERFLOW_BLOCK:
             return rc
-        return self._write_wait(iov, n, flags, first, written, timeout, "publish_batch")
+        return self._write_wait(iov, n, flags, first, written, timeout, "publish_batch", ts)
 
     cdef int _write_wait(self, fb_iov_t *iov, uint32_t n, uint32_t flags, uint64_t *first,
-                         uint32_t *written, object timeout, str what) except? -100:
+                         uint32_t *written, object timeout, str what,
+                         uint64_t ts=0) except? -100:
         """Blocking write with the GIL released; signals are handled between waits."""
         cdef int64_t timeout_ns = self._publish_timeout(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left = timeout_ns
-        cdef uint64_t ts = fb_now_ns()
+        if ts == 0:
+            ts = fb_now_ns()
         cdef int rc
         while True:
             self.active += 1
@@ -877,6 +908,239 @@ cdef class Ring:
                 PyErr_CheckSignals()
             self._ensure_open()
 
+    # ------------------- per-topic counters for the layers above (DataPort credits)
+
+    cdef inline int _check_counter(self, uint32_t tid) except -1:
+        self._ensure_open()
+        if tid == 0 or tid > self.ring_max_topics():
+            raise ValueError(f"topic id {tid} has no counter (ids are 1..max_topics)")
+        return 0
+
+    cdef uint32_t ring_max_topics(self):
+        cdef fb_ring_params_t p
+        fb_ring_params(self.ring, &p)
+        return p.max_topics
+
+    def _counter_add(self, uint32_t tid, uint64_t delta):
+        """Adds delta to topic tid's shared counter (waking waiters); the new value."""
+        self._check_counter(tid)
+        return fb_ring_counter_add(self.ring, tid, delta)
+
+    def _counter_get(self, uint32_t tid):
+        self._check_counter(tid)
+        return fb_ring_counter_get(self.ring, tid)
+
+    def _counter_exchange(self, uint32_t tid, uint64_t value):
+        """Sets topic tid's counter to value; returns the old value."""
+        self._check_counter(tid)
+        return fb_ring_counter_exchange(self.ring, tid, value)
+
+    def _counter_sub(self, uint32_t tid, uint64_t delta):
+        """Takes min(value, delta) from topic tid's counter at once; returns it."""
+        self._check_counter(tid)
+        return fb_ring_counter_take(self.ring, tid, delta)
+
+    def _counter_wake(self):
+        """Wakes every _counter_take waiting on this ring (e.g. to see a close)."""
+        self._ensure_open()
+        fb_ring_counter_wake(self.ring)
+
+    def _counter_take(self, uint32_t tid, uint64_t max_n, timeout=0, cancel=None):
+        """Takes up to max_n from topic tid's counter, waiting (GIL released) up to
+        timeout (None: forever) for it to be nonzero: the amount taken, 0 on timeout.
+        cancel: an object whose truth, checked after each wake, ends the wait (0)."""
+        self._check_counter(tid)
+        return self._take(tid, max_n, _timeout_ns(timeout), cancel)
+
+    cdef uint64_t _take(self, uint32_t tid, uint64_t max_n, int64_t timeout_ns,
+                        object cancel) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint64_t deadline = 0
+        cdef uint64_t got
+        cdef int64_t left
+        cdef uint32_t seen
+        cdef int rc
+        got = fb_ring_counter_take(self.ring, tid, max_n)
+        if got or timeout_ns == 0 or max_n == 0:
+            return got
+        if timeout_ns > 0:
+            deadline = fb_mono_ns() + <uint64_t>timeout_ns
+        while True:
+            # register first: an add after this makes the futex wait return
+            seen = fb_ring_counter_signal(self.ring)
+            got = fb_ring_counter_take(self.ring, tid, max_n)
+            left = _left(timeout_ns, deadline)
+            if got or left == 0 or self._closed or (cancel is not None and cancel):
+                fb_ring_counter_unwatch(self.ring)
+                self._ensure_open()
+                return got
+            self.active += 1
+            with nogil:
+                rc = fb_ring_counter_wait(self.ring, seen, left)
+            self._leave_nogil()
+            if rc == FB_RING_INTR:
+                PyErr_CheckSignals()
+            self._ensure_open()
+
+    def _intern_name(self, str name):
+        """Interns any name (1..248 UTF-8 bytes, no topic syntax check): its id."""
+        self._ensure_open()
+        cdef object tid = self.topic_ids.get(name)
+        if tid is not None:
+            return tid
+        cdef bytes raw = name.encode("utf-8")
+        cdef uint32_t t
+        if not raw or len(raw) > FB_RING_TOPIC_MAX_LEN:
+            raise ValueError(f"name {name!r} must be 1..{FB_RING_TOPIC_MAX_LEN} UTF-8 bytes")
+        rc = fb_ring_topic_intern(self.ring, PyBytes_AS_STRING(raw), <uint32_t>len(raw), &t)
+        if rc == FB_RING_NO_SLOT:
+            raise FrameBusError(f"topic table full: cannot add {name!r} (raise max_topics)")
+        _check(rc, "topic")
+        self.topic_ids[name] = t
+        return t
+
+    def _topic_names(self, uint32_t start=1):
+        """(id, name) of the interned topics with id >= start, in id order."""
+        self._ensure_open()
+        cdef const char *name
+        cdef uint32_t n
+        cdef uint32_t tid = start if start else 1
+        out = []
+        while fb_ring_topic_name(self.ring, tid, &name, &n) == FB_RING_OK:
+            out.append((tid, name[:n].decode("utf-8", "replace")))
+            tid += 1
+        return out
+
+
+cdef object _envelope_topic(object env, object topic):
+    """The topic an Envelope is published on: its own (a topic argument must agree)."""
+    cdef str own = env.topic
+    if topic is None or topic == "" or topic == own:
+        return own
+    raise ValueError(
+        f"publishing an Envelope with topic {own!r} on topic {topic!r}: an Envelope goes "
+        "on its own topic (leave the topic argument out)")
+
+
+cdef class CreditSender:
+    """The sending half of a DataPort: every frame spends one credit.
+
+    Credits live in the ring's counter of a credit topic (shared by every process on
+    the bus); acquire moves some into ``held``, send spends held ones (taking one from
+    the pool when none is held). No credit: WouldBlock. The frame goes out on
+    ``topic`` (bytes-like) or ``env_topic`` (an Envelope, encoded).
+    """
+    cdef Ring ring
+    cdef uint32_t credit_id
+    cdef object topic, env_topic, label
+    cdef readonly uint64_t held
+    cdef readonly uint64_t sent
+    cdef readonly uint64_t would_block
+
+    def __init__(self, Ring ring, uint32_t credit_id, str topic, str env_topic, str label):
+        ring._check_counter(credit_id)
+        self.ring = ring
+        self.credit_id = credit_id
+        self.topic = topic
+        self.env_topic = env_topic
+        self.label = label
+
+    cdef int _no_credit(self) except -1:
+        self.would_block += 1
+        raise WouldBlock(f"data port {self.label!r}: no credit (the receiver has granted none "
+                         "beyond what was sent)")
+
+    def acquire(self, uint64_t n, timeout=0, cancel=None):
+        """Takes up to n credits (waiting up to timeout for any): how many; WouldBlock if none."""
+        self.ring._ensure_open()
+        cdef uint64_t got = self.ring._take(self.credit_id, n, _timeout_ns(timeout), cancel)
+        if got == 0:
+            self._no_credit()
+        self.held += got
+        return got
+
+    def release(self):
+        """Gives the held credits back to the pool (e.g. on close)."""
+        cdef uint64_t n = self.held
+        self.held = 0
+        if n and not self.ring._closed:
+            fb_ring_counter_add(self.ring.ring, self.credit_id, n)
+        return n
+
+    def send(self, data, timeout=_DEFAULT):
+        """Publishes one frame against a credit: its sequence number."""
+        cdef object topic = self.topic
+        self.ring._ensure_open()
+        if self.held == 0:
+            if fb_ring_counter_take(self.ring.ring, self.credit_id, 1) == 0:
+                self._no_credit()
+            self.held = 1
+        if type(data) is _Envelope:
+            topic = self.env_topic
+            env = data
+            data = env.encode()
+        else:
+            env = None
+        self.held -= 1
+        try:
+            seq = self.ring._publish_one(data, topic, self.ring.overflow, timeout)
+        except BaseException:
+            self.held += 1
+            raise
+        if seq < 0:
+            self.held += 1  # dropped (drop mode): the credit was not spent
+        else:
+            self.sent += 1
+            if env is not None:
+                env.seq = seq
+                env.ts_ns = fb_now_ns()
+        return seq
+
+    def send_batch(self, frames, timeout=_DEFAULT):
+        """Publishes the longest prefix of frames covered by credit as one batch:
+        (first sequence number, how many); WouldBlock if no credit at all. A batch is
+        all bytes-like frames or all Envelopes."""
+        seq_obj = PySequence_Fast(frames, "send_batch needs a sequence of frames")
+        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
+        cdef Py_ssize_t i, nenv = 0
+        cdef uint64_t k
+        cdef list envs = None
+        self.ring._ensure_open()
+        if n == 0:
+            raise ValueError("send_batch needs at least one frame, got an empty sequence")
+        for i in range(n):
+            if type(<object>PySequence_Fast_GET_ITEM(seq_obj, i)) is _Envelope:
+                nenv += 1
+        if nenv and nenv != n:
+            raise TypeError("send_batch: a batch is all Envelopes or all bytes-like frames, "
+                            f"got {nenv} Envelopes among {n} frames")
+        if self.held < <uint64_t>n:
+            self.held += fb_ring_counter_take(self.ring.ring, self.credit_id,
+                                              <uint64_t>n - self.held)
+        if self.held == 0:
+            self._no_credit()
+        k = <uint64_t>n if self.held >= <uint64_t>n else self.held
+        batch = seq_obj if k == <uint64_t>n else seq_obj[:k]
+        topic = self.topic
+        if nenv:
+            envs = list(batch)
+            batch = [(<object>e).encode() for e in envs]
+            topic = self.env_topic
+        self.held -= k
+        try:
+            first = self.ring.publish_batch(batch, topic, timeout)
+        except BaseException:
+            self.held += k
+            raise
+        if first < 0:
+            self.held += k
+            return (first, 0)
+        self.sent += k
+        if envs is not None:
+            ts = fb_now_ns()
+            for i in range(<Py_ssize_t>k):
+                envs[i].seq = first + i
+                envs[i].ts_ns = ts
+        return (first, k)
 
 cdef class Loan:
     """Space claimed in the ring by FrameBus.loan(); publish with commit() or the with-block."""

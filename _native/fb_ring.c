@@ -109,6 +109,7 @@ struct fb_ring {
         double pause_hi, resume_lo, backpressure;
         uint64_t created_ns;
         uint64_t creator_pid;
+        uint64_t counters_offset; /* one cache line per topic id >= 1 */
     } geo;
     fb_pair_t tail FB_ALIGNED(FB_CACHE_LINE);      /* producers: next (position, seq) */
     fb_pair_t min_cache FB_ALIGNED(FB_CACHE_LINE); /* producers: a lower bound of the readers' cursors */
@@ -133,6 +134,7 @@ struct fb_ring {
         uint64_t value[FB_RING_USER_COUNTERS];
         uint32_t signal;
         fb_waitq_t transitions; /* watchers of pause/resume (e.g. other processes' callbacks) */
+        fb_waitq_t counters;    /* waiters for a topic counter to grow */
     } user;
     /* Processes holding a mapping (pid, start time), for `framebus gc`. */
     struct {
@@ -153,6 +155,10 @@ static inline fb_slot_t *slot_at(const fb_ring_t *r, uint32_t i)
 static inline fb_topic_t *topic_at(const fb_ring_t *r, uint32_t i)
 {
     return (fb_topic_t *)(base(r) + r->geo.topics_offset) + i;
+}
+static inline uint64_t *counter_at(const fb_ring_t *r, uint32_t id)
+{
+    return (uint64_t *)(base(r) + r->geo.counters_offset + (uint64_t)(id - 1) * FB_CACHE_LINE);
 }
 static inline uint8_t *data_at(const fb_ring_t *r, uint64_t pos)
 {
@@ -265,7 +271,8 @@ size_t fb_ring_required_size(const fb_ring_params_t *p)
     if (fb_ring_validate_params(p) != FB_RING_OK)
         return 0;
     uint64_t readers = round_up((uint64_t)p->max_readers * sizeof(fb_slot_t), PAGE);
-    uint64_t topics = round_up((uint64_t)p->max_topics * sizeof(fb_topic_t), PAGE);
+    uint64_t topics =
+        round_up((uint64_t)p->max_topics * (sizeof(fb_topic_t) + FB_CACHE_LINE), PAGE);
     return (size_t)(HEADER_BYTES + readers + topics + p->data_bytes);
 }
 
@@ -287,8 +294,10 @@ int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p)
     r->geo.total_bytes = need;
     r->geo.readers_offset = HEADER_BYTES;
     r->geo.topics_offset = HEADER_BYTES + round_up((uint64_t)p->max_readers * sizeof(fb_slot_t), PAGE);
+    r->geo.counters_offset = r->geo.topics_offset + (uint64_t)p->max_topics * sizeof(fb_topic_t);
     r->geo.data_offset =
-        r->geo.topics_offset + round_up((uint64_t)p->max_topics * sizeof(fb_topic_t), PAGE);
+        r->geo.topics_offset +
+        round_up((uint64_t)p->max_topics * (sizeof(fb_topic_t) + FB_CACHE_LINE), PAGE);
     r->geo.data_bytes = p->data_bytes;
     r->geo.mask = p->data_bytes - 1;
     r->geo.frame_capacity = p->frame_capacity;
@@ -1326,6 +1335,7 @@ void fb_ring_close(fb_ring_t *r)
     futex_wake_all(&r->space_q.signal, shared_ring(r));
     fb_ring_user_wake(r);
     fb_ring_wake_transition_watchers(r);
+    fb_ring_counter_wake(r);
 }
 
 void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)
@@ -1481,4 +1491,75 @@ void fb_ring_user_wake(fb_ring_t *r)
 int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
 {
     return futex_wait(&r->user.signal, seen, timeout_ns, shared_ring(r));
+}
+
+/* ---------------------------------------------------------- topic counters */
+
+/* seq_cst like the user counters: control-plane values a waiter must see move
+ * before it sees the signal. */
+static inline int counter_valid(const fb_ring_t *r, uint32_t id)
+{
+    return id >= 1 && id <= r->geo.max_topics;
+}
+
+uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta)
+{
+    if (!counter_valid(r, id))
+        return 0;
+    uint64_t v = __atomic_add_fetch(counter_at(r, id), delta, __ATOMIC_SEQ_CST);
+    waitq_notify(r, &r->user.counters);
+    return v;
+}
+
+uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max)
+{
+    if (!counter_valid(r, id))
+        return 0;
+    uint64_t *p = counter_at(r, id);
+    uint64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    uint64_t n;
+    do {
+        n = v < max ? v : max;
+        if (n == 0)
+            return 0;
+    } while (!__atomic_compare_exchange_n(p, &v, v - n, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    return n;
+}
+
+uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value)
+{
+    if (!counter_valid(r, id))
+        return 0;
+    uint64_t old = __atomic_exchange_n(counter_at(r, id), value, __ATOMIC_SEQ_CST);
+    if (value > old)
+        waitq_notify(r, &r->user.counters);
+    return old;
+}
+
+uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id)
+{
+    if (!counter_valid(r, id))
+        return 0;
+    return __atomic_load_n(counter_at(r, id), __ATOMIC_SEQ_CST);
+}
+
+uint32_t fb_ring_counter_signal(fb_ring_t *r) { return waitq_register(&r->user.counters); }
+
+int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+{
+    int w = FB_RING_OK;
+    if (!fb_load32_relaxed(&r->st.closed))
+        w = futex_wait(&r->user.counters.signal, seen, timeout_ns, shared_ring(r));
+    waitq_unregister(&r->user.counters);
+    if (fb_load32_relaxed(&r->st.closed))
+        return FB_RING_CLOSED;
+    return w;
+}
+
+void fb_ring_counter_unwatch(fb_ring_t *r) { waitq_unregister(&r->user.counters); }
+
+void fb_ring_counter_wake(fb_ring_t *r)
+{
+    fb_fetch_add32(&r->user.counters.signal, 1);
+    futex_wake_all(&r->user.counters.signal, shared_ring(r));
 }

@@ -57,7 +57,7 @@ extern "C" {
 #endif
 
 #define FB_RING_MAGIC 0x3153554245524646ULL /* "FFREBUS1" little-endian */
-#define FB_RING_LAYOUT_VERSION 2u
+#define FB_RING_LAYOUT_VERSION 3u
 #define FB_RING_RECORD_HEADER 32u
 #define FB_RING_MAX_READERS 1024u
 #define FB_RING_TOPIC_ENTRY 256u
@@ -291,6 +291,24 @@ uint32_t fb_ring_user_signal(const fb_ring_t *r);
 void fb_ring_user_wake(fb_ring_t *r);
 /* Sleeps while the signal still equals seen: OK, FB_RING_TIMEOUT or FB_RING_INTR. */
 int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
+
+/* One counter per topic id (>= 1) for the embedding layer, e.g. a DataPort's credits,
+ * with one futex word for waiters. add wakes waiters (when any are registered);
+ * take removes min(value, max) at once and returns it; exchange sets a value and
+ * returns the old one. An id outside the table: add/take/exchange/get return 0. */
+uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta);
+uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max);
+uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value);
+uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id);
+/* Waiting for a counter to move: fb_ring_counter_signal registers a waiter and returns
+ * the signal; fb_ring_counter_wait (which must follow: it unregisters) sleeps until an
+ * add after it, fb_ring_counter_wake, a close, or the timeout; or fb_ring_counter_unwatch
+ * follows instead. */
+uint32_t fb_ring_counter_signal(fb_ring_t *r);
+int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
+/* Unregisters a waiter that found what it wanted without waiting. */
+void fb_ring_counter_unwatch(fb_ring_t *r);
+void fb_ring_counter_wake(fb_ring_t *r);
 
 uint64_t fb_now_ns(void);      /* CLOCK_REALTIME, as time.time_ns() */
 uint64_t fb_mono_ns(void);     /* CLOCK_MONOTONIC */

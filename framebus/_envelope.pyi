@@ -34,6 +34,7 @@ class Envelope:
     def payload_is_msgpack(self) -> bool: ...
     ts_ns: int | None
     seq: int | None
+    deadline_missed: bool
     def __init__(
         self,
         topic: str,
@@ -61,3 +62,12 @@ class Envelope:
     def replace(self, **changes: Any) -> Envelope: ...
     def __eq__(self, other: object) -> bool: ...
     __hash__: None  # type: ignore[assignment]
+
+def decode_frames(
+    frames: list[Any],
+    env_topic: str | None,
+    drop_late: bool,
+    now_ns: int,
+    schema_versions: Collection[int] | None = None,
+    content_types: Collection[str] | None = None,
+) -> tuple[list[Any], int, list[tuple[int, str]]]: ...

@@ -13,15 +13,20 @@ import logging
 import os
 import re
 import threading
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
 
-from . import _ring
+from . import _envelope, _ring
 from ._walbus import GroupBackfill, RemoteWal, WalWriter
 from .config import BusConfig
 from .errors import BusClosed, ConfigError, FrameBusError
 from .topics import TopicFilter
+
+if TYPE_CHECKING:
+    from .dataport import DataPort
+    from .eventbus import EventBus
 
 __all__ = ["Frame", "FrameBus", "Subscription"]
 
@@ -30,6 +35,7 @@ log = logging.getLogger("framebus")
 Frame = _ring.Frame
 
 _CLOSED = -5  # FB_RING_CLOSED
+DEADLINE_MISSES = 3  # header user counter: envelopes received past their deadline
 
 
 class FrameBus(_ring.Ring):
@@ -95,6 +101,8 @@ class FrameBus(_ring.Ring):
         self._fired_pauses, self._fired_resumes = self._transitions()
         self._notifier: _Notifier | None = None
         self._watcher: threading.Thread | None = None
+        self._events: Any = None  # EventBus, made on first use
+        self._ports: weakref.WeakSet[Any] = weakref.WeakSet()  # DataPorts of this handle
         self._set_transition_callback(self._on_transition)
         if self._wal_writer is not None:
             self._wal_writer.start(self)
@@ -164,12 +172,38 @@ class FrameBus(_ring.Ring):
 
     # ----------------------------------------------------------- subscriptions
 
-    def subscribe(self, filter: str = ">", *, group: str | None = None) -> Subscription:
+    def subscribe(
+        self,
+        filter: str = ">",
+        *,
+        group: str | None = None,
+        envelopes: bool = False,
+        on_deadline: str = "deliver",
+        schema_versions: Collection[int] | None = None,
+        content_types: Collection[str] | None = None,
+    ) -> Subscription:
         """A subscription to topics matching ``filter`` (NATS style: ``a.b``, ``a.*.c``, ``a.>``).
 
         Without ``group`` it sees every matching frame published from now on. Members of
         one ``group`` share a cursor: each frame goes to one of them.
+
+        With ``envelopes=True`` it hands back `Envelope` objects (seq and ts_ns set)
+        instead of Frames. An envelope whose nonzero ``deadline_ns`` has passed when it
+        is received is a deadline miss, counted (``sub.deadline_misses`` and the bus's
+        ``stats()["deadline_misses"]``, shared by every process) and, by ``on_deadline``,
+        delivered with ``deadline_missed=True`` (``"deliver"``) or dropped (``"drop"``).
+        A frame that does not decode, or whose schema_ver / content_type is not in the
+        given ``schema_versions`` / ``content_types``, is skipped, counted in
+        ``sub.decode_errors`` and logged (its seq and the DecodeError's reason).
         """
+        if on_deadline not in ("deliver", "drop"):
+            raise ValueError(f"on_deadline must be 'deliver' or 'drop', got {on_deadline!r}")
+        if not envelopes and (
+            on_deadline != "deliver" or schema_versions is not None or content_types is not None
+        ):
+            raise ValueError(
+                "on_deadline, schema_versions and content_types apply to envelopes=True"
+            )
         tf = TopicFilter(filter)
         if group is not None:
             if not isinstance(group, str) or not group:
@@ -182,9 +216,16 @@ class FrameBus(_ring.Ring):
                     f"every member of a group must use the same filter, not {tf.pattern!r}"
                 )
         if group is not None and self._wal_writer is not None:
-            return self._subscribe_durable_group(tf, group)
-        sub = Subscription(self, tf, group)
-        self._subs.add(sub)
+            sub = self._subscribe_durable_group(tf, group)
+        else:
+            sub = Subscription(self, tf, group)
+            self._subs.add(sub)
+        if envelopes:
+            sub._envelope_mode(
+                on_deadline == "drop",
+                None if schema_versions is None else frozenset(schema_versions),
+                None if content_types is None else frozenset(content_types),
+            )
         return sub
 
     def _subscribe_durable_group(self, tf: TopicFilter, group: str) -> Subscription:
@@ -222,6 +263,28 @@ class FrameBus(_ring.Ring):
             if backfill is not None and not backfill.done:
                 sub._attach_backfill(backfill)
         return sub
+
+    # ------------------------------------------------------ flow-layer API
+
+    @property
+    def events(self) -> EventBus:
+        """The control plane on this bus: publish / subscribe / request (see EventBus)."""
+        with self._lock:
+            if self._events is None:
+                if self.closed:
+                    raise BusClosed("the bus is closed")
+                from .eventbus import EventBus
+
+                self._events = EventBus(self)
+            return self._events  # type: ignore[no-any-return]
+
+    def data_port(self, name: str, **options: Any) -> DataPort:
+        """A point-to-point channel with credit-based flow control (see DataPort)."""
+        from .dataport import DataPort
+
+        port = DataPort(self, name, **options)
+        self._ports.add(port)
+        return port
 
     # ------------------------------------------------------------- hysteresis
 
@@ -346,6 +409,7 @@ class FrameBus(_ring.Ring):
         s["overflow"] = self._config.overflow
         s["max_frame"] = self._config.max_frame
         s["callback_errors"] = self._callback_errors
+        s["deadline_misses"] = int(self._user_get(DEADLINE_MISSES))
         if self._wal_view is not None:
             s.update(self._wal_view.stats(s["next_seq"]))
         subs = []
@@ -370,6 +434,11 @@ class FrameBus(_ring.Ring):
     def close(self) -> None:
         """Close the bus: blocked recv/publish calls wake with BusClosed."""
         notifier = self._notifier
+        if not self.closed:
+            for port in list(self._ports):
+                port.close()
+            if self._events is not None:
+                self._events.close()
         if self._wal_writer is not None and not self.closed:
             self._wal_writer.stop()  # writes what was published before closing
         if self.shared and not self.closed:
@@ -418,6 +487,56 @@ class Subscription(_ring.Reader):
         self._reader_open(bus, filter.matches, filter.match_all, group)
 
     retention_lost = 0  # frames a durable group could no longer get (WAL retention)
+    deadline_misses = 0  # envelopes received after their deadline (envelopes=True)
+    decode_errors = 0  # frames skipped because they did not decode (envelopes=True)
+    _decode: tuple[bool, frozenset[int] | None, frozenset[str] | None] | None = None
+
+    def _envelope_mode(
+        self, drop_late: bool, versions: frozenset[int] | None, types: frozenset[str] | None
+    ) -> None:
+        # Instance attributes shadow the C methods (and a durable group's backfill,
+        # which _fetch still reads from): every frame is decoded on the way out.
+        self._decode = (drop_late, versions, types)
+        self.recv = self._recv_envelope  # type: ignore[method-assign]
+        self.recv_batch = self._recv_batch_envelopes  # type: ignore[method-assign]
+
+    def _decoded(self, frames: list[_ring.Frame]) -> list[Any]:
+        assert self._decode is not None
+        drop_late, versions, types = self._decode
+        items, misses, bad = _envelope.decode_frames(
+            frames, None, drop_late, time.time_ns(), versions, types
+        )
+        if misses:
+            self.deadline_misses += misses
+            self._bus._user_add(DEADLINE_MISSES, misses)
+        if bad:
+            self.decode_errors += len(bad)
+            for seq, why in bad[:3]:
+                log.warning("framebus: subscription %r skipped frame %d: %s", self.filter, seq, why)
+        return items
+
+    def _recv_batch_envelopes(self, max_frames: int, timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = self._fetch(max_frames, left)
+            if not frames:
+                return []
+            items = self._decoded(frames)
+            if items:
+                return items  # else all were dropped or skipped: read on
+
+    def _recv_envelope(self, timeout: float | None = None) -> Any:
+        items = self._recv_batch_envelopes(1, timeout)
+        return items[0] if items else None
+
+    def _fetch(self, max_frames: int, timeout: float | None) -> list[_ring.Frame]:
+        backfill = self.__dict__.get("_backfill")
+        if backfill is not None and not backfill.done:
+            got = backfill.take(max_frames)
+            if got:
+                return got  # type: ignore[no-any-return]
+        return _ring.Reader.recv_batch(self, max_frames, timeout)
 
     @property
     def filter(self) -> str:
@@ -447,6 +566,8 @@ class Subscription(_ring.Reader):
     def _attach_backfill(self, backfill: GroupBackfill) -> None:
         # instance attributes shadow the C methods until the backfill runs out
         self._backfill = backfill
+        if self._decode is not None:
+            return  # envelope mode reads the backfill itself (_fetch)
         self.recv = self._recv_backfill  # type: ignore[method-assign]
         self.recv_batch = self._recv_batch_backfill  # type: ignore[method-assign]
 
@@ -471,7 +592,7 @@ class Subscription(_ring.Reader):
         return _ring.Reader.recv_batch(self, max_frames, timeout)
 
     def _end_backfill(self) -> None:
-        if self._backfill.done:
+        if self._backfill.done and self._decode is None:
             self.__dict__.pop("recv", None)
             self.__dict__.pop("recv_batch", None)
 

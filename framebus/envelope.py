@@ -18,11 +18,21 @@ the field and the expected type or range):
 - ``schema_ver``: int in [0, 65535] (u16); default 1.
 - ``headers``: dict of str to msgpack-serializable values, copied on construction;
   default empty. Values are checked when encoding (TypeError naming the field).
-- ``ts_ns``, ``seq``: None until the bus publishes the envelope. They are delivery
-  metadata, writable, and neither encoded nor compared by ``==``.
+- ``ts_ns``, ``seq``: None until the bus publishes the envelope; ``publish`` sets them
+  on the object it was given, and a subscription sets them on what it hands back.
+- ``deadline_missed``: False, or True on a received envelope whose ``deadline_ns`` had
+  passed (``time.time_ns()``, CLOCK_REALTIME, as ``ts_ns``) when it was received.
+  ``ts_ns``, ``seq`` and ``deadline_missed`` are delivery metadata: writable, neither
+  encoded nor compared by ``==``.
 
-Envelopes are immutable apart from ``ts_ns`` and ``seq`` (``replace(**changes)`` makes a
-changed copy), compare by value and are not hashable (headers is a dict).
+Envelopes are immutable apart from the delivery metadata (``replace(**changes)`` makes
+a changed copy), compare by value and are not hashable (headers is a dict).
+
+On the bus: ``bus.publish(env)`` and ``bus.publish_batch([env, ...])`` publish each
+envelope, encoded, on its own ``topic`` (a ``topic`` argument, if given, must be the
+same); ``bus.subscribe(filter, envelopes=True)`` hands back Envelopes (see
+``FrameBus.subscribe`` for deadline handling and undecodable frames); DataPorts carry
+Envelopes as well as bytes.
 
 Wire layout, version 1 (integers little-endian)::
 

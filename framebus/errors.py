@@ -15,6 +15,9 @@ __all__ = [
     "DecodeError",
     "FrameBusError",
     "FrameTooLarge",
+    "HandlerError",
+    "NoResponders",
+    "RequestTimeout",
     "WalError",
     "WouldBlock",
 ]
@@ -56,3 +59,15 @@ class DecodeError(FrameBusError, ValueError):
 
 class WalError(FrameBusError, OSError):
     """The write-ahead log could not persist or read data."""
+
+
+class NoResponders(FrameBusError):
+    """An EventBus request found no subscription for its topic (raised at once)."""
+
+
+class RequestTimeout(FrameBusError, TimeoutError):
+    """An EventBus request got no reply within its timeout."""
+
+
+class HandlerError(FrameBusError):
+    """The handler answering an EventBus request raised; the message carries its error."""

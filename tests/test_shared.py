@@ -168,7 +168,7 @@ def test_attach_other_layout_version(name: str) -> None:
         f.seek(8)  # the u32 layout version follows the u64 magic
         f.write(struct.pack("<I", 99))
     with pytest.raises(
-        fb.FrameBusError, match="layout version 99; this framebus reads layout version 2"
+        fb.FrameBusError, match="layout version 99; this framebus reads layout version 3"
     ):
         fb.FrameBus.attach(name)
 

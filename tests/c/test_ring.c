@@ -2360,6 +2360,97 @@ static void test_topics_concurrent(void)
     ring_free(&R);
 }
 
+/* Topic counters: exact take semantics, conservation under concurrent takers, waits. */
+
+#define CREDIT_THREADS 4
+#define CREDIT_TOTAL 200000u
+
+typedef struct {
+    ring_t *R;
+    uint32_t id;
+    uint64_t taken;
+} credit_thread_t;
+
+static void *credit_taker(void *arg)
+{
+    credit_thread_t *t = arg;
+    for (;;) {
+        uint64_t got = fb_ring_counter_take(t->R->r, t->id, 3);
+        if (got == 0) {
+            uint32_t seen = fb_ring_counter_signal(t->R->r);
+            got = fb_ring_counter_take(t->R->r, t->id, 3);
+            if (got) {
+                fb_ring_counter_unwatch(t->R->r);
+            } else if (fb_ring_counter_wait(t->R->r, seen, 20000000) == FB_RING_CLOSED) {
+                got = fb_ring_counter_take(t->R->r, t->id, 3);
+                if (got == 0)
+                    break;
+            }
+        }
+        t->taken += got;
+    }
+    return NULL;
+}
+
+static void test_topic_counters(void)
+{
+    fb_ring_params_t p = mkparams(4096, 64, 1000);
+    p.max_topics = 8;
+    ring_t R;
+    RING(R, p);
+    uint32_t a = 0, b = 0;
+    CHECK_RC(fb_ring_topic_intern(R.r, "a", 1, &a), FB_RING_OK);
+    CHECK_RC(fb_ring_topic_intern(R.r, "b", 1, &b), FB_RING_OK);
+    CHECK_EQ(fb_ring_counter_get(R.r, a), 0);
+    CHECK_EQ(fb_ring_counter_add(R.r, a, 5), 5);
+    CHECK_EQ(fb_ring_counter_get(R.r, b), 0); /* counters are independent */
+    CHECK_EQ(fb_ring_counter_take(R.r, a, 3), 3);
+    CHECK_EQ(fb_ring_counter_take(R.r, a, 3), 2); /* only what is there */
+    CHECK_EQ(fb_ring_counter_take(R.r, a, 3), 0);
+    CHECK_EQ(fb_ring_counter_exchange(R.r, a, 7), 0);
+    CHECK_EQ(fb_ring_counter_exchange(R.r, a, 0), 7);
+    /* ids outside 1..max_topics have no counter */
+    CHECK_EQ(fb_ring_counter_add(R.r, 0, 1), 0);
+    CHECK_EQ(fb_ring_counter_add(R.r, 9, 1), 0);
+    CHECK_EQ(fb_ring_counter_get(R.r, 8), 0);
+    CHECK_EQ(fb_ring_counter_add(R.r, 8, 2), 2); /* the last id has one */
+    /* a wait with nothing added times out */
+    uint32_t seen = fb_ring_counter_signal(R.r);
+    CHECK_RC(fb_ring_counter_wait(R.r, seen, 1000000), FB_RING_TIMEOUT);
+    seen = fb_ring_counter_signal(R.r);
+    fb_ring_counter_add(R.r, a, 1); /* an add after registering: the wait returns at once */
+    CHECK_RC(fb_ring_counter_wait(R.r, seen, 5000000000), FB_RING_OK);
+
+    /* concurrent takers while the main thread adds: nothing created or lost */
+    credit_thread_t t[CREDIT_THREADS];
+    pthread_t th[CREDIT_THREADS];
+    for (int i = 0; i < CREDIT_THREADS; i++) {
+        t[i].R = &R;
+        t[i].id = b;
+        t[i].taken = 0;
+        REQUIRE_EQ(pthread_create(&th[i], NULL, credit_taker, &t[i]), 0);
+    }
+    for (uint32_t k = 0; k < CREDIT_TOTAL; k += 2)
+        fb_ring_counter_add(R.r, b, 2);
+    uint64_t deadline = now_ns() + 10000000000ull;
+    for (;;) {
+        uint64_t sum = 0;
+        for (int i = 0; i < CREDIT_THREADS; i++)
+            sum += __atomic_load_n(&t[i].taken, __ATOMIC_RELAXED);
+        if (sum + fb_ring_counter_get(R.r, b) >= CREDIT_TOTAL || now_ns() > deadline)
+            break;
+        usleep(1000);
+    }
+    fb_ring_close(R.r); /* wakes the sleeping takers */
+    uint64_t sum = 0;
+    for (int i = 0; i < CREDIT_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        sum += t[i].taken;
+    }
+    CHECK_EQ(sum + fb_ring_counter_get(R.r, b), CREDIT_TOTAL);
+    ring_free(&R);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Stats                                                                      */
 
@@ -2805,6 +2896,7 @@ static const test_t tests[] = {
     {"wake_readers", test_wake_readers},
     {"topics", test_topics},
     {"topics_concurrent", test_topics_concurrent},
+    {"topic_counters", test_topic_counters},
     {"stats", test_stats},
     {"stress_broadcast", test_stress_broadcast},
     {"stress_group", test_stress_group},

@@ -1,0 +1,393 @@
+"""DataPort: a point-to-point channel on a bus, with credit-based flow control.
+
+```python
+port = bus.data_port("cam0", window=64)   # the same call on both sides, any process
+# receiver (one per port at a time):
+port.on_frame(callback)                   # callback(item) on a thread of the port
+# ... or: item = port.recv(timeout=1.0); items = port.recv_batch(256); for item in port
+# ... or: item = await port.arecv(); async for item in port
+# sender (any number, any process on the bus):
+granted = port.acquire_credit(16, timeout=0)   # WouldBlock when none is granted
+seq = port.send_frame(b"...")                  # WouldBlock without credit
+first, sent = port.send_batch(frames)          # the prefix that credit covers
+```
+
+Credits. The receiver grants ``window`` credits when it opens and one more for every
+frame it has consumed: a frame returned by ``recv``/``recv_batch``/iteration counts as
+consumed when it is handed over; with ``on_frame``, once the callback has returned
+for it. Every frame sent spends one credit, so at most ``window`` frames (plus those
+being handled) are ever between sender and receiver: a slow receiver stops the
+sender, and nothing grows. Credits live in a counter in the ring header, so senders
+in any process draw on one pool (``acquire_credit`` moves some into this handle's
+``held``; ``send_frame`` spends a held one, or takes one from the pool when none is
+held). With no receiver there is no credit: senders get WouldBlock.
+
+Items. ``send_frame(data)`` takes a bytes-like object, delivered as a `Frame` (topic
+``_port.<name>.b``), or an `Envelope`, delivered as an Envelope (seq and ts_ns set;
+``on_deadline``, ``schema_versions`` and ``content_types`` as for
+``bus.subscribe(..., envelopes=True)``; a late or undecodable envelope still returns
+its credit).
+
+Callbacks. ``on_frame`` runs the callback on one thread of the port; an exception
+it raises is caught, counted (``stats()["callback_errors"]``, ``last_error``) and
+logged (the first 10, then every 1000th), and the port goes on.
+
+Lifetime. ``close()`` (also ``bus.close()`` and the with-block) stops the callback
+thread, gives held credits back, and, on the receiver, takes the pool to zero so
+senders block instead of sending to nobody; frames still in the ring for a closed
+receiver are not delivered (close senders first). A receiver process that dies
+leaves its grants in the pool: a new receiver resets the pool to its window when it
+opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import _envelope, _ring
+from .errors import BusClosed, FrameBusError, WouldBlock
+from .topics import validate_topic
+
+if TYPE_CHECKING:
+    from .bus import FrameBus, Subscription
+
+__all__ = ["DataPort"]
+
+log = logging.getLogger("framebus")
+
+_MAX_WINDOW = 1 << 31
+
+
+class _Flag:
+    """A cancel flag the C credit wait checks after each wake."""
+
+    __slots__ = ("set",)
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __bool__(self) -> bool:
+        return self.set
+
+
+class DataPort:
+    """One end (or both ends) of a named point-to-point channel; see the module docs."""
+
+    def __init__(
+        self,
+        bus: FrameBus,
+        name: str,
+        *,
+        window: int = 64,
+        batch: int = 256,
+        on_deadline: str = "deliver",
+        schema_versions: Collection[int] | None = None,
+        content_types: Collection[str] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"data port name must be a non-empty str, got {name!r}")
+        try:
+            validate_topic(name)
+        except ValueError as exc:
+            raise ValueError(f"data port name {name!r} is not usable as a topic: {exc}") from None
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window < _MAX_WINDOW:
+            raise ValueError(f"window must be an int in 1..{_MAX_WINDOW - 1}, got {window!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+        if on_deadline not in ("deliver", "drop"):
+            raise ValueError(f"on_deadline must be 'deliver' or 'drop', got {on_deadline!r}")
+        self._bus = bus
+        self._name = name
+        self._window = window
+        self._batch = batch
+        self._drop_late = on_deadline == "drop"
+        self._versions = None if schema_versions is None else frozenset(schema_versions)
+        self._types = None if content_types is None else frozenset(content_types)
+        self._topic = f"_port.{name}.b"
+        self._env_topic = f"_port.{name}.e"
+        self._credit_id: int = bus.topic_id(self._topic)  # its header counter is the pool
+        bus.topic_id(self._env_topic)  # interned up front: a full topic table fails here
+        self._lock = threading.Lock()
+        self._cancel = _Flag()
+        self._closed = False
+        self._sender: _ring.CreditSender | None = None
+        self._sub: Subscription | None = None
+        self._thread: threading.Thread | None = None
+        self._received = 0
+        self._deadline_misses = 0
+        self._decode_errors = 0
+        self._callback_errors = 0
+        self.last_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ sender
+
+    def _send_side(self) -> _ring.CreditSender:
+        with self._lock:
+            self._check_open()
+            if self._sender is None:
+                self._sender = _ring.CreditSender(
+                    self._bus, self._credit_id, self._topic, self._env_topic, self._name
+                )
+            return self._sender
+
+    def acquire_credit(self, n: int = 1, timeout: float | None = 0) -> int:
+        """Take up to ``n`` credits, waiting up to ``timeout`` seconds (None: until some
+        come or the port closes) for at least one: how many were granted. Raises
+        WouldBlock when none was, BusClosed when the port or bus is closed."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        sender = self._send_side()
+        try:
+            got: int = sender.acquire(n, timeout, self._cancel)
+        except WouldBlock:
+            if self._closed:
+                raise BusClosed(f"data port {self._name!r} is closed") from None
+            raise
+        return got
+
+    def send_frame(self, data: Any, timeout: Any = _ring.DEFAULT) -> int:
+        """Send one frame (bytes-like or an Envelope) against a credit: its sequence
+        number. Raises WouldBlock without credit. ``timeout`` bounds a wait for ring
+        space (the bus's overflow mode applies), not for credit."""
+        sender = self._sender
+        if sender is None or self._closed:
+            sender = self._send_side()
+        seq: int = sender.send(data, timeout)
+        return seq
+
+    def send_batch(self, frames: Any, timeout: Any = _ring.DEFAULT) -> tuple[int, int]:
+        """Send the longest prefix of ``frames`` that credit covers, as one batch:
+        (first sequence number, frames sent). WouldBlock when there is no credit."""
+        sender = self._sender
+        if sender is None or self._closed:
+            sender = self._send_side()
+        result: tuple[int, int] = sender.send_batch(frames, timeout)
+        return result
+
+    @property
+    def held(self) -> int:
+        """Credits this handle has acquired and not yet spent."""
+        return 0 if self._sender is None else int(self._sender.held)
+
+    @property
+    def available(self) -> int:
+        """Credits in the shared pool (granted by the receiver, not yet acquired)."""
+        if self._bus.closed:
+            return 0
+        return int(self._bus._counter_get(self._credit_id))
+
+    # ---------------------------------------------------------------- receiver
+
+    def _receive_side(self) -> Subscription:
+        sub = self._sub
+        if sub is not None:
+            return sub
+        with self._lock:
+            self._check_open()
+            if self._sub is None:
+                # a group cursor: its member count says whether another receiver exists,
+                # in any process, and a dead receiver's cursor is evicted like any other
+                sub = self._bus.subscribe(f"_port.{self._name}.*", group=f"_port.{self._name}")
+                if sub._info()["members"] > 1:
+                    sub.close()
+                    raise FrameBusError(f"data port {self._name!r} already has a receiver")
+                self._bus._counter_exchange(self._credit_id, self._window)
+                self._sub = sub
+            return self._sub
+
+    def _deliver(self, frames: list[_ring.Frame]) -> list[Any]:
+        items, misses, bad = _envelope.decode_frames(
+            frames, self._env_topic, self._drop_late, time.time_ns(), self._versions, self._types
+        )
+        if misses:
+            self._deadline_misses += misses
+            from .bus import DEADLINE_MISSES
+
+            self._bus._user_add(DEADLINE_MISSES, misses)
+        if bad:
+            self._decode_errors += len(bad)
+            for seq, why in bad[:3]:
+                log.warning("framebus: data port %r skipped frame %d: %s", self._name, seq, why)
+        return items
+
+    def _grant(self, n: int) -> None:
+        self._received += n
+        try:
+            self._bus._counter_add(self._credit_id, n)
+        except BusClosed:
+            pass
+
+    def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> list[Any]:
+        """Up to ``max_frames`` items (Frames or Envelopes), waiting up to ``timeout``
+        for the first; [] on timeout. Their credits go back to the sender at once."""
+        sub = self._direct()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = sub.recv_batch(max_frames, left)
+            if not frames:
+                return []
+            items = self._deliver(frames)
+            self._grant(len(frames))
+            if items:
+                return items
+
+    def recv(self, timeout: float | None = None) -> Any:
+        """The next item, or None on timeout (see recv_batch)."""
+        items = self.recv_batch(1, timeout)
+        return items[0] if items else None
+
+    async def arecv(self, timeout: float | None = None) -> Any:
+        """Await the next item (None on timeout) without blocking the event loop."""
+        sub = self._direct()
+        loop_deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if loop_deadline is None else max(0.0, loop_deadline - time.monotonic())
+            frame = await sub.arecv(left)
+            if frame is None:
+                return None
+            items = self._deliver([frame])
+            self._grant(1)
+            if items:
+                return items[0]
+
+    def _direct(self) -> Subscription:
+        if self._thread is not None:
+            raise FrameBusError(
+                f"data port {self._name!r} delivers to its on_frame callback; recv is not available"
+            )
+        return self._receive_side()
+
+    def on_frame(self, callback: Callable[[Any], object]) -> Callable[[Any], object]:
+        """Run ``callback(item)`` for every item on a thread of the port (usable as a
+        decorator). One callback per port; see the module docs for errors."""
+        if not callable(callback):
+            raise TypeError(f"on_frame needs a callable, got {type(callback).__name__}")
+        with self._lock:
+            if self._thread is not None:
+                raise FrameBusError(f"data port {self._name!r} already has an on_frame callback")
+        sub = self._receive_side()
+        with self._lock:
+            self._check_open()
+            if self._thread is not None:
+                raise FrameBusError(f"data port {self._name!r} already has an on_frame callback")
+            self._thread = threading.Thread(
+                target=self._run_callbacks,
+                args=(sub, callback),
+                name=f"framebus-port-{self._name}",
+                daemon=True,
+            )
+            self._thread.start()
+        return callback
+
+    def _run_callbacks(self, sub: Subscription, callback: Callable[[Any], object]) -> None:
+        while not self._closed:
+            try:
+                frames = sub.recv_batch(self._batch)
+            except BusClosed:
+                return
+            for item in self._deliver(frames):
+                try:
+                    callback(item)
+                except Exception as exc:
+                    self._callback_errors += 1
+                    self.last_error = exc
+                    n = self._callback_errors
+                    if n <= 10 or n % 1000 == 0:
+                        log.exception(
+                            "framebus: data port %r callback %r failed (%d failures so far)",
+                            self._name,
+                            callback,
+                            n,
+                        )
+            self._grant(len(frames))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            item = self.recv()
+        except BusClosed:
+            raise StopIteration from None
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.arecv()
+        except BusClosed:
+            raise StopAsyncIteration from None
+
+    # --------------------------------------------------------------- lifetime
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed(f"data port {self._name!r} is closed")
+        if self._bus.closed:
+            raise BusClosed("the bus is closed")
+
+    def stats(self) -> dict[str, Any]:
+        """This handle's counters; ``available`` is the shared pool."""
+        sender = self._sender
+        return {
+            "name": self._name,
+            "window": self._window,
+            "available": self.available,
+            "held": self.held,
+            "sent": 0 if sender is None else int(sender.sent),
+            "would_block": 0 if sender is None else int(sender.would_block),
+            "received": self._received,
+            "deadline_misses": self._deadline_misses,
+            "decode_errors": self._decode_errors,
+            "callback_errors": self._callback_errors,
+            "receiver": self._sub is not None and not self._closed,
+        }
+
+    def close(self) -> None:
+        """Stop the callback thread, give credits back, and release the receiver."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._cancel.set = True
+            sender, sub, thread = self._sender, self._sub, self._thread
+        bus_open = not self._bus.closed
+        if sender is not None and bus_open:
+            sender.release()
+        if bus_open:
+            self._bus._counter_wake()  # a sender of this handle waiting for credit sees the close
+        if sub is not None:
+            sub.close()  # wakes the callback thread's recv with BusClosed
+            if bus_open:
+                self._bus._counter_exchange(self._credit_id, 0)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10.0)
+
+    def __enter__(self) -> DataPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<DataPort {self._name!r} window={self._window} {state}>"
