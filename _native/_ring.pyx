@@ -1267,6 +1267,7 @@ cdef class Reader:
     cdef bint close_pending
     cdef bint view_out
     cdef bint is_group
+    cdef int cancelled                  # set by close: ends a wait that began just before
 
     def __cinit__(self):
         self.opened = False
@@ -1298,6 +1299,7 @@ cdef class Reader:
             self.close_pending = True  # closed once the copy is done / the view released
             return
         self.opened = False
+        self.cancelled = 1  # before the wake (a seq_cst RMW), so a woken wait sees it
         if self.ring.ring != NULL and not self.ring._closed:
             rc = fb_ring_reader_close(self.ring.ring, self.slot)
             fb_ring_wake_readers(self.ring.ring)
@@ -1524,7 +1526,8 @@ cdef class Reader:
         cdef int rc
         self.ring.active += 1
         with nogil:
-            rc = fb_ring_wait_readable(self.ring.ring, self.slot, timeout_ns, self.ring.spin)
+            rc = fb_ring_wait_readable_cancel(self.ring.ring, self.slot, timeout_ns,
+                                              self.ring.spin, <const volatile int *>&self.cancelled)
         self.ring._leave_nogil()
         if rc == FB_RING_INTR:
             PyErr_CheckSignals()

@@ -1201,9 +1201,12 @@ int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out
 }
 
 /* Has something changed that a waiting reader must look at? */
-static int reader_should_wake(fb_ring_t *r, uint32_t slot, int *claim_pending)
+static int reader_should_wake(fb_ring_t *r, uint32_t slot, int *claim_pending,
+                              const volatile int *cancel)
 {
     if (fb_ring_readable(r, slot))
+        return 1;
+    if (cancel && __atomic_load_n(cancel, __ATOMIC_SEQ_CST))
         return 1;
     fb_slot_t *s = slot_at(r, slot);
     *claim_pending = fb_load_acquire(&r->tail.pos) > fb_load_acquire(&s->cursor.pos);
@@ -1212,10 +1215,16 @@ static int reader_should_wake(fb_ring_t *r, uint32_t slot, int *claim_pending)
 
 int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin)
 {
+    return fb_ring_wait_readable_cancel(r, slot, timeout_ns, spin, NULL);
+}
+
+int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin,
+                                 const volatile int *cancel)
+{
     if (slot >= r->geo.max_readers)
         return FB_RING_EINVAL;
     int pending = 0;
-    if (reader_should_wake(r, slot, &pending))
+    if (reader_should_wake(r, slot, &pending, cancel))
         return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
     for (uint32_t i = 0; i < spin; i++) {
         fb_cpu_relax();
@@ -1225,7 +1234,7 @@ int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint3
     uint64_t deadline = timeout_ns < 0 ? 0 : fb_mono_ns() + (uint64_t)timeout_ns;
     for (;;) {
         uint32_t seen = waitq_register(&r->data_q);
-        if (reader_should_wake(r, slot, &pending)) {
+        if (reader_should_wake(r, slot, &pending, cancel)) {
             waitq_unregister(&r->data_q);
             return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
         }

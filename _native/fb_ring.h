@@ -239,6 +239,10 @@ int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out
 /* Waiting: spin `spin` times, then sleep on the futex; timeout_ns < 0 = forever.
  * OK when the condition may hold, TIMEOUT, CLOSED, or INTR (a signal arrived). */
 int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin);
+/* The same, also returning OK once *cancel is nonzero: a thread closing the reader sets
+ * it, then calls fb_ring_wake_readers, so a wait that began just before the close ends. */
+int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin,
+                                 const volatile int *cancel);
 int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, int64_t timeout_ns,
                           uint32_t spin);
 /* Blocking writes: retry until written, FB_RING_TIMEOUT, FB_RING_CLOSED or

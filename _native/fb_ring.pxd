@@ -145,6 +145,8 @@ cdef extern from "fb_ring.h" nogil:
     int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out)
 
     int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin)
+    int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin,
+                                     const volatile int *cancel)
     int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames,
                               int64_t timeout_ns, uint32_t spin)
     uint32_t fb_ring_data_signal(fb_ring_t *r)

@@ -476,3 +476,31 @@ def test_many_publishers_many_subscribers_small(small_bus) -> None:
     for pid in range(4):
         mine = [int.from_bytes(x[1:], "little") for x in results[0] if x[0] == pid]
         assert mine == list(range(per))
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+def test_close_racing_a_starting_wait_never_hangs(group: str | None) -> None:
+    # A close landing just as another thread's recv starts to wait must still end that
+    # wait (the reader's cancel flag, checked after the waiter registers).
+    bus = fb.FrameBus()
+    try:
+        keep = bus.subscribe("x", group=group)  # a group stays alive after a member closes
+        for _ in range(200):
+            sub = bus.subscribe("x", group=group)
+            ended: list[str] = []
+
+            def read(s: fb.Subscription = sub) -> None:
+                try:
+                    s.recv()
+                except fb.BusClosed:
+                    ended.append("closed")
+
+            t = threading.Thread(target=read)
+            t.start()
+            sub.close()
+            t.join(10)
+            assert not t.is_alive(), "recv missed the close"
+            assert ended == ["closed"]
+        keep.close()
+    finally:
+        bus.close()

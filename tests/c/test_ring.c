@@ -2142,6 +2142,14 @@ static void test_waits(void)
     CHECK(el >= 9 * MS);
     CHECK(el < 2 * SEC);
     CHECK_RC(fb_ring_wait_readable(R.r, pc.slot, 0, 100), FB_RING_TIMEOUT);
+    {
+        /* a cancel set before the wait (the reader closed by another thread just as
+         * this one began to wait) ends even a wait forever at once */
+        int cancel = 0;
+        CHECK_RC(fb_ring_wait_readable_cancel(R.r, pc.slot, 5 * MS, 0, &cancel), FB_RING_TIMEOUT);
+        cancel = 1;
+        CHECK_RC(fb_ring_wait_readable_cancel(R.r, pc.slot, -1, 0, &cancel), FB_RING_OK);
+    }
     t0 = now_ns();
     CHECK_RC(fb_ring_wait_data_signal(R.r, fb_ring_data_signal(R.r), 10 * MS), FB_RING_TIMEOUT);
     CHECK(now_ns() - t0 >= 9 * MS);
