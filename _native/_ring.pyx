@@ -195,6 +195,47 @@ cdef struct _copy:
 cdef uint32_t _DEFER_COPY_BYTES = 1024
 
 
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
+
+DEF _HIST_MAX = 32
+
+
+cdef class Log2Histogram:
+    """Counts of values in power-of-two buckets: upper bounds 2**lo .. 2**hi, then
+    +Inf. Updated per batch from C (no per-frame cost); read at scrape time."""
+    cdef uint64_t counts[_HIST_MAX + 1]
+    cdef readonly uint64_t total
+    cdef readonly uint64_t count
+    cdef readonly int lo, hi
+
+    def __init__(self, int lo, int hi):
+        if not 0 <= lo < hi or hi - lo >= _HIST_MAX:
+            raise ValueError(f"bucket exponents must satisfy 0 <= lo < hi < lo + {_HIST_MAX}")
+        self.lo = lo
+        self.hi = hi
+
+    cdef inline void add(self, uint64_t v) noexcept:
+        cdef int idx = 0
+        if v > (<uint64_t>1 << self.lo):
+            idx = (64 - __builtin_clzll(v - 1)) - self.lo  # ceil(log2(v)) - lo
+            if idx > self.hi - self.lo:
+                idx = self.hi - self.lo + 1  # +Inf
+        self.counts[idx] += 1
+        self.count += 1
+        self.total += v
+
+    def observe(self, uint64_t v):
+        self.add(v)
+
+    def snapshot(self):
+        """(upper bounds 2**k for k in lo..hi, counts per bucket with +Inf last, sum)."""
+        cdef int n = self.hi - self.lo + 1
+        bounds = [float(<uint64_t>1 << (self.lo + i)) for i in range(n)]
+        counts = [self.counts[i] for i in range(n + 1)]
+        return bounds, counts, self.total
+
+
 cdef class Ring:
     """A ring in memory this object owns (anonymous mapping)."""
     cdef fb_ring_t *ring
@@ -213,8 +254,13 @@ cdef class Ring:
     cdef readonly bint shared
     cdef int attach_entry
     cdef object transition_cb
+    # publish_batch calls of this process: frames, payload bytes, duration (ns)
+    cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ns
 
     def __cinit__(self):
+        self.hist_batch_frames = Log2Histogram(0, 16)
+        self.hist_batch_bytes = Log2Histogram(6, 30)
+        self.hist_batch_ns = Log2Histogram(10, 33)
         self.ring = NULL
         self.mem = NULL
         self.topic_ids = {"": 0}
@@ -584,6 +630,7 @@ cdef class Ring:
         dropped; returns -1 when nothing fitted.
         """
         self._ensure_open()
+        cdef uint64_t t0 = fb_mono_ns()
         cdef uint32_t tid = self._topic_id(topic)
         seq_obj = PySequence_Fast(frames, "publish_batch needs a sequence of bytes-like frames")
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
@@ -644,6 +691,9 @@ cdef class Ring:
                 _check(rc, "publish_batch")
             if <Py_ssize_t>written < n:
                 fb_ring_add_dropped(self.ring, n - written)
+            self.hist_batch_frames.add(<uint64_t>n)
+            self.hist_batch_bytes.add(total)
+            self.hist_batch_ns.add(fb_mono_ns() - t0)
             if envs is not None:
                 for i, item in envs:
                     if i < <Py_ssize_t>written:
@@ -785,6 +835,14 @@ cdef class Ring:
             "next_seq": s.next_seq,
             "readers": s.readers,
             "topics": s.topics,
+        }
+
+    def _batch_histograms(self):
+        """This process's publish_batch calls: {name: (bounds, counts, sum)}."""
+        return {
+            "batch_frames": self.hist_batch_frames.snapshot(),
+            "batch_bytes": self.hist_batch_bytes.snapshot(),
+            "batch_ns": self.hist_batch_ns.snapshot(),
         }
 
     def _reader_info(self, uint32_t slot):

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _ring
 from .errors import BusClosed, WalError
 from .topics import TopicFilter
 
@@ -60,6 +61,9 @@ class WalWriter:
         self._sub: Subscription | None = None
         self._shared_bus: FrameBus | None = None  # a shared bus: tell other processes
         self._thread: threading.Thread | None = None
+        # per WAL batch (not per frame): write (+ fsync) time in ns, frames
+        self.flush_ns = _ring.Log2Histogram(10, 33)
+        self.batch_frames = _ring.Log2Histogram(0, 16)
 
     def start(self, bus: FrameBus) -> None:
         from .bus import Subscription
@@ -107,11 +111,14 @@ class WalWriter:
 
     def _write(self, frames: list[Any]) -> None:
         if self.degraded is None:
+            t0 = time.perf_counter_ns()
             try:
                 self.wal.append_frames(frames, sync=self.sync)
             except WalError as exc:
                 self._degrade(exc)
             else:
+                self.flush_ns.observe(time.perf_counter_ns() - t0)
+                self.batch_frames.observe(len(frames))
                 self._written(frames[-1].seq)
         # degraded: the frames stay in memory only; the cursor moves on so that
         # the bus keeps running
@@ -119,11 +126,14 @@ class WalWriter:
     def _write_encoded(self, got: tuple[list[bytes], list[bytes], int, int, int]) -> None:
         keys, values, nbytes, first, last = got
         if self.degraded is None:
+            t0 = time.perf_counter_ns()
             try:
                 self.wal.append_encoded(keys, values, nbytes, first, last, sync=self.sync)
             except WalError as exc:
                 self._degrade(exc)
             else:
+                self.flush_ns.observe(time.perf_counter_ns() - t0)
+                self.batch_frames.observe(len(keys))
                 self._written(last)
 
     def _written(self, last: int) -> None:
@@ -215,6 +225,10 @@ class WalWriter:
             "wal_lag": max(0, next_seq - 1 - self.durable),
             "wal_degraded": self.degraded is not None,
             "wal_corrupt": self.wal.corrupt_count,
+            "histograms": {
+                "wal_flush_ns": self.flush_ns.snapshot(),
+                "wal_batch_frames": self.batch_frames.snapshot(),
+            },
         }
 
 

@@ -410,8 +410,16 @@ class FrameBus(_ring.Ring):
         s["max_frame"] = self._config.max_frame
         s["callback_errors"] = self._callback_errors
         s["deadline_misses"] = int(self._user_get(DEADLINE_MISSES))
+        histograms = self._batch_histograms()
         if self._wal_view is not None:
-            s.update(self._wal_view.stats(s["next_seq"]))
+            wal = self._wal_view.stats(s["next_seq"])
+            histograms.update(wal.pop("histograms", {}))
+            s.update(wal)
+        # (bounds, counts per bucket with +Inf last, sum) of this process's batches
+        s["histograms"] = histograms
+        s["ports"] = [port.stats() for port in list(self._ports) if not port.closed]
+        events = self._events
+        s["events"] = None if events is None or events.closed else events.stats()
         subs = []
         for sub in list(self._subs):
             if sub.closed:

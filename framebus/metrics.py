@@ -17,10 +17,22 @@ Every metric has a ``bus`` label. A closed (or garbage-collected) bus disappears
 the scrape. One collector per registry holds all its buses, so each metric family is
 exposed once however many buses are registered.
 
-Not here yet: the WAL flush duration and batch size histograms, the batch flush and
-send duration histograms, batch memory, deadline misses, DataPort credits and
-WouldBlock counts, EventBus requests and timeouts. They come with the layers that
-produce them (Envelope deadlines, DataPort, EventBus, WAL timing in the header).
+Histograms are kept per batch, never per frame, in the process that does the work:
+``framebus_batch_size_frames``, ``framebus_batch_memory_bytes`` and
+``framebus_batch_send_seconds`` describe this process's ``publish_batch`` calls (frames,
+payload bytes, duration including any wait for room); ``framebus_wal_flush_seconds``
+(one RocksDB write, and its fsync with ``wal_sync``: the WAL writer's batch flush) and
+``framebus_wal_batch_frames`` are kept by the WAL writer, in the process that created
+the bus. Buckets are powers of two.
+
+Flow layer: ``framebus_deadline_misses`` (envelopes received past their deadline, every
+process of the bus), per DataPort of this process ``framebus_dataport_credits`` (the
+shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frames``,
+``framebus_dataport_received_frames``, ``framebus_dataport_would_block`` and
+``framebus_dataport_callback_errors``, and per EventBus of this process
+``framebus_eventbus_requests``, ``framebus_eventbus_timeouts``,
+``framebus_eventbus_no_responders``, ``framebus_eventbus_published``,
+``framebus_eventbus_replies`` and ``framebus_eventbus_handler_errors``.
 """
 
 from __future__ import annotations
@@ -31,8 +43,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, start_http_server
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from .bus import FrameBus
 from .errors import BusClosed
@@ -99,6 +117,75 @@ _SIMPLE: tuple[tuple[str, str, str, str], ...] = (
         "Damaged WAL records found.",
         "counter",
     ),
+    (
+        "deadline_misses",
+        "framebus_deadline_misses",
+        "Envelopes received after their deadline_ns (all processes of the bus).",
+        "counter",
+    ),
+)
+
+# stats()["histograms"] key, metric name, help, scale (ns -> s)
+_HISTOGRAMS: tuple[tuple[str, str, str, float], ...] = (
+    (
+        "batch_frames",
+        "framebus_batch_size_frames",
+        "Frames per publish_batch call (this process).",
+        1.0,
+    ),
+    (
+        "batch_bytes",
+        "framebus_batch_memory_bytes",
+        "Payload bytes per publish_batch call (this process).",
+        1.0,
+    ),
+    (
+        "batch_ns",
+        "framebus_batch_send_seconds",
+        "Duration of publish_batch calls, waits for room included (this process).",
+        1e-9,
+    ),
+    (
+        "wal_flush_ns",
+        "framebus_wal_flush_seconds",
+        "WAL batch flush: one RocksDB write (and fsync with wal_sync).",
+        1e-9,
+    ),
+    (
+        "wal_batch_frames",
+        "framebus_wal_batch_frames",
+        "Frames per WAL batch.",
+        1.0,
+    ),
+)
+
+# DataPort stats key, metric name, help, kind
+_PORT: tuple[tuple[str, str, str, str], ...] = (
+    ("available", "framebus_dataport_credits", "Credits granted and not yet taken.", "gauge"),
+    ("held", "framebus_dataport_held_credits", "Credits this handle holds.", "gauge"),
+    ("sent", "framebus_dataport_sent_frames", "Frames sent through the port.", "counter"),
+    ("received", "framebus_dataport_received_frames", "Frames the port received.", "counter"),
+    (
+        "would_block",
+        "framebus_dataport_would_block",
+        "Sends and credit requests refused with WouldBlock.",
+        "counter",
+    ),
+    (
+        "callback_errors",
+        "framebus_dataport_callback_errors",
+        "on_frame callbacks that raised.",
+        "counter",
+    ),
+)
+
+_EVENTS: tuple[tuple[str, str, str], ...] = (
+    ("requests", "framebus_eventbus_requests", "Requests sent."),
+    ("timeouts", "framebus_eventbus_timeouts", "Requests that got no reply in time."),
+    ("no_responders", "framebus_eventbus_no_responders", "Requests that found no responder."),
+    ("published", "framebus_eventbus_published", "Events published."),
+    ("replies", "framebus_eventbus_replies", "Replies sent by this process's handlers."),
+    ("handler_errors", "framebus_eventbus_handler_errors", "Event handlers that raised."),
 )
 
 
@@ -207,8 +294,61 @@ class FrameBusCollector(Collector):
                 backlog.add_metric([label, filt, group], back)
                 lagged.add_metric([label, filt, group], lost)
         families += [dropped, transitions, backlog, lagged]
+        families += _histogram_families(snapshots)
+        families += _flow_families(snapshots)
         # families without samples (no WAL, no live bus) are left out of the scrape
         return iter([f for f in families if f.samples])
+
+
+def _histogram_families(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Metric]:
+    out: list[Metric] = []
+    for key, name, doc, scale in _HISTOGRAMS:
+        fam = HistogramMetricFamily(name, doc, labels=["bus"])
+        for label, s in snapshots:
+            h = s.get("histograms", {}).get(key)
+            if h is None:
+                continue
+            bounds, counts, total = h
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip(bounds, counts[:-1], strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound * scale), cumulative))
+            cumulative += counts[-1]
+            buckets.append(("+Inf", cumulative))
+            fam.add_metric([label], buckets, total * scale)
+        out.append(fam)
+    return out
+
+
+def _flow_families(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Metric]:
+    out: list[Metric] = []
+    for key, name, doc, kind in _PORT:
+        fam: GaugeMetricFamily | CounterMetricFamily
+        if kind == "counter":
+            fam = CounterMetricFamily(name, doc, labels=["bus", "port"])
+        else:
+            fam = GaugeMetricFamily(name, doc, labels=["bus", "port"])
+        for label, s in snapshots:
+            totals: dict[str, float] = {}
+            for port in s.get("ports", ()):
+                # several handles of one port in this process: one series
+                value = float(port[key])
+                if key == "available":
+                    totals[port["name"]] = value  # the shared pool: the same for each
+                else:
+                    totals[port["name"]] = totals.get(port["name"], 0.0) + value
+            for port_name, value in totals.items():
+                fam.add_metric([label, port_name], value)
+        out.append(fam)
+    for key, name, doc in _EVENTS:
+        counter = CounterMetricFamily(name, doc, labels=["bus"])
+        for label, s in snapshots:
+            events = s.get("events")
+            if events is not None:
+                counter.add_metric([label], float(events[key]))
+        out.append(counter)
+    return out
 
 
 def _per_subscription(subs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:

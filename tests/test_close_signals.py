@@ -489,7 +489,7 @@ def test_close_racing_a_starting_wait_never_hangs(group: str | None) -> None:
             sub = bus.subscribe("x", group=group)
             ended: list[str] = []
 
-            def read(s: fb.Subscription = sub) -> None:
+            def read(s: fb.Subscription = sub, ended: list[str] = ended) -> None:
                 try:
                     s.recv()
                 except fb.BusClosed:

@@ -167,6 +167,75 @@ def test_wal_metrics(tmp_path, registry, server) -> None:
         assert val(s, "framebus_wal_bytes", bus="bus0") == bus.stats()["wal_bytes"] > 0
 
 
+def test_batch_and_wal_histograms(tmp_path, registry, server) -> None:
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path / "wal")) as bus:
+        metrics.register(bus, registry)
+        for n in (1, 3, 4, 100):  # payload bytes: 10, 30, 40, 1000
+            bus.publish_batch([b"0123456789"] * n, topic="h")
+        assert bus.flush(timeout=10)
+        s = scrape(server)
+        size = "framebus_batch_size_frames_bucket"
+        assert val(s, size, bus="bus0", le="1.0") == 1
+        assert val(s, size, bus="bus0", le="2.0") == 1
+        assert val(s, size, bus="bus0", le="4.0") == 3
+        assert val(s, size, bus="bus0", le="64.0") == 3
+        assert val(s, size, bus="bus0", le="128.0") == 4
+        assert val(s, size, bus="bus0", le="+Inf") == 4
+        assert val(s, "framebus_batch_size_frames_count", bus="bus0") == 4
+        assert val(s, "framebus_batch_size_frames_sum", bus="bus0") == 108
+        mem = "framebus_batch_memory_bytes_bucket"
+        assert val(s, mem, bus="bus0", le="64.0") == 3  # 10, 30, 40 bytes
+        assert val(s, mem, bus="bus0", le="1024.0") == 4
+        assert val(s, "framebus_batch_memory_bytes_sum", bus="bus0") == 1080
+        assert val(s, "framebus_batch_send_seconds_count", bus="bus0") == 4
+        assert val(s, "framebus_batch_send_seconds_sum", bus="bus0") > 0
+        # the WAL writer's batches hold every frame once
+        assert val(s, "framebus_wal_batch_frames_sum", bus="bus0") == 108
+        flushes = val(s, "framebus_wal_flush_seconds_count", bus="bus0")
+        assert flushes == val(s, "framebus_wal_batch_frames_count", bus="bus0") >= 1
+        assert val(s, "framebus_wal_flush_seconds_bucket", bus="bus0", le="+Inf") == flushes
+
+
+def test_flow_layer_metrics(make_bus, registry, server) -> None:
+    import time
+
+    bus = make_bus(preset="memory_optimized")
+    metrics.register(bus, registry)
+    tx = bus.data_port("cam", window=3)
+    rx = bus.data_port("cam", window=3)
+    rx.recv(timeout=0)
+    for i in range(3):
+        tx.send_frame(b"%d" % i)
+    with pytest.raises(fb.WouldBlock):
+        tx.send_frame(b"no credit")
+    assert len(rx.recv_batch(2, timeout=1)) == 2
+    late = bus.subscribe("late", envelopes=True)
+    bus.publish(fb.Envelope("late", b"x", deadline_ns=time.time_ns() - 1))
+    assert late.recv(timeout=1).deadline_missed
+    ev = bus.events
+    ev.subscribe("svc.echo", lambda m: m)
+    assert ev.request("svc.echo", 5, timeout=10) == 5
+    with pytest.raises(fb.NoResponders):
+        ev.request("svc.none", 1)
+    ev.subscribe("svc.mute", lambda m: None)
+    with pytest.raises(fb.RequestTimeout):
+        ev.request("svc.mute", 1, timeout=0.05)
+
+    s = scrape(server)
+    port = dict(bus="bus0", port="cam")
+    assert val(s, "framebus_dataport_credits", **port) == 2  # granted back for 2 consumed
+    assert val(s, "framebus_dataport_held_credits", **port) == 0
+    assert val(s, "framebus_dataport_sent_frames_total", **port) == 3
+    assert val(s, "framebus_dataport_received_frames_total", **port) == 2
+    assert val(s, "framebus_dataport_would_block_total", **port) == 1
+    assert val(s, "framebus_dataport_callback_errors_total", **port) == 0
+    assert val(s, "framebus_deadline_misses_total", bus="bus0") == 1
+    assert val(s, "framebus_eventbus_requests_total", bus="bus0") == 2  # sent: not svc.none
+    assert val(s, "framebus_eventbus_timeouts_total", bus="bus0") == 1
+    assert val(s, "framebus_eventbus_no_responders_total", bus="bus0") == 1
+    assert val(s, "framebus_eventbus_replies_total", bus="bus0") == 1
+
+
 def test_register_twice_and_unregister(make_bus, registry, server) -> None:
     bus = make_bus()
     other = make_bus()
