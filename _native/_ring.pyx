@@ -23,7 +23,7 @@ from libc.errno cimport EEXIST, ENOENT, errno
 
 from fb_ring cimport *
 
-from framebus._envelope import Envelope as _Envelope
+from framebus._envelope import Envelope as _Envelope, decode_frames as _decode_frames
 from framebus.errors import BusClosed, FrameBusError, FrameTooLarge, WouldBlock
 from framebus.topics import validate_topic as _validate_topic
 
@@ -1110,6 +1110,18 @@ cdef class Ring:
         return out
 
 
+def port_items(list frames, str env_topic, bint drop_late, uint64_t now_ns,
+               object versions, object types):
+    """A DataPort's received frames as items: as they are when none is on env_topic
+    (the common case, checked in C), else through framebus._envelope.decode_frames."""
+    cdef Frame f
+    for item in frames:
+        f = <Frame>item
+        if f.topic is env_topic or f.topic == env_topic:
+            return _decode_frames(frames, env_topic, drop_late, now_ns, versions, types)
+    return frames, 0, ()
+
+
 cdef object _envelope_topic(object env, object topic):
     """The topic an Envelope is published on: its own (a topic argument must agree)."""
     cdef str own = env.topic
@@ -1134,6 +1146,7 @@ cdef class CreditSender:
     cdef readonly uint64_t held
     cdef readonly uint64_t sent
     cdef readonly uint64_t would_block
+    cdef public bint closed  # set by the port's close: sends raise BusClosed
 
     def __init__(self, Ring ring, uint32_t credit_id, str topic, str env_topic, str label):
         ring._check_counter(credit_id)
@@ -1148,14 +1161,25 @@ cdef class CreditSender:
         raise WouldBlock(f"data port {self.label!r}: no credit (the receiver has granted none "
                          "beyond what was sent)")
 
-    def acquire(self, uint64_t n, timeout=0, cancel=None):
-        """Takes up to n credits (waiting up to timeout for any): how many; WouldBlock if none."""
+    def acquire(self, n=1, timeout=0):
+        """Takes up to n credits (waiting up to timeout for any): how many; WouldBlock if
+        none, BusClosed once closed (also while waiting)."""
+        if type(n) is not int or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        if self.closed:
+            raise BusClosed(f"data port {self.label!r} is closed")
         self.ring._ensure_open()
-        cdef uint64_t got = self.ring._take(self.credit_id, n, _timeout_ns(timeout), cancel)
+        cdef uint64_t got = self.ring._take(self.credit_id, <uint64_t>min(n, 0xFFFFFFFFFFFFFFFF),
+                                            _timeout_ns(timeout), self)
         if got == 0:
+            if self.closed:
+                raise BusClosed(f"data port {self.label!r} is closed")
             self._no_credit()
         self.held += got
         return got
+
+    def __bool__(self):
+        return self.closed  # the cancel flag of a credit wait
 
     def release(self):
         """Gives the held credits back to the pool (e.g. on close)."""
@@ -1168,6 +1192,8 @@ cdef class CreditSender:
     def send(self, data, timeout=_DEFAULT):
         """Publishes one frame against a credit: its sequence number."""
         cdef object topic = self.topic
+        if self.closed:
+            raise BusClosed(f"data port {self.label!r} is closed")
         self.ring._ensure_open()
         if self.held == 0:
             if fb_ring_counter_take(self.ring.ring, self.credit_id, 1) == 0:
@@ -1203,6 +1229,8 @@ cdef class CreditSender:
         cdef Py_ssize_t i, nenv = 0
         cdef uint64_t k
         cdef list envs = None
+        if self.closed:
+            raise BusClosed(f"data port {self.label!r} is closed")
         self.ring._ensure_open()
         if n == 0:
             raise ValueError("send_batch needs at least one frame, got an empty sequence")

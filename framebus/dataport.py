@@ -15,8 +15,10 @@ first, sent = port.send_batch(frames)          # the prefix that credit covers
 Credits. The receiver grants ``window`` credits when it opens and one more for every
 frame it has consumed: a frame returned by ``recv``/``recv_batch``/iteration counts as
 consumed when it is handed over; with ``on_frame``, once the callback has returned
-for it. Every frame sent spends one credit, so at most ``window`` frames (plus those
-being handled) are ever between sender and receiver: a slow receiver stops the
+for it. Grants go back in steps of ``max(1, window // 4)``, and whatever is pending
+goes back before the receiver waits for more, so neither side waits on the other.
+Every frame sent spends one credit, so at most ``window`` frames (plus those being
+handled) are ever between sender and receiver: a slow receiver stops the
 sender, and nothing grows. Credits live in a counter in the ring header, so senders
 in any process draw on one pool (``acquire_credit`` moves some into this handle's
 ``held``; ``send_frame`` spends a held one, or takes one from the pool when none is
@@ -48,8 +50,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _envelope, _ring
-from .errors import BusClosed, FrameBusError, WouldBlock
+from . import _ring
+from .errors import BusClosed, FrameBusError
 from .topics import validate_topic
 
 if TYPE_CHECKING:
@@ -60,18 +62,6 @@ __all__ = ["DataPort"]
 log = logging.getLogger("framebus")
 
 _MAX_WINDOW = 1 << 31
-
-
-class _Flag:
-    """A cancel flag the C credit wait checks after each wake."""
-
-    __slots__ = ("set",)
-
-    def __init__(self) -> None:
-        self.set = False
-
-    def __bool__(self) -> bool:
-        return self.set
 
 
 class DataPort:
@@ -108,16 +98,18 @@ class DataPort:
         self._versions = None if schema_versions is None else frozenset(schema_versions)
         self._types = None if content_types is None else frozenset(content_types)
         self._topic = f"_port.{name}.b"
-        self._env_topic = f"_port.{name}.e"
         self._credit_id: int = bus.topic_id(self._topic)  # its header counter is the pool
-        bus.topic_id(self._env_topic)  # interned up front: a full topic table fails here
+        # the ring's own str for it (interned up front: a full topic table fails here),
+        # so received frames are told apart by identity
+        self._env_topic = bus.topic_name(bus.topic_id(f"_port.{name}.e"))
         self._lock = threading.Lock()
-        self._cancel = _Flag()
         self._closed = False
         self._sender: _ring.CreditSender | None = None
         self._sub: Subscription | None = None
         self._thread: threading.Thread | None = None
         self._received = 0
+        self._pending = 0  # consumed, credit not yet given back
+        self._grant_step = max(1, window // 4)
         self._deadline_misses = 0
         self._decode_errors = 0
         self._callback_errors = 0
@@ -141,32 +133,32 @@ class DataPort:
         with self._lock:
             self._check_open()
             if self._sender is None:
-                self._sender = _ring.CreditSender(
+                sender = _ring.CreditSender(
                     self._bus, self._credit_id, self._topic, self._env_topic, self._name
                 )
+                self._sender = sender
+                # from now on the C methods directly (they check the closed flag)
+                self.send_frame = sender.send  # type: ignore[method-assign]
+                self.acquire_credit = sender.acquire  # type: ignore[method-assign]
+                self.send_batch = sender.send_batch  # type: ignore[method-assign]
             return self._sender
 
     def acquire_credit(self, n: int = 1, timeout: float | None = 0) -> int:
         """Take up to ``n`` credits, waiting up to ``timeout`` seconds (None: until some
         come or the port closes) for at least one: how many were granted. Raises
         WouldBlock when none was, BusClosed when the port or bus is closed."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        sender = self._send_side()
-        try:
-            got: int = sender.acquire(n, timeout, self._cancel)
-        except WouldBlock:
-            if self._closed:
-                raise BusClosed(f"data port {self._name!r} is closed") from None
-            raise
+        sender = self._sender
+        if sender is None:
+            sender = self._send_side()
+        got: int = sender.acquire(n, timeout)
         return got
 
     def send_frame(self, data: Any, timeout: Any = _ring.DEFAULT) -> int:
         """Send one frame (bytes-like or an Envelope) against a credit: its sequence
         number. Raises WouldBlock without credit. ``timeout`` bounds a wait for ring
         space (the bus's overflow mode applies), not for credit."""
-        sender = self._sender
-        if sender is None or self._closed:
+        sender = self._sender  # the C methods check the closed flag
+        if sender is None:
             sender = self._send_side()
         seq: int = sender.send(data, timeout)
         return seq
@@ -175,7 +167,7 @@ class DataPort:
         """Send the longest prefix of ``frames`` that credit covers, as one batch:
         (first sequence number, frames sent). WouldBlock when there is no credit."""
         sender = self._sender
-        if sender is None or self._closed:
+        if sender is None:
             sender = self._send_side()
         result: tuple[int, int] = sender.send_batch(frames, timeout)
         return result
@@ -212,7 +204,7 @@ class DataPort:
             return self._sub
 
     def _deliver(self, frames: list[_ring.Frame]) -> list[Any]:
-        items, misses, bad = _envelope.decode_frames(
+        items, misses, bad = _ring.port_items(
             frames, self._env_topic, self._drop_late, time.time_ns(), self._versions, self._types
         )
         if misses:
@@ -227,11 +219,28 @@ class DataPort:
         return items
 
     def _grant(self, n: int) -> None:
+        # Grants go back in steps (a sender woken per single credit would wait once
+        # per frame), and all that is pending before the receiver waits (_flush), so
+        # sender and receiver never wait on each other.
         self._received += n
-        try:
-            self._bus._counter_add(self._credit_id, n)
-        except BusClosed:
-            pass
+        self._pending += n
+        if self._pending >= self._grant_step:
+            self._flush()
+
+    def _flush(self) -> None:
+        n, self._pending = self._pending, 0
+        if n:
+            try:
+                self._bus._counter_add(self._credit_id, n)
+            except BusClosed:
+                pass
+
+    def _take(self, sub: Subscription, max_frames: int, timeout: float | None) -> list[Any]:
+        frames = sub.recv_batch(max_frames, 0)
+        if frames or timeout == 0:
+            return frames
+        self._flush()  # about to wait: every consumed frame's credit goes back first
+        return sub.recv_batch(max_frames, timeout)
 
     def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> list[Any]:
         """Up to ``max_frames`` items (Frames or Envelopes), waiting up to ``timeout``
@@ -240,7 +249,7 @@ class DataPort:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            frames = sub.recv_batch(max_frames, left)
+            frames = self._take(sub, max_frames, left)
             if not frames:
                 return []
             items = self._deliver(frames)
@@ -259,7 +268,10 @@ class DataPort:
         loop_deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if loop_deadline is None else max(0.0, loop_deadline - time.monotonic())
-            frame = await sub.arecv(left)
+            frame = sub.recv(0)
+            if frame is None:
+                self._flush()
+                frame = await sub.arecv(left)
             if frame is None:
                 return None
             items = self._deliver([frame])
@@ -299,7 +311,7 @@ class DataPort:
     def _run_callbacks(self, sub: Subscription, callback: Callable[[Any], object]) -> None:
         while not self._closed:
             try:
-                frames = sub.recv_batch(self._batch)
+                frames = self._take(sub, self._batch, None)
             except BusClosed:
                 return
             for item in self._deliver(frames):
@@ -368,8 +380,9 @@ class DataPort:
             if self._closed:
                 return
             self._closed = True
-            self._cancel.set = True
             sender, sub, thread = self._sender, self._sub, self._thread
+            if sender is not None:
+                sender.closed = True
         bus_open = not self._bus.closed
         if sender is not None and bus_open:
             sender.release()
