@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _ring
@@ -64,8 +64,12 @@ log = logging.getLogger("framebus")
 _MAX_WINDOW = 1 << 31
 
 
-class DataPort:
-    """One end (or both ends) of a named point-to-point channel; see the module docs."""
+class DataPort(_ring.PortCore):
+    """One end (or both ends) of a named point-to-point channel; see the module docs.
+
+    ``acquire_credit``, ``send_frame`` and ``send_batch`` (and the per-batch receive
+    path) are C methods of the base class.
+    """
 
     def __init__(
         self,
@@ -94,23 +98,25 @@ class DataPort:
         self._name = name
         self._window = window
         self._batch = batch
-        self._drop_late = on_deadline == "drop"
-        self._versions = None if schema_versions is None else frozenset(schema_versions)
-        self._types = None if content_types is None else frozenset(content_types)
-        self._topic = f"_port.{name}.b"
-        self._credit_id: int = bus.topic_id(self._topic)  # its header counter is the pool
-        # the ring's own str for it (interned up front: a full topic table fails here),
-        # so received frames are told apart by identity
-        self._env_topic = bus.topic_name(bus.topic_id(f"_port.{name}.e"))
+        # the ring's own strs for the topics (interned up front: a full topic table
+        # fails here), so received frames are told apart by identity
+        self._credit_id: int = bus.topic_id(f"_port.{name}.b")  # its counter: the pool
+        topic = bus.topic_name(self._credit_id)
+        env_topic = bus.topic_name(bus.topic_id(f"_port.{name}.e"))
+        self._core_init(
+            bus,
+            self._credit_id,
+            topic,
+            env_topic,
+            name,
+            max(1, window // 4),
+            on_deadline == "drop",
+            None if schema_versions is None else frozenset(schema_versions),
+            None if content_types is None else frozenset(content_types),
+        )
         self._lock = threading.Lock()
-        self._closed = False
-        self._sender: _ring.CreditSender | None = None
         self._sub: Subscription | None = None
         self._thread: threading.Thread | None = None
-        self._received = 0
-        self._pending = 0  # consumed, credit not yet given back
-        self._grant_step = max(1, window // 4)
-        self._deadline_misses = 0
         self._decode_errors = 0
         self._callback_errors = 0
         self.last_error: BaseException | None = None
@@ -122,60 +128,6 @@ class DataPort:
     @property
     def window(self) -> int:
         return self._window
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    # ------------------------------------------------------------------ sender
-
-    def _send_side(self) -> _ring.CreditSender:
-        with self._lock:
-            self._check_open()
-            if self._sender is None:
-                sender = _ring.CreditSender(
-                    self._bus, self._credit_id, self._topic, self._env_topic, self._name
-                )
-                self._sender = sender
-                # from now on the C methods directly (they check the closed flag)
-                self.send_frame = sender.send  # type: ignore[method-assign]
-                self.acquire_credit = sender.acquire  # type: ignore[method-assign]
-                self.send_batch = sender.send_batch  # type: ignore[method-assign]
-            return self._sender
-
-    def acquire_credit(self, n: int = 1, timeout: float | None = 0) -> int:
-        """Take up to ``n`` credits, waiting up to ``timeout`` seconds (None: until some
-        come or the port closes) for at least one: how many were granted. Raises
-        WouldBlock when none was, BusClosed when the port or bus is closed."""
-        sender = self._sender
-        if sender is None:
-            sender = self._send_side()
-        got: int = sender.acquire(n, timeout)
-        return got
-
-    def send_frame(self, data: Any, timeout: Any = _ring.DEFAULT) -> int:
-        """Send one frame (bytes-like or an Envelope) against a credit: its sequence
-        number. Raises WouldBlock without credit. ``timeout`` bounds a wait for ring
-        space (the bus's overflow mode applies), not for credit."""
-        sender = self._sender  # the C methods check the closed flag
-        if sender is None:
-            sender = self._send_side()
-        seq: int = sender.send(data, timeout)
-        return seq
-
-    def send_batch(self, frames: Any, timeout: Any = _ring.DEFAULT) -> tuple[int, int]:
-        """Send the longest prefix of ``frames`` that credit covers, as one batch:
-        (first sequence number, frames sent). WouldBlock when there is no credit."""
-        sender = self._sender
-        if sender is None:
-            sender = self._send_side()
-        result: tuple[int, int] = sender.send_batch(frames, timeout)
-        return result
-
-    @property
-    def held(self) -> int:
-        """Credits this handle has acquired and not yet spent."""
-        return 0 if self._sender is None else int(self._sender.held)
 
     @property
     def available(self) -> int:
@@ -203,59 +155,29 @@ class DataPort:
                 self._sub = sub
             return self._sub
 
-    def _deliver(self, frames: list[_ring.Frame]) -> list[Any]:
-        items, misses, bad = _ring.port_items(
-            frames, self._env_topic, self._drop_late, time.time_ns(), self._versions, self._types
-        )
-        if misses:
-            self._deadline_misses += misses
-            from .bus import DEADLINE_MISSES
-
-            self._bus._user_add(DEADLINE_MISSES, misses)
-        if bad:
-            self._decode_errors += len(bad)
-            for seq, why in bad[:3]:
-                log.warning("framebus: data port %r skipped frame %d: %s", self._name, seq, why)
-        return items
-
-    def _grant(self, n: int) -> None:
-        # Grants go back in steps (a sender woken per single credit would wait once
-        # per frame), and all that is pending before the receiver waits (_flush), so
-        # sender and receiver never wait on each other.
-        self._received += n
-        self._pending += n
-        if self._pending >= self._grant_step:
-            self._flush()
-
-    def _flush(self) -> None:
-        n, self._pending = self._pending, 0
-        if n:
-            try:
-                self._bus._counter_add(self._credit_id, n)
-            except BusClosed:
-                pass
-
-    def _take(self, sub: Subscription, max_frames: int, timeout: float | None) -> list[Any]:
-        frames = sub.recv_batch(max_frames, 0)
-        if frames or timeout == 0:
-            return frames
-        self._flush()  # about to wait: every consumed frame's credit goes back first
-        return sub.recv_batch(max_frames, timeout)
+    def _bad(self, bad: Sequence[tuple[int, str]]) -> None:
+        self._decode_errors += len(bad)
+        for seq, why in bad[:3]:
+            log.warning("framebus: data port %r skipped frame %d: %s", self._name, seq, why)
 
     def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> list[Any]:
         """Up to ``max_frames`` items (Frames or Envelopes), waiting up to ``timeout``
-        for the first; [] on timeout. Their credits go back to the sender at once."""
-        sub = self._direct()
+        for the first; [] on timeout. Their credits go back to the sender."""
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        sub = self._sub
+        if sub is None or self._thread is not None:
+            sub = self._direct()
+        items, n = self._receive(sub, max_frames, timeout)
+        if items or not n:
+            return items  # type: ignore[no-any-return]
+        # every frame read was late (dropped) or undecodable: read on until the timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            frames = self._take(sub, max_frames, left)
-            if not frames:
-                return []
-            items = self._deliver(frames)
-            self._grant(len(frames))
-            if items:
-                return items
+            items, n = self._receive(sub, max_frames, left)
+            if items or not n:
+                return items  # type: ignore[no-any-return]
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next item, or None on timeout (see recv_batch)."""
@@ -274,8 +196,7 @@ class DataPort:
                 frame = await sub.arecv(left)
             if frame is None:
                 return None
-            items = self._deliver([frame])
-            self._grant(1)
+            items = self._process([frame])
             if items:
                 return items[0]
 
@@ -309,26 +230,26 @@ class DataPort:
         return callback
 
     def _run_callbacks(self, sub: Subscription, callback: Callable[[Any], object]) -> None:
-        while not self._closed:
+        while not self.closed:
             try:
-                frames = self._take(sub, self._batch, None)
+                items, n = self._receive(sub, self._batch, None, False)
             except BusClosed:
                 return
-            for item in self._deliver(frames):
+            for item in items:
                 try:
                     callback(item)
                 except Exception as exc:
                     self._callback_errors += 1
                     self.last_error = exc
-                    n = self._callback_errors
-                    if n <= 10 or n % 1000 == 0:
+                    k = self._callback_errors
+                    if k <= 10 or k % 1000 == 0:
                         log.exception(
                             "framebus: data port %r callback %r failed (%d failures so far)",
                             self._name,
                             callback,
-                            n,
+                            k,
                         )
-            self._grant(len(frames))
+            self._grant_consumed(n)  # handled: their credits go back
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -352,42 +273,38 @@ class DataPort:
     # --------------------------------------------------------------- lifetime
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise BusClosed(f"data port {self._name!r} is closed")
         if self._bus.closed:
             raise BusClosed("the bus is closed")
 
     def stats(self) -> dict[str, Any]:
         """This handle's counters; ``available`` is the shared pool."""
-        sender = self._sender
         return {
             "name": self._name,
             "window": self._window,
             "available": self.available,
             "held": self.held,
-            "sent": 0 if sender is None else int(sender.sent),
-            "would_block": 0 if sender is None else int(sender.would_block),
-            "received": self._received,
-            "deadline_misses": self._deadline_misses,
+            "sent": self.sent,
+            "would_block": self.would_block,
+            "received": self.received,
+            "deadline_misses": self.deadline_misses,
             "decode_errors": self._decode_errors,
             "callback_errors": self._callback_errors,
-            "receiver": self._sub is not None and not self._closed,
+            "receiver": self._sub is not None and not self.closed,
         }
 
     def close(self) -> None:
         """Stop the callback thread, give credits back, and release the receiver."""
         with self._lock:
-            if self._closed:
+            if self.closed:
                 return
-            self._closed = True
-            sender, sub, thread = self._sender, self._sub, self._thread
-            if sender is not None:
-                sender.closed = True
+            self.closed = True
+            sub, thread = self._sub, self._thread
         bus_open = not self._bus.closed
-        if sender is not None and bus_open:
-            sender.release()
         if bus_open:
-            self._bus._counter_wake()  # a sender of this handle waiting for credit sees the close
+            self._release_credits()
+            self._bus._counter_wake()  # a sender waiting for credit sees the close
         if sub is not None:
             sub.close()  # wakes the callback thread's recv with BusClosed
             if bus_open:
@@ -402,5 +319,5 @@ class DataPort:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.closed else "open"
         return f"<DataPort {self._name!r} window={self._window} {state}>"
