@@ -220,43 +220,56 @@ cdef uint64_t _ticks0 = fb_ticks()
 cdef uint64_t _mono0 = fb_mono_ns()
 
 
+cdef double _tick_ns = 0.0
+
+
 def _ns_per_tick():
-    """Nanoseconds per fb_ticks() tick, measured since import (>= 20 ms)."""
+    """Nanoseconds per fb_ticks() tick: measured once, over at least 20 ms from import,
+    then fixed (histogram bucket bounds must not move between scrapes)."""
+    global _tick_ns
     if FB_TICKS_ARE_NS:
         return 1.0
     cdef uint64_t t1, m1
-    while True:
-        t1 = fb_ticks()
-        m1 = fb_mono_ns()
-        if m1 - _mono0 >= 20000000:
-            break
-        with nogil:
-            usleep(5000)
-    return (m1 - _mono0) / <double>(t1 - _ticks0)
+    if _tick_ns == 0.0:
+        while True:
+            t1 = fb_ticks()
+            m1 = fb_mono_ns()
+            if m1 - _mono0 >= 20000000:
+                break
+            with nogil:
+                usleep(5000)
+        _tick_ns = (m1 - _mono0) / <double>(t1 - _ticks0)
+    return _tick_ns
 
 DEF _HIST_MAX = 32
 
 
 cdef class Log2Histogram:
-    """Counts of values in power-of-two buckets: upper bounds 2**lo .. 2**hi, then
-    +Inf. Updated per batch from C (no per-frame cost); read at scrape time."""
+    """Counts of values in power-of-two buckets: upper bounds 2**lo, 2**(lo+step), ...
+    up to 2**hi, then +Inf. Updated per batch from C (no per-frame cost); read at
+    scrape time."""
     cdef uint64_t counts[_HIST_MAX + 1]
     cdef readonly uint64_t total
     cdef readonly uint64_t count
-    cdef readonly int lo, hi
+    cdef readonly int lo, hi, step
+    cdef int n  # finite buckets
 
-    def __init__(self, int lo, int hi):
-        if not 0 <= lo < hi or hi - lo >= _HIST_MAX:
-            raise ValueError(f"bucket exponents must satisfy 0 <= lo < hi < lo + {_HIST_MAX}")
+    def __init__(self, int lo, int hi, int step=1):
+        if not (0 <= lo < hi < 64 and step >= 1 and (hi - lo) % step == 0
+                and (hi - lo) // step < _HIST_MAX):
+            raise ValueError(f"bad bucket exponents lo={lo} hi={hi} step={step}")
         self.lo = lo
         self.hi = hi
+        self.step = step
+        self.n = (hi - lo) // step + 1
 
     cdef inline void add(self, uint64_t v) noexcept:
         cdef int idx = 0
         if v > (<uint64_t>1 << self.lo):
-            idx = (64 - __builtin_clzll(v - 1)) - self.lo  # ceil(log2(v)) - lo
-            if idx > self.hi - self.lo:
-                idx = self.hi - self.lo + 1  # +Inf
+            # ceil(log2(v)) - lo, rounded up to a whole step
+            idx = ((64 - __builtin_clzll(v - 1)) - self.lo + self.step - 1) // self.step
+            if idx > self.n:
+                idx = self.n  # +Inf
         self.counts[idx] += 1
         self.count += 1
         self.total += v
@@ -265,10 +278,9 @@ cdef class Log2Histogram:
         self.add(v)
 
     def snapshot(self):
-        """(upper bounds 2**k for k in lo..hi, counts per bucket with +Inf last, sum)."""
-        cdef int n = self.hi - self.lo + 1
-        bounds = [float(<uint64_t>1 << (self.lo + i)) for i in range(n)]
-        counts = [self.counts[i] for i in range(n + 1)]
+        """(finite upper bounds, counts per bucket with +Inf last, sum)."""
+        bounds = [float(<uint64_t>1 << (self.lo + i * self.step)) for i in range(self.n)]
+        counts = [self.counts[i] for i in range(self.n + 1)]
         return bounds, counts, self.total
 
 
@@ -299,9 +311,10 @@ cdef class Ring:
     cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ticks
 
     def __cinit__(self):
-        self.hist_batch_frames = Log2Histogram(0, 16)
-        self.hist_batch_bytes = Log2Histogram(6, 30)
-        self.hist_batch_ticks = Log2Histogram(10, 36)
+        # powers of 4: few buckets keep a scrape cheap
+        self.hist_batch_frames = Log2Histogram(0, 16, 2)
+        self.hist_batch_bytes = Log2Histogram(6, 30, 2)
+        self.hist_batch_ticks = Log2Histogram(10, 36, 2)
         self.ring = NULL
         self.mem = NULL
         self.topic_ids = {"": 0}

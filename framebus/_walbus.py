@@ -62,8 +62,8 @@ class WalWriter:
         self._shared_bus: FrameBus | None = None  # a shared bus: tell other processes
         self._thread: threading.Thread | None = None
         # per WAL batch (not per frame): write (+ fsync) time in ns, frames
-        self.flush_ns = _ring.Log2Histogram(10, 33)
-        self.batch_frames = _ring.Log2Histogram(0, 16)
+        self.flush_ns = _ring.Log2Histogram(10, 34, 2)
+        self.batch_frames = _ring.Log2Histogram(0, 16, 2)
 
     def start(self, bus: FrameBus) -> None:
         from .bus import Subscription

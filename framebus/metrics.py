@@ -23,7 +23,8 @@ Histograms are kept per batch, never per frame, in the process that does the wor
 payload bytes, duration including any wait for room); ``framebus_wal_flush_seconds``
 (one RocksDB write, and its fsync with ``wal_sync``: the WAL writer's batch flush) and
 ``framebus_wal_batch_frames`` are kept by the WAL writer, in the process that created
-the bus. Buckets are powers of two.
+the bus. Bucket bounds are powers of four; a histogram with no observation yet is
+left out of the scrape.
 
 Flow layer: ``framebus_deadline_misses`` (envelopes received past their deadline, every
 process of the bus), per DataPort of this process ``framebus_dataport_credits`` (the
@@ -37,12 +38,18 @@ shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frame
 
 from __future__ import annotations
 
+import gzip
+import re
+import select
+import socket
 import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder, generate_latest, gzip_accepted
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -55,7 +62,14 @@ from prometheus_client.utils import floatToGoString
 from .bus import FrameBus
 from .errors import BusClosed
 
-__all__ = ["FrameBusCollector", "MetricsServer", "register", "serve", "unregister"]
+__all__ = [
+    "FrameBusCollector",
+    "MetricsServer",
+    "register",
+    "serve",
+    "text_exposition",
+    "unregister",
+]
 
 # (stats key, metric name, help, kind); counters get "_total" from prometheus_client
 _SIMPLE: tuple[tuple[str, str, str, str], ...] = (
@@ -159,6 +173,30 @@ _HISTOGRAMS: tuple[tuple[str, str, str, float], ...] = (
     ),
 )
 
+# the families with labels beyond "bus": name, kind, help, label names
+_FIXED: tuple[tuple[str, str, str, list[str]], ...] = (
+    (
+        "framebus_dropped_frames",
+        "counter",
+        "Frames dropped for want of room (overflow='drop').",
+        ["bus", "reason"],
+    ),
+    ("framebus_pause_transitions", "counter", "Hysteresis transitions.", ["bus", "direction"]),
+    (
+        "framebus_subscription_backlog_frames",
+        "gauge",
+        "Frames waiting for a subscription of this process (the most behind of "
+        "subscriptions with the same filter and group).",
+        ["bus", "filter", "group"],
+    ),
+    (
+        "framebus_subscription_lagged_frames",
+        "counter",
+        "Frames a subscription of this process lost by being lapped (overwrite mode).",
+        ["bus", "filter", "group"],
+    ),
+)
+
 # DataPort stats key, metric name, help, kind
 _PORT: tuple[tuple[str, str, str, str], ...] = (
     ("available", "framebus_dataport_credits", "Credits granted and not yet taken.", "gauge"),
@@ -238,10 +276,24 @@ class FrameBusCollector(Collector):
         return self._buses[id(bus)][1]
 
     def describe(self) -> Iterator[Metric]:
-        # nothing: the families depend on which buses are live at scrape time
-        return iter(())
+        # every family this collector can expose (with no samples), so the registry
+        # knows the names: duplicates are refused at registration, and ?name[]= works
+        kinds = [(name, kind, doc) for _, name, doc, kind in _SIMPLE]
+        kinds += [(name, kind, doc) for name, kind, doc, _ in _FIXED]
+        kinds += [(name, "histogram", doc) for _, name, doc, _ in _HISTOGRAMS]
+        kinds += [(name, kind, doc) for _, name, doc, kind in _PORT]
+        kinds += [(name, "counter", doc) for _, name, doc in _EVENTS]
+        families: list[Metric] = []
+        for name, kind, doc in kinds:
+            cls = {
+                "counter": CounterMetricFamily,
+                "gauge": GaugeMetricFamily,
+                "histogram": HistogramMetricFamily,
+            }[kind]
+            families.append(cls(name, doc, labels=[]))
+        return iter(families)
 
-    def collect(self) -> Iterator[Metric]:
+    def _snapshots(self) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
             entries = [(ref(), label) for ref, label in self._buses.values()]
         snapshots: list[tuple[str, dict[str, Any]]] = []
@@ -252,103 +304,145 @@ class FrameBusCollector(Collector):
                 snapshots.append((label, bus.stats()))
             except BusClosed:
                 continue  # closed by another thread since the check
-        bus_l = ["bus"]
+        return snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        if getattr(_rendering, "collector", None) is self:
+            return iter(())  # serve() writes this collector's text itself
         families: list[Metric] = []
-        for key, name, doc, kind in _SIMPLE:
-            fam: GaugeMetricFamily | CounterMetricFamily
-            if kind == "counter":
-                fam = CounterMetricFamily(name, doc, labels=bus_l)
+        for name, kind, doc, labelnames, samples in _specs(self._snapshots()):
+            fam: Metric
+            if kind == "histogram":
+                fam = HistogramMetricFamily(name, doc, labels=labelnames)
+                for values, buckets, total in samples:
+                    fam.add_metric(values, buckets, total)
             else:
-                fam = GaugeMetricFamily(name, doc, labels=bus_l)
-            for label, s in snapshots:
-                value = s.get(key)
-                if value is not None:  # WAL keys: absent without a WAL, None when unknown
-                    fam.add_metric([label], float(value))
+                cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                fam = cls(name, doc, labels=labelnames)
+                for values, value in samples:
+                    fam.add_metric(values, value)
             families.append(fam)
-        dropped = CounterMetricFamily(
-            "framebus_dropped_frames",
-            "Frames dropped for want of room (overflow='drop').",
-            labels=["bus", "reason"],
-        )
-        transitions = CounterMetricFamily(
-            "framebus_pause_transitions",
-            "Hysteresis transitions.",
-            labels=["bus", "direction"],
-        )
-        backlog = GaugeMetricFamily(
-            "framebus_subscription_backlog_frames",
-            "Frames waiting for a subscription of this process (the most behind of "
-            "subscriptions with the same filter and group).",
-            labels=["bus", "filter", "group"],
-        )
-        lagged = CounterMetricFamily(
-            "framebus_subscription_lagged_frames",
-            "Frames a subscription of this process lost by being lapped (overwrite mode).",
-            labels=["bus", "filter", "group"],
-        )
-        for label, s in snapshots:
-            dropped.add_metric([label, "overflow"], s["dropped"])
-            transitions.add_metric([label, "pause"], s["pause_events"])
-            transitions.add_metric([label, "resume"], s["resume_events"])
-            for (filt, group), (back, lost) in _per_subscription(s["subscriptions"]).items():
-                backlog.add_metric([label, filt, group], back)
-                lagged.add_metric([label, filt, group], lost)
-        families += [dropped, transitions, backlog, lagged]
-        families += _histogram_families(snapshots)
-        families += _flow_families(snapshots)
-        # families without samples (no WAL, no live bus) are left out of the scrape
-        return iter([f for f in families if f.samples])
+        return iter(families)
+
+    def text(self) -> str:
+        """This collector's part of a scrape in the text format, written directly from
+        the buses' stats (what text_exposition makes of collect(), without building
+        prometheus_client objects: a scrape holds the GIL for less time)."""
+        out: list[str] = []
+        for name, kind, doc, labelnames, samples in _specs(self._snapshots()):
+            full = name + "_total" if kind == "counter" else name
+            out.append(f"# HELP {full} {_esc_doc(doc)}\n# TYPE {full} {kind}\n")
+            if kind == "histogram":
+                for values, buckets, total in samples:
+                    labels = ",".join(
+                        f'{k}="{_esc(v)}"' for k, v in zip(labelnames, values, strict=True)
+                    )
+                    for le, count in buckets:
+                        out.append(f'{name}_bucket{{{labels},le="{le}"}} {_num(count)}\n')
+                    out.append(f"{name}_count{{{labels}}} {_num(buckets[-1][1])}\n")
+                    out.append(f"{name}_sum{{{labels}}} {_num(total)}\n")
+            else:
+                for values, value in samples:
+                    labels = ",".join(
+                        f'{k}="{_esc(v)}"' for k, v in zip(labelnames, values, strict=True)
+                    )
+                    out.append(f"{full}{{{labels}}} {_num(value)}\n")
+        return "".join(out)
 
 
-def _histogram_families(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Metric]:
-    out: list[Metric] = []
+_rendering = threading.local()  # the collector whose text serve() is writing
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _esc_doc(doc: str) -> str:
+    return doc.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _num(value: float) -> str:
+    return floatToGoString(value)
+
+
+# (name, kind, help, label names, samples): samples are (label values, value), or for
+# histograms (label values, [(le, cumulative count), ...], sum); label names sorted
+Spec = tuple[str, str, str, list[str], list[Any]]
+
+
+def _specs(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Spec]:
+    """Every family with at least one sample (a scrape's cost grows with both)."""
+    specs: list[Spec] = []
+    for key, name, doc, kind in _SIMPLE:
+        samples = [
+            ([label], float(s[key]))
+            for label, s in snapshots
+            if s.get(key) is not None  # WAL keys: absent without a WAL, None when unknown
+        ]
+        if samples:
+            specs.append((name, kind, doc, ["bus"], samples))
+    if not snapshots:
+        return specs
+    dropped, transitions, backlog, lagged = [], [], [], []
+    for label, s in snapshots:
+        dropped.append(([label, "overflow"], float(s["dropped"])))
+        transitions.append(([label, "pause"], float(s["pause_events"])))
+        transitions.append(([label, "resume"], float(s["resume_events"])))
+        for (filt, group), (back, lost) in _per_subscription(s["subscriptions"]).items():
+            backlog.append(([label, filt, group], float(back)))
+            lagged.append(([label, filt, group], float(lost)))
+    for (name, kind, doc, labelnames), samples in zip(
+        _FIXED, (dropped, transitions, backlog, lagged), strict=True
+    ):
+        if samples:
+            specs.append((name, kind, doc, labelnames, samples))
     for key, name, doc, scale in _HISTOGRAMS:
-        fam = HistogramMetricFamily(name, doc, labels=["bus"])
+        hists = []
         for label, s in snapshots:
             h = s.get("histograms", {}).get(key)
-            if h is None:
-                continue
+            if h is None or not any(h[1]):
+                continue  # nothing observed yet: no series
             bounds, counts, total = h
             cumulative = 0
             buckets: list[tuple[str, float]] = []
             for bound, n in zip(bounds, counts[:-1], strict=True):
                 cumulative += n
-                buckets.append((floatToGoString(bound * scale), cumulative))
-            cumulative += counts[-1]
-            buckets.append(("+Inf", cumulative))
-            fam.add_metric([label], buckets, total * scale)
-        out.append(fam)
-    return out
+                buckets.append((_bound_text(bound * scale), float(cumulative)))
+            buckets.append(("+Inf", float(cumulative + counts[-1])))
+            hists.append(([label], buckets, total * scale))
+        if hists:
+            specs.append((name, "histogram", doc, ["bus"], hists))
+    if any(s.get("ports") for _, s in snapshots):
+        for key, name, doc, kind in _PORT:
+            samples = []
+            for label, s in snapshots:
+                totals: dict[str, float] = {}
+                for port in s.get("ports", ()):
+                    # several handles of one port in this process: one series
+                    value = float(port[key])
+                    if key == "available":
+                        totals[port["name"]] = value  # the shared pool: the same for each
+                    else:
+                        totals[port["name"]] = totals.get(port["name"], 0.0) + value
+                samples += [([label, port_name], v) for port_name, v in totals.items()]
+            specs.append((name, kind, doc, ["bus", "port"], samples))
+    events = [(label, s["events"]) for label, s in snapshots if s.get("events") is not None]
+    if events:
+        for key, name, doc in _EVENTS:
+            specs.append(
+                (name, "counter", doc, ["bus"], [([label], float(e[key])) for label, e in events])
+            )
+    return specs
 
 
-def _flow_families(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Metric]:
-    out: list[Metric] = []
-    for key, name, doc, kind in _PORT:
-        fam: GaugeMetricFamily | CounterMetricFamily
-        if kind == "counter":
-            fam = CounterMetricFamily(name, doc, labels=["bus", "port"])
-        else:
-            fam = GaugeMetricFamily(name, doc, labels=["bus", "port"])
-        for label, s in snapshots:
-            totals: dict[str, float] = {}
-            for port in s.get("ports", ()):
-                # several handles of one port in this process: one series
-                value = float(port[key])
-                if key == "available":
-                    totals[port["name"]] = value  # the shared pool: the same for each
-                else:
-                    totals[port["name"]] = totals.get(port["name"], 0.0) + value
-            for port_name, value in totals.items():
-                fam.add_metric([label, port_name], value)
-        out.append(fam)
-    for key, name, doc in _EVENTS:
-        counter = CounterMetricFamily(name, doc, labels=["bus"])
-        for label, s in snapshots:
-            events = s.get("events")
-            if events is not None:
-                counter.add_metric([label], float(events[key]))
-        out.append(counter)
-    return out
+_bound_texts: dict[float, str] = {}
+
+
+def _bound_text(bound: float) -> str:
+    text = _bound_texts.get(bound)
+    if text is None:
+        text = _bound_texts[bound] = floatToGoString(bound)
+    return text
 
 
 def _per_subscription(subs: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -427,8 +521,8 @@ class MetricsServer:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.thread.join(5.0)  # it ends at once: shutdown wakes its select
         self.server.server_close()
-        self.thread.join(5.0)
 
     def __enter__(self) -> MetricsServer:
         return self
@@ -437,12 +531,195 @@ class MetricsServer:
         self.close()
 
 
+_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LEGACY_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+_TYPE_MUNGE = {
+    "info": ("_info", "gauge"),
+    "stateset": ("", "gauge"),
+    "gaugehistogram": ("", "histogram"),
+    "unknown": ("", "untyped"),
+}
+
+
+def text_exposition(registry: Any) -> bytes:
+    """The Prometheus text format (0.0.4) of ``registry``, byte for byte what
+    ``prometheus_client.generate_latest`` writes, in a fraction of its time: the
+    per-sample name and label checks are done once per name. Any family outside the
+    plain case (names that need escaping, timestamps) goes to generate_latest."""
+    families = list(registry.collect())
+    out: list[str] = []
+    valid: dict[str, bool] = {}
+
+    def ok(name: str, pattern: re.Pattern[str] = _LEGACY_NAME) -> bool:
+        key = name if pattern is _LEGACY_NAME else "{" + name
+        v = valid.get(key)
+        if v is None:
+            v = valid[key] = pattern.fullmatch(name) is not None
+        return v
+
+    for metric in families:
+        mname, mtype = metric.name, metric.type
+        if mtype == "counter":
+            mname += "_total"
+        elif mtype in _TYPE_MUNGE:
+            suffix, mtype = _TYPE_MUNGE[mtype]
+            mname += suffix
+        if not ok(mname):
+            return generate_latest(_Families(families))
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {mname} {doc}\n# TYPE {mname} {mtype}\n")
+        extra: dict[str, list[str]] = {}
+        for sample in metric.samples:
+            name, labels = sample.name, sample.labels
+            if sample.timestamp is not None or not ok(name):
+                return generate_latest(_Families(families))
+            if labels:
+                parts = []
+                for k in sorted(labels):
+                    if not ok(k, _LEGACY_LABEL):
+                        return generate_latest(_Families(families))
+                    v = labels[k].replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+                    parts.append(f'{k}="{v}"')
+                line = f"{name}{{{','.join(parts)}}} {floatToGoString(sample.value)}\n"
+            else:
+                line = f"{name} {floatToGoString(sample.value)}\n"
+            for suffix in _OM_SUFFIXES:
+                if name == metric.name + suffix:
+                    extra.setdefault(suffix, []).append(line)
+                    break
+            else:
+                out.append(line)
+        for suffix, lines in sorted(extra.items()):
+            out.append(f"# HELP {metric.name}{suffix} {doc}\n# TYPE {metric.name}{suffix} gauge\n")
+            out.extend(lines)
+    return "".join(out).encode("utf-8")
+
+
+class _Families:
+    """Already collected families, as a collector (for generate_latest)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _text_scrape(registry: CollectorRegistry) -> bytes:
+    # the framebus collector writes its own text; every other collector goes through
+    # text_exposition (prometheus_client's format, byte for byte)
+    ours = _collectors.get(registry)
+    if ours is None:
+        return text_exposition(registry)
+    _rendering.collector = ours
+    try:
+        rest = text_exposition(registry)
+    finally:
+        _rendering.collector = None
+    return ours.text().encode("utf-8") + rest
+
+
+class _ScrapeServer:
+    """A minimal HTTP/1.1 server for scrapes on one daemon thread: one request per
+    connection, GET only. A scrape's whole cost is GIL time taken from the bus's
+    threads; the http.server stack cost more than the exposition itself."""
+
+    def __init__(self, addr: str, port: int, registry: CollectorRegistry) -> None:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((addr, port))
+            self._sock.listen(16)
+        except OSError:
+            self._sock.close()
+            raise
+        self._registry = registry
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()  # ends the select at shutdown
+        self.server_address = self._sock.getsockname()
+        self.server_port: int = self.server_address[1]
+
+    def serve_forever(self) -> None:
+        while not self._stopping.is_set():
+            ready, _, _ = select.select([self._sock, self._wake_r], [], [])
+            if self._stopping.is_set():
+                return
+            if self._sock not in ready:
+                continue
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            try:
+                conn.settimeout(5.0)
+                self._handle(conn)
+            except OSError:
+                pass  # the client went away
+            finally:
+                conn.close()
+
+    def _handle(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(8192)
+            if not chunk or len(data) > 65536:
+                return
+            data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        parts = head[0].split(" ")
+        if len(parts) != 3:
+            conn.sendall(_response("400 Bad Request", b"bad request line\n"))
+            return
+        method, target, _ = parts
+        if method != "GET":
+            conn.sendall(_response("405 Method Not Allowed", b"", [("Allow", "GET")]))
+            return
+        headers: dict[str, str] = {}
+        for line in head[1:]:
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = value.strip()
+        params = parse_qs(urlparse(target).query)
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        if "name[]" in params:
+            body = encoder(self._registry.restricted_registry(params["name[]"]))
+        elif encoder is generate_latest:
+            body = _text_scrape(self._registry)
+        else:
+            body = encoder(self._registry)
+        extra = [("Content-Type", content_type)]
+        if gzip_accepted(headers.get("accept-encoding", "")):
+            body = gzip.compress(body)
+            extra.append(("Content-Encoding", "gzip"))
+        conn.sendall(_response("200 OK", body, extra))
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._wake_w.send(b"x")
+
+    def server_close(self) -> None:
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _response(status: str, body: bytes, headers: list[tuple[str, str]] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers or ()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def serve(
     port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
 ) -> MetricsServer:
     """Serve ``registry`` (default ``prometheus_client.REGISTRY``) over HTTP on a daemon
-    thread, at ``/metrics`` (any path works). Port 0 picks a free port: see ``.port``.
-    Listens on loopback unless ``addr`` says otherwise."""
+    thread, at ``/metrics`` (any path works; ``?name[]=...`` selects metrics, gzip when
+    accepted). Port 0 picks a free port: see ``.port``. Listens on loopback unless
+    ``addr`` says otherwise."""
     reg = REGISTRY if registry is None else registry
-    server, thread = start_http_server(port, addr=addr, registry=reg)
+    server = _ScrapeServer(addr, port, reg)
+    thread = threading.Thread(target=server.serve_forever, name="framebus-metrics", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 import framebus as fb
@@ -175,12 +177,14 @@ def test_batch_and_wal_histograms(tmp_path, registry, server) -> None:
         assert bus.flush(timeout=10)
         s = scrape(server)
         size = "framebus_batch_size_frames_bucket"
+        # bounds are powers of four
         assert val(s, size, bus="bus0", le="1.0") == 1
-        assert val(s, size, bus="bus0", le="2.0") == 1
         assert val(s, size, bus="bus0", le="4.0") == 3
+        assert val(s, size, bus="bus0", le="16.0") == 3
         assert val(s, size, bus="bus0", le="64.0") == 3
-        assert val(s, size, bus="bus0", le="128.0") == 4
+        assert val(s, size, bus="bus0", le="256.0") == 4
         assert val(s, size, bus="bus0", le="+Inf") == 4
+        assert ("framebus_batch_size_frames_bucket", (("bus", "bus0"), ("le", "2.0"))) not in s
         assert val(s, "framebus_batch_size_frames_count", bus="bus0") == 4
         assert val(s, "framebus_batch_size_frames_sum", bus="bus0") == 108
         mem = "framebus_batch_memory_bytes_bucket"
@@ -201,6 +205,9 @@ def test_flow_layer_metrics(make_bus, registry, server) -> None:
 
     bus = make_bus(preset="memory_optimized")
     metrics.register(bus, registry)
+    s = scrape(server)
+    # nothing observed yet: no histogram series
+    assert not any(n.startswith("framebus_batch_") for n in names(s))
     tx = bus.data_port("cam", window=3)
     rx = bus.data_port("cam", window=3)
     rx.recv(timeout=0)
@@ -412,3 +419,123 @@ def test_cli_stats_refreshes_until_interrupted(shared) -> None:
         proc.send_signal(signal.SIGINT)  # Ctrl-C ends it cleanly
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_text_exposition_is_generate_latest_byte_for_byte(make_bus, tmp_path) -> None:
+    import time
+
+    from prometheus_client import Counter, Enum, Gauge, Histogram, Info, Summary
+    from prometheus_client.exposition import generate_latest
+
+    reg = CollectorRegistry()
+    bus = make_bus(preset="memory_optimized", wal_dir=str(tmp_path / "wal"))
+    metrics.register(bus, reg, name='odd "name"\\ with\nnewline')
+    other = make_bus(preset="memory_optimized")
+    metrics.register(other, reg)
+    bus.subscribe('weird."filter".>')
+    bus.publish_batch([b"x" * 10] * 7, topic="a")
+    tx = bus.data_port("cam", window=4)
+    bus.data_port("cam", window=4).recv(timeout=0)
+    tx.send_frame(b"y")
+    bus.events.publish("e.x", 1)
+    bus.subscribe("late", envelopes=True)
+    bus.publish(fb.Envelope("late", b"", deadline_ns=time.time_ns() - 1))
+    assert bus.flush(timeout=10)
+    c = Counter("app_requests", "Requests.\nSecond line \\ here", ["path"], registry=reg)
+    c.labels(path='/a"b').inc(3)
+    Gauge("app_temp", "Temp.", registry=reg).set(21.5)
+    h = Histogram("app_lat_seconds", "Latency.", registry=reg)
+    h.observe(0.2)
+    Summary("app_size", "Size.", registry=reg).observe(5)
+    Info("app_build", "Build.", registry=reg).info({"version": "1.2"})
+    Enum("app_state", "State.", states=["a", "b"], registry=reg).state("b")
+    Gauge("app_colon:name", "Colon.", ["lab"], registry=reg).labels(lab="v").set(1)
+
+    families = list(reg.collect())  # once: both encoders see the same values
+
+    class Fixed:
+        def collect(self):
+            return iter(families)
+
+    assert metrics.text_exposition(Fixed()) == generate_latest(Fixed())
+    # a sample with a timestamp: handed to generate_latest whole
+    stamped = GaugeMetricFamily("app_stamped", "Stamped.", labels=["k"])
+    stamped.add_metric(["v"], 1.0, timestamp=1700000000.5)
+    families.append(stamped)
+
+    class Fixed:
+        def collect(self):
+            return iter(families)
+
+    fast = metrics.text_exposition(Fixed())
+    assert fast == generate_latest(Fixed())
+    assert b'app_stamped{k="v"} 1.0 1700000000500' in fast
+    assert b"framebus_batch_size_frames_bucket" in fast and b"app_build_info" in fast
+
+
+def test_served_text_equals_the_collector(make_bus, registry, server) -> None:
+    # serve() writes the framebus part itself: the same samples as collect() gives
+    from prometheus_client import Gauge
+    from prometheus_client.exposition import generate_latest
+
+    bus = make_bus(preset="memory_optimized")
+    metrics.register(bus, registry, name='a "quoted"\\name')
+    bus.subscribe('f."x".>', group="g\nh")
+    bus.publish_batch([b"x"] * 5, topic="f.q.r")
+    bus.data_port("p", window=2).recv(timeout=0)
+    bus.events.publish("e", 1)
+    Gauge("app_level", "Level.", registry=registry).set(3)
+
+    def parsed(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+
+    with urllib.request.urlopen(server.url, timeout=10) as r:
+        served = r.read().decode()
+    expected = generate_latest(registry).decode()
+    assert parsed(served) == parsed(expected)
+    assert ("app_level", (), 3.0) in parsed(served)
+    # bucket bounds are fixed between scrapes
+    with urllib.request.urlopen(server.url, timeout=10) as r:
+        again = r.read().decode()
+    les = {line.split('le="')[1].split('"')[0] for line in again.splitlines() if 'le="' in line}
+    assert les == {
+        line.split('le="')[1].split('"')[0] for line in served.splitlines() if 'le="' in line
+    }
+
+
+def test_server_requests(make_bus, registry, server) -> None:
+    import gzip
+    import socket
+
+    bus = make_bus(preset="memory_optimized")
+    metrics.register(bus, registry)
+    bus.publish(b"abc", topic="t")
+    # gzip when accepted
+    req = urllib.request.Request(server.url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = gzip.decompress(r.read()).decode()
+    assert 'framebus_published_frames_total{bus="bus0"} 1.0' in text
+    # name[] selects families
+    with urllib.request.urlopen(server.url + "?name[]=framebus_paused", timeout=10) as r:
+        only = r.read().decode()
+    assert "framebus_paused" in only and "framebus_published" not in only
+    # OpenMetrics when asked for
+    om = urllib.request.Request(server.url, headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(om, timeout=10) as r:
+        assert r.read().decode().rstrip().endswith("# EOF")
+    # other methods, and garbage
+    post = urllib.request.Request(server.url, data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(post, timeout=10)
+    assert err.value.code == 405
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"NONSENSE\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 400")
+    # the server still answers
+    assert val(scrape(server), "framebus_published_frames_total", bus="bus0") == 1
