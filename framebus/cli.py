@@ -260,6 +260,17 @@ def _stats_snapshot(bus: Any) -> dict[str, Any]:
         if info["active"]:
             slots.append({"slot": slot, **info})
     s["reader_slots"] = slots
+    # the flow layer's shared state, from the topic table and its counters
+    ports, responders = [], []
+    for tid, topic in bus._topic_names():
+        if topic.startswith("_port.") and topic.endswith(".b"):
+            ports.append({"name": topic[6:-2], "credits": bus._counter_get(tid)})
+        elif topic.startswith("_evs."):
+            responders.append({"pattern": topic[5:], "subscriptions": bus._counter_get(tid)})
+    s["ports"] = ports
+    s["responders"] = [r for r in responders if r["subscriptions"]]
+    s.pop("events", None)  # this process's EventBus: it has none
+    s.pop("histograms", None)  # this process's batches: none
     return s
 
 
@@ -285,7 +296,12 @@ def _stats_table(name: str, s: dict[str, Any], rate: float | None) -> str:
         ("evicted", str(s["evicted"])),
         ("topics", str(s["topics"])),
         ("readers", f"{s['readers']}/{s['max_readers']}"),
+        ("deadlines", f"{s['deadline_misses']} envelopes received late"),
     ]
+    for port in s["ports"]:
+        rows.append(("port", f"{port['name']}: {port['credits']} credits granted, not taken"))
+    for r in s["responders"]:
+        rows.append(("events", f"{r['pattern']}: {r['subscriptions']} subscriptions"))
     if "wal_durable_seq" in s:
         wal_bytes = "?" if s["wal_bytes"] is None else str(s["wal_bytes"])
         rows.append(

@@ -354,7 +354,31 @@ def test_cli_stats_once(shared, capsys) -> None:
     assert "published  123 frames, 1230 bytes" in out
     assert "ring used  123/" in out
     assert f"   0 {os.getpid():>8} sub          1        123          0" in out
+    assert "deadlines  0 envelopes received late" in out
     sub.close()
+
+
+def test_cli_stats_flow_layer(shared, capsys) -> None:
+    name, bus = shared
+    rx = bus.data_port("cam0", window=5)
+    rx.recv(timeout=0)
+    tx = bus.data_port("cam0")
+    tx.acquire_credit(2)
+    bus.events.subscribe("svc.*", lambda m: m)
+    bus.events.subscribe("svc.*", lambda m: m)
+    late = bus.subscribe("late", envelopes=True)
+    bus.publish(fb.Envelope("late", b"", deadline_ns=1))
+    assert late.recv(timeout=5) is not None
+    assert main(["stats", name, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "port       cam0: 3 credits granted, not taken" in out
+    assert "events     svc.*: 2 subscriptions" in out
+    assert "deadlines  1 envelopes received late" in out
+    assert main(["stats", name, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ports"] == [{"name": "cam0", "credits": 3}]
+    assert data["responders"] == [{"pattern": "svc.*", "subscriptions": 2}]
+    assert data["deadline_misses"] == 1
 
 
 def test_cli_stats_json(shared, capsys) -> None:
