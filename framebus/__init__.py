@@ -6,6 +6,7 @@ topic filters, batching, hysteresis backpressure and overflow policies.
 
 from .bus import Frame, FrameBus, Subscription
 from .config import PRESETS, BusConfig
+from .dataport import DataPort
 from .envelope import Envelope
 from .errors import (
     BusClosed,
@@ -19,6 +20,7 @@ from .errors import (
     WalError,
     WouldBlock,
 )
+from .eventbus import Event, EventBus, EventSubscription
 from .queue import JoinableQueue, Queue
 from .topics import TopicFilter
 
@@ -30,8 +32,12 @@ __all__ = [
     "BusClosed",
     "BusConfig",
     "ConfigError",
+    "DataPort",
     "DecodeError",
     "Envelope",
+    "Event",
+    "EventBus",
+    "EventSubscription",
     "Frame",
     "FrameBus",
     "FrameBusError",

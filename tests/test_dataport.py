@@ -423,3 +423,9 @@ def test_sender_here_receiver_there(name: str) -> None:
         assert proc.exitcode == 0
     finally:
         bus.close()
+
+
+def test_public_names(bus: fb.FrameBus) -> None:
+    assert type(bus.data_port("p")) is fb.DataPort
+    assert type(bus.events) is fb.EventBus
+    assert type(bus.events.subscribe("x")) is fb.EventSubscription
