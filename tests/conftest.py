@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -102,3 +103,20 @@ def start(fn: Callable[[], Any], name: str = "fb-test-worker") -> Worker:
     w.start()
     w.started_evt.wait(10)
     return w
+
+
+SHM = "/dev/shm"
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh shared-bus name (prefixed by the test module), unlinked afterwards; the
+    test fails if its segment is still in /dev/shm then."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    n = f"t-{module[:20]}-{uuid.uuid4().hex[:12]}"
+    yield n
+    try:
+        fb.FrameBus.unlink(n)
+    except FileNotFoundError:
+        pass
+    assert not os.path.exists(f"{SHM}/framebus.{n}")

@@ -16,7 +16,6 @@ import queue
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,7 +29,6 @@ from framebus.eventbus import Event, EventBus, EventSubscription
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0  # bound on waits that succeed at once when the code is right
-SHM = "/dev/shm"
 
 
 def event_threads() -> list[str]:
@@ -48,17 +46,6 @@ def bus() -> Iterator[fb.FrameBus]:
 @pytest.fixture
 def ev(bus: fb.FrameBus) -> EventBus:
     return bus.events
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    n = f"test-ev-{uuid.uuid4().hex[:12]}"
-    yield n
-    try:
-        fb.FrameBus.unlink(n)
-    except FileNotFoundError:
-        pass
-    assert not os.path.exists(f"{SHM}/framebus.{n}")
 
 
 def collector() -> tuple[queue.Queue[Any], Callable[[Any], None]]:

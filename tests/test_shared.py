@@ -8,25 +8,12 @@ import multiprocessing as mp
 import os
 import stat
 import struct
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 import framebus as fb
 
 SHM = "/dev/shm"
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    n = f"test-{uuid.uuid4().hex[:12]}"
-    yield n
-    try:
-        fb.FrameBus.unlink(n)
-    except FileNotFoundError:
-        pass
-    assert not os.path.exists(f"{SHM}/framebus.{n}")
 
 
 def _publisher(name: str, pid: int, count: int, batch: int) -> None:

@@ -4,32 +4,17 @@ is this process, the subscriber another one attached to the same segment."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import struct
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import framebus as fb
 
-SHM = "/dev/shm"
 CAPACITY = 1024  # frames: ring_pow 10 with the limit at 100 %
 ctx = mp.get_context("fork")
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    n = f"test-modes-{uuid.uuid4().hex[:12]}"
-    yield n
-    try:
-        fb.FrameBus.unlink(n)
-    except FileNotFoundError:
-        pass
-    assert not os.path.exists(f"{SHM}/framebus.{n}")
 
 
 def _config(overflow: str, ring_bytes: int = 1 << 20) -> fb.BusConfig:

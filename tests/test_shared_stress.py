@@ -7,8 +7,6 @@ import multiprocessing as mp
 import os
 import signal
 import struct
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,16 +16,6 @@ PER = int(os.environ.get("FRAMEBUS_XPROC_FRAMES", "100000"))  # frames per produ
 HEAD = struct.Struct("<II")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def name() -> Iterator[str]:
-    n = f"stress-{uuid.uuid4().hex[:12]}"
-    yield n
-    try:
-        fb.FrameBus.unlink(n)
-    except FileNotFoundError:
-        pass
 
 
 def _produce(name: str, pid: int, count: int, start: mp.Event) -> None:
