@@ -14,7 +14,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
 from posix.stat cimport fstat, struct_stat
@@ -1842,61 +1842,93 @@ cdef inline uint64_t _get_le(const unsigned char *p, int n) noexcept nogil:
     return v
 
 
-def wal_decode(list chunk, dict topics, object match, list damaged):
-    """Frames of the (key, value) pairs read from the WAL, in order. A pair that is not
-    an intact record (key size, CRC32C, version, flags, sizes, UTF-8 topic) goes to
-    ``damaged`` instead. ``topics`` caches topic bytes -> str, or None for a topic
-    that ``match`` (a predicate or None) rejects: such frames are left out."""
-    cdef list out = []
-    cdef Py_ssize_t i, n = len(chunk)
-    cdef bytes k, v
+cdef class _TopicCache:
+    """The topic of the record decoded last (most records repeat it): compared in C."""
+    cdef bytes raw
+    cdef object topic
+
+
+cdef int _decode_record(uint64_t seq, bytes v, dict topics, object match, _TopicCache last,
+                        list out) except -1:
+    """Appends the Frame of WAL record v (seq) to out: 0; 1 when v is not an intact
+    record; 2 when match rejects its topic."""
+    cdef Py_ssize_t vlen = PyBytes_GET_SIZE(v)
     cdef const unsigned char *p
-    cdef Py_ssize_t vlen, tlen, plen, body
-    cdef uint64_t seq
+    cdef Py_ssize_t tlen, plen, body
     cdef Frame fr
-    cdef int j
-    cdef const unsigned char *kp
-    for i in range(n):
-        pair = chunk[i]
-        k = <bytes>pair[0]
-        v = <bytes>pair[1]
-        vlen = PyBytes_GET_SIZE(v)
-        if PyBytes_GET_SIZE(k) != 8 or vlen < 20:
-            damaged.append(pair)
-            continue
-        p = <const unsigned char *>PyBytes_AS_STRING(v)
-        body = vlen - 4
-        if fb_crc32c(p, body) != <uint32_t>_get_le(p + body, 4) or p[0] != 1 or p[1] != 0:
-            damaged.append(pair)
-            continue
-        tlen = <Py_ssize_t>_get_le(p + 2, 2)
-        plen = <Py_ssize_t>_get_le(p + 4, 4)
-        if 16 + tlen + plen != body:
-            damaged.append(pair)
-            continue
+    if vlen < 20:
+        return 1
+    p = <const unsigned char *>PyBytes_AS_STRING(v)
+    body = vlen - 4
+    if fb_crc32c(p, body) != <uint32_t>_get_le(p + body, 4) or p[0] != 1 or p[1] != 0:
+        return 1
+    tlen = <Py_ssize_t>_get_le(p + 2, 2)
+    plen = <Py_ssize_t>_get_le(p + 4, 4)
+    if 16 + tlen + plen != body:
+        return 1
+    if (last.raw is not None and PyBytes_GET_SIZE(last.raw) == tlen
+            and memcmp(PyBytes_AS_STRING(last.raw), p + 16, tlen) == 0):
+        topic = last.topic
+    else:
         tb = PyBytes_FromStringAndSize(<const char *>p + 16, tlen)
         topic = topics.get(tb, _DEFAULT)
         if topic is _DEFAULT:
             try:
                 topic = (<bytes>tb).decode("utf-8")
             except UnicodeDecodeError:
-                damaged.append(pair)
-                continue
+                return 1
             if match is not None and not match(topic):
                 topic = None
             topics[tb] = topic
-        if topic is None:
+        last.raw = tb
+        last.topic = topic
+    if topic is None:
+        return 2
+    fr = Frame.__new__(Frame)
+    fr.seq = seq
+    fr.topic = topic
+    fr.ts_ns = _get_le(p + 8, 8)
+    fr.payload = PyBytes_FromStringAndSize(<const char *>p + 16 + tlen, plen)
+    out.append(fr)
+    return 0
+
+
+def wal_decode(list chunk, dict topics, object match, list damaged):
+    """Frames of the (key, value) pairs read from the WAL, in order. A pair that is not
+    an intact record (key size, CRC32C, version, flags, sizes, UTF-8 topic) goes to
+    ``damaged`` instead. ``topics`` caches topic bytes -> str, or None for a topic
+    that ``match`` (a predicate or None) rejects: such frames are left out."""
+    cdef list out = []
+    cdef bytes k
+    cdef uint64_t seq
+    cdef int j
+    cdef const unsigned char *kp
+    cdef _TopicCache last = _TopicCache.__new__(_TopicCache)
+    for pair in chunk:
+        k = <bytes>pair[0]
+        if PyBytes_GET_SIZE(k) != 8:
+            damaged.append(pair)
             continue
         seq = 0
         kp = <const unsigned char *>PyBytes_AS_STRING(k)
         for j in range(8):
             seq = (seq << 8) | kp[j]
-        fr = Frame.__new__(Frame)
-        fr.seq = seq
-        fr.topic = topic
-        fr.ts_ns = _get_le(p + 8, 8)
-        fr.payload = PyBytes_FromStringAndSize(<const char *>p + 16 + tlen, plen)
-        out.append(fr)
+        if _decode_record(seq, <bytes>pair[1], topics, match, last, out) == 1:
+            damaged.append(pair)
+    return out
+
+
+def wal_decode_values(list values, uint64_t first_seq, dict topics, object match,
+                      list damaged):
+    """wal_decode for a run of records whose keys are first_seq, first_seq + 1, ...
+    (read without their keys); damaged gets (key, value) pairs as wal_decode's."""
+    cdef list out = []
+    cdef uint64_t seq = first_seq
+    cdef _TopicCache last = _TopicCache.__new__(_TopicCache)
+    for v in values:
+        if _decode_record(seq, <bytes>v, topics, match, last, out) == 1:
+            damaged.append((seq.to_bytes(8, "big"), v))
+        seq += 1
     return out
 
 

@@ -20,6 +20,13 @@ def wal_decode(
     match: Callable[[str], bool] | None,
     damaged: list[tuple[bytes, bytes]],
 ) -> list[Frame]: ...
+def wal_decode_values(
+    values: list[bytes],
+    first_seq: int,
+    topics: dict[bytes, str | None],
+    match: Callable[[str], bool] | None,
+    damaged: list[tuple[bytes, bytes]],
+) -> list[Frame]: ...
 
 class Frame:
     @property

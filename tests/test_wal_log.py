@@ -229,6 +229,39 @@ def test_append_frames_takes_frames(tmp_path: Path) -> None:
         assert dst.read_batch(10, 1)[0] == fb.Frame(10, "one", b"single", 5)
 
 
+def test_reads_with_and_without_gaps_in_the_keys(tmp_path: Path) -> None:
+    # A log whose keys run without a gap is read by values alone (a value's seq is
+    # its place); one with gaps by (key, value) pairs. Both give the same frames.
+    with WalLog(tmp_path / "wal") as wal:
+        wal.append_batch(rows(range(0, 50)))
+        assert wal._consecutive_from(0) == 0
+        assert wal._consecutive_from(30) == 30
+        assert [f.seq for f in wal.read()] == list(range(50))
+        assert [f.seq for f in wal.read(45, batch=2)] == list(range(45, 50))
+        assert [f.seq for f in wal.read(10, 12)] == [10, 11, 12]
+        assert [f.seq for f in wal.read_batch(10, 3)] == [10, 11, 12]
+        assert [f.seq for f in wal.read_batch(48, 10)] == [48, 49]
+        wal.append_batch(rows(range(60, 70)))  # a gap: 50..59 were never stored
+        assert [f.seq for f in wal.read_batch(48, 4)] == [48, 49, 60, 61]
+        assert wal._consecutive_from(0) is None
+        got = as_tuples(list(wal.read(40)))
+        assert got == [(s, TOPIC, 1_000 + s, b"p" * 71) for s in [*range(40, 50), *range(60, 70)]]
+        # retention takes the head: the rest still has its gap
+        wal.enforce_retention(wal.byte_count // 2)
+        first = wal.first_seq
+        assert first is not None and first > 0
+        assert [f.seq for f in wal.read()] == [
+            s for s in [*range(0, 50), *range(60, 70)] if s >= first
+        ]
+    with WalLog(tmp_path / "wal2") as wal:
+        wal.append_batch(rows(range(100, 140)))
+        wal.enforce_retention(wal.byte_count // 2)  # no gap after the head goes
+        first = wal.first_seq
+        assert first is not None and wal._consecutive_from(0) == first
+        assert [f.seq for f in wal.read()] == list(range(first, 140))
+        assert [f.seq for f in wal.read(first - 5, first + 2)] == [first, first + 1, first + 2]
+
+
 def test_ranges_and_topic_filters(tmp_path: Path) -> None:
     topics = ["sensors.a", "sensors.b", "logs.x", ""]
     with WalLog(tmp_path / "wal") as wal:

@@ -55,6 +55,7 @@ from rocksdict import (
 
 from framebus._ring import Frame
 from framebus._ring import wal_decode as _wal_decode
+from framebus._ring import wal_decode_values as _wal_decode_values
 from framebus._ring import wal_encode as _wal_encode
 from framebus.errors import WalError
 from framebus.topics import TopicFilter
@@ -202,8 +203,9 @@ def _topic_predicate(topic: str | TopicFilter | None) -> Callable[[str], bool] |
     return None if flt.match_all else flt.matches
 
 
-def _take(it: Iterator[Any], n: int | None) -> list[tuple[bytes, bytes]]:
-    """The next `n` (all if None) (key, value) pairs of a raw-mode iterator, as bytes."""
+def _take(it: Iterator[Any], n: int | None) -> list[Any]:
+    """The next `n` (all if None) items of a raw-mode iterator: (key, value) pairs of
+    bytes, or values."""
     return list(islice(it, n))
 
 
@@ -878,7 +880,15 @@ class WalLog:
         topics: dict[bytes, str | None] = self._topic_dec if match is None else {}
         read_opt = self._read_options(to_seq)
         try:
-            cursor = _Cursor(db.items(from_key=key_of(from_seq), read_opt=read_opt), read_opt)
+            rows: Iterator[Any]
+            with self._lock:  # no append or deletion between the check and the iterator
+                seq = self._consecutive_from(from_seq)
+                if seq is None:
+                    rows = db.items(from_key=key_of(from_seq), read_opt=read_opt)
+                else:
+                    rows = db.values(from_key=key_of(seq), read_opt=read_opt)
+            cursor = _Cursor(rows, read_opt)
+            del rows
         except Exception as exc:
             raise _wal_error(self._path, "reading frames failed", exc) from exc
         del db
@@ -898,7 +908,11 @@ class WalLog:
                 if not chunk:
                     return
                 out: list[Frame] = []
-                self._decode(chunk, out, topics, match)
+                if seq is None:
+                    self._decode(chunk, out, topics, match)
+                else:
+                    self._decode_values(chunk, seq, out, topics, match)
+                    seq += len(chunk)
                 del chunk
                 yield from out
         finally:
@@ -934,14 +948,23 @@ class WalLog:
         read_opt = self._read_options(to_seq)
         it: Iterator[Any] | None = None
         try:
-            it = db.items(from_key=key_of(from_seq), read_opt=read_opt)
+            with self._lock:  # no append or deletion between the check and the iterator
+                seq = self._consecutive_from(from_seq)
+                if seq is None:
+                    it = db.items(from_key=key_of(from_seq), read_opt=read_opt)
+                else:
+                    it = db.values(from_key=key_of(seq), read_opt=read_opt)
             while len(out) < max_frames:
                 want = max_frames - len(out)
                 # a filter may drop most records: scan in larger steps then
                 chunk = _take(it, want if match is None else max(want, 1024))
                 if not chunk:
                     break
-                self._decode(chunk, out, topics, match)
+                if seq is None:
+                    self._decode(chunk, out, topics, match)
+                else:
+                    self._decode_values(chunk, seq, out, topics, match)
+                    seq += len(chunk)
         except DbClosedError as exc:
             raise _wal_error(self._path, self._closed_reason) from exc
         except WalError:
@@ -966,6 +989,31 @@ class WalLog:
             topics.clear()
         damaged: list[tuple[bytes, bytes]] = []
         out.extend(_wal_decode(chunk, topics, match, damaged))  # C: checks and decodes
+        for k, v in damaged:
+            self._damaged(k, v)
+
+    def _consecutive_from(self, from_seq: int) -> int | None:
+        """When every stored key from the first to the last is present (the counters
+        say so: as many frames as seqs), the seq to read values from (keys need not be
+        read: a value's seq is its place); None otherwise. Lock held."""
+        first, last = self._first_seq, self._last_seq
+        if first is None or last is None or self._frames != last - first + 1:
+            return None
+        return max(from_seq, first)
+
+    def _decode_values(
+        self,
+        values: list[bytes],
+        first: int,
+        out: list[Frame],
+        topics: dict[bytes, str | None],
+        match: Callable[[str], bool] | None,
+    ) -> None:
+        """`_decode` for the values of consecutive keys from `first`."""
+        if len(topics) >= _MAX_TOPICS:
+            topics.clear()
+        damaged: list[tuple[bytes, bytes]] = []
+        out.extend(_wal_decode_values(values, first, topics, match, damaged))
         for k, v in damaged:
             self._damaged(k, v)
 
