@@ -1047,6 +1047,39 @@ cdef class Ring:
         self._check_counter(tid)
         return fb_ring_counter_exchange(self.ring, tid, value)
 
+    def _counter_max(self, uint32_t tid, uint64_t value):
+        """Raises topic tid's counter to value if below (waking waiters); the result."""
+        self._check_counter(tid)
+        return fb_ring_counter_max(self.ring, tid, value)
+
+    def _counter_wait(self, uint32_t tid, uint64_t at_least, timeout=None):
+        """Waits (GIL released) until topic tid's counter is >= at_least: True, or
+        False on timeout. Raises BusClosed when the ring closes."""
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = 0
+        cdef int64_t left
+        cdef uint32_t seen
+        cdef int rc
+        self._check_counter(tid)
+        if timeout_ns > 0:
+            deadline = fb_mono_ns() + <uint64_t>timeout_ns
+        while True:
+            seen = fb_ring_counter_signal(self.ring)
+            if fb_ring_counter_get(self.ring, tid) >= at_least:
+                fb_ring_counter_unwatch(self.ring)
+                return True
+            left = _left(timeout_ns, deadline)
+            if left == 0:
+                fb_ring_counter_unwatch(self.ring)
+                return False
+            self.active += 1
+            with nogil:
+                rc = fb_ring_counter_wait(self.ring, seen, left)
+            self._leave_nogil()
+            if rc == FB_RING_INTR:
+                PyErr_CheckSignals()
+            self._ensure_open()
+
     def _counter_sub(self, uint32_t tid, uint64_t delta):
         """Takes min(value, delta) from topic tid's counter at once; returns it."""
         self._check_counter(tid)

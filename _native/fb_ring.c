@@ -1545,6 +1545,21 @@ uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value)
     return old;
 }
 
+uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value)
+{
+    if (!counter_valid(r, id))
+        return 0;
+    uint64_t *p = counter_at(r, id);
+    uint64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    while (v < value) {
+        if (__atomic_compare_exchange_n(p, &v, value, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            waitq_notify(r, &r->user.counters);
+            return value;
+        }
+    }
+    return v;
+}
+
 uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id)
 {
     if (!counter_valid(r, id))

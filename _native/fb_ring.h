@@ -303,6 +303,8 @@ int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
 uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta);
 uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max);
 uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value);
+/* Raises the counter to value if it is below (waking waiters); returns the result. */
+uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value);
 uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id);
 /* Waiting for a counter to move: fb_ring_counter_signal registers a waiter and returns
  * the signal; fb_ring_counter_wait (which must follow: it unregisters) sleeps until an

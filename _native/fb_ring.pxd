@@ -177,6 +177,7 @@ cdef extern from "fb_ring.h" nogil:
     uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta)
     uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max)
     uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value)
+    uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value)
     uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id)
     uint32_t fb_ring_counter_signal(fb_ring_t *r)
     int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)

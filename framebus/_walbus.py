@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _ring
@@ -33,6 +33,10 @@ log = logging.getLogger("framebus")
 RETAIN_FRACTION = 0.9  # retention trims to this share of wal_max_bytes, not to the edge
 
 # Counters in a shared bus's header through which other processes see the WAL
+# topic-table names whose counters carry commits of other processes (shared buses)
+COMMIT_ASK = "_walc."  # + group: the offset a process asks to store
+COMMIT_DONE = "_walk."  # + group: the offset stored
+COMMIT_TIMEOUT = 30.0  # seconds a commit from another process waits for the writer
 DURABLE = 1  # the highest durable sequence number + 1 (0: none)
 WAL_STATE = 2  # one of the states below
 STATE_NONE, STATE_WRITING, STATE_DEGRADED = 0, 1, 2
@@ -61,6 +65,8 @@ class WalWriter:
         self._sub: Subscription | None = None
         self._shared_bus: FrameBus | None = None  # a shared bus: tell other processes
         self._thread: threading.Thread | None = None
+        self._names_seen = 1  # topic-table ids below this were looked at for commit asks
+        self._asks: dict[str, tuple[int, int]] = {}  # group -> (ask, done) counter ids
         # per WAL batch (not per frame): write (+ fsync) time in ns, frames
         self.flush_ns = _ring.Log2Histogram(10, 34, 2)
         self.batch_frames = _ring.Log2Histogram(0, 16, 2)
@@ -91,6 +97,8 @@ class WalWriter:
         topics = self.wal._topic_enc
         while True:
             try:
+                if self._shared_bus is not None:
+                    self._apply_remote_commits(self._shared_bus)
                 if direct:
                     got = sub._wal_batch(self.batch, topics, timeout=self.wait_s)
                     if got is not None:
@@ -213,6 +221,25 @@ class WalWriter:
             if current is None or next_seq > current:
                 self.wal.commit(group, next_seq, sync=self.sync)
 
+    def _apply_remote_commits(self, bus: FrameBus) -> None:
+        # Other processes of a shared bus ask for a commit by raising the counter of
+        # the name COMMIT_ASK + group in the topic table; once stored, the offset goes
+        # into COMMIT_DONE + group, which they wait on. Per WAL batch: a few loads.
+        for tid, name in bus._topic_names(self._names_seen):
+            self._names_seen = tid + 1
+            if name.startswith(COMMIT_ASK):
+                group = name[len(COMMIT_ASK) :]
+                self._asks[group] = (tid, bus._intern_name(COMMIT_DONE + group))
+        for group, (ask, done) in self._asks.items():
+            wanted = int(bus._counter_get(ask))
+            if wanted > int(bus._counter_get(done)):
+                try:
+                    self.commit(group, wanted)
+                except WalError as exc:
+                    self._degrade(exc)  # the asking process sees the state and raises
+                    return
+                bus._counter_max(done, wanted)
+
     def replay(
         self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
     ) -> Iterator[Any]:
@@ -243,13 +270,14 @@ class GroupBackfill:
     committed offset up to where its new ring cursor starts (``end``, inclusive).
     Shared by the group's members in this bus, so each frame goes to one of them."""
 
-    def __init__(self, writer: WalWriter, pattern: str, start: int, end: int) -> None:
-        self._writer = writer
+    def __init__(self, wal: Any, pattern: str, start: int, end: int) -> None:
+        self._wal = wal  # a WalLog (read-only in a process other than the writer's)
         self._pattern = pattern
         self._next = start
         self._end = end
         self._buf: deque[Any] = deque()
         self._lock = threading.Lock()
+        self._on_done: Callable[[], object] | None = None  # e.g. close a read-only log
 
     @property
     def done(self) -> bool:
@@ -258,7 +286,7 @@ class GroupBackfill:
     def take(self, n: int) -> list[Any]:
         with self._lock:
             while len(self._buf) < n and self._next <= self._end:
-                chunk = self._writer.wal.read_batch(
+                chunk = self._wal.read_batch(
                     self._next, max(n, 1024), to_seq=self._end, topic=self._pattern
                 )
                 if not chunk:
@@ -266,7 +294,11 @@ class GroupBackfill:
                     break
                 self._buf.extend(chunk)
                 self._next = chunk[-1].seq + 1
-            return [self._buf.popleft() for _ in range(min(n, len(self._buf)))]
+            got = [self._buf.popleft() for _ in range(min(n, len(self._buf)))]
+            if self.done and self._on_done is not None:
+                self._on_done()
+                self._on_done = None
+            return got
 
 
 class RemoteWal:
@@ -310,12 +342,40 @@ class RemoteWal:
             step = 1.0 if left is None else min(left, 1.0)
             self._bus._user_wait(DURABLE, seq + 1, step, at_least=True)
 
+    def commit(self, group: str, next_seq: int, timeout: float = COMMIT_TIMEOUT) -> None:
+        """Ask the writing process to store `group`'s offset (forward only) and wait
+        until it has: WalError if the WAL degrades, its process is gone, or `timeout`
+        passes."""
+        from ._shm import pid_alive
+
+        bus = self._bus
+        ask = bus._intern_name(COMMIT_ASK + group)
+        done = bus._intern_name(COMMIT_DONE + group)
+        bus._counter_max(ask, next_seq)
+        bus._wake_readers()  # the WAL thread looks at asks between batches
+        deadline = time.monotonic() + timeout
+        while not bus._counter_wait(done, next_seq, 0.2):
+            if self._state() == STATE_DEGRADED:
+                raise WalError(f"group {group!r} not committed: the WAL stopped writing")
+            if self._state() == STATE_NONE or not pid_alive(self._creator):
+                raise WalError(
+                    f"group {group!r} not committed: the WAL's process (pid "
+                    f"{self._creator}, the bus's creator) closed it or is gone"
+                )
+            if time.monotonic() > deadline:
+                raise WalError(f"group {group!r} not committed within {timeout:g} s")
+            bus._wake_readers()
+
+    def open_log(self) -> Any:
+        """The WAL opened read-only (close it when done)."""
+        from .wal import WalLog  # type: ignore[import-not-found,unused-ignore]
+
+        return WalLog(self._dir, read_only=True)
+
     def replay(
         self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
     ) -> Iterator[Any]:
-        from .wal import WalLog  # type: ignore[import-not-found,unused-ignore]
-
-        wal = WalLog(self._dir, read_only=True)
+        wal = self.open_log()
         try:
             yield from wal.read(from_seq, to_seq, topic)
         finally:

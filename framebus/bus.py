@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _envelope, _ring
 from ._walbus import GroupBackfill, RemoteWal, WalWriter
@@ -215,7 +215,7 @@ class FrameBus(_ring.Ring):
                     f"group {group!r} already subscribes to {known!r}; "
                     f"every member of a group must use the same filter, not {tf.pattern!r}"
                 )
-        if group is not None and self._wal_writer is not None:
+        if group is not None and self._wal_view is not None:
             sub = self._subscribe_durable_group(tf, group)
         else:
             sub = Subscription(self, tf, group)
@@ -232,8 +232,11 @@ class FrameBus(_ring.Ring):
         # A group that committed before gets again, from the WAL, every frame from its
         # committed offset up to where its new cursor starts in the ring: no gap and
         # no duplicate at the seam. One that never committed starts at the live end.
+        # In a process other than the WAL's writer, the WAL is read from a read-only
+        # open, once the frames before the cursor are durable.
         writer = self._wal_writer
-        assert writer is not None
+        view = self._wal_view
+        assert view is not None
         with self._group_lock:
             sub = Subscription(self, tf, group)
             self._subs.add(sub)
@@ -241,24 +244,36 @@ class FrameBus(_ring.Ring):
             info = sub._info()
             if info["members"] == 1:  # a new cursor, at the live end
                 backfill = None
-                committed = writer.wal.committed(group)
-                if committed is not None:
-                    live = int(info["next_seq"])
-                    lost = writer.wal.lost(committed)
-                    if lost:
-                        sub.retention_lost = lost
-                        log.warning(
-                            "framebus: group %r committed %d, but retention deleted %d "
-                            "frames after it; it resumes at %d",
-                            group,
-                            committed,
-                            lost,
-                            writer.wal.retained_from,
-                        )
-                    start = max(committed, writer.wal.retained_from)
-                    if start < live:
-                        writer.wait_durable(live - 1)
-                        backfill = GroupBackfill(writer, tf.pattern, start, live - 1)
+                live = int(info["next_seq"])
+                close: Callable[[], object] | None = None
+                if writer is not None:
+                    wal = writer.wal
+                else:
+                    view.wait_durable(live - 1)
+                    wal = cast(RemoteWal, view).open_log()
+                    close = wal.close
+                try:
+                    committed = wal.committed(group)
+                    if committed is not None:
+                        lost = wal.lost(committed)
+                        if lost:
+                            sub.retention_lost = lost
+                            log.warning(
+                                "framebus: group %r committed %d, but retention deleted %d "
+                                "frames after it; it resumes at %d",
+                                group,
+                                committed,
+                                lost,
+                                wal.retained_from,
+                            )
+                        start = max(committed, wal.retained_from)
+                        if start < live:
+                            view.wait_durable(live - 1)
+                            backfill = GroupBackfill(wal, tf.pattern, start, live - 1)
+                            backfill._on_done, close = close, None  # the backfill closes it
+                finally:
+                    if close is not None:
+                        close()
                 self._backfills[group] = backfill
             if backfill is not None and not backfill.done:
                 sub._attach_backfill(backfill)
@@ -556,20 +571,18 @@ class Subscription(_ring.Reader):
         """Record that this subscription's group has processed every frame up to and
         including ``seq`` (Kafka semantics: the WAL stores ``seq + 1``, the next frame
         wanted). After a restart the group gets every frame after it again, in order,
-        then live frames. Offsets only move forward. Needs a group and a WAL."""
+        then live frames. Offsets only move forward. Needs a group and a WAL. In a
+        process attached to a shared bus the bus's creator stores it: this waits until
+        it has (WalError if the WAL degrades, its process is gone, or 30 s pass)."""
         if self._group is None:
             raise FrameBusError("commit needs a group subscription: subscribe(..., group=...)")
-        writer = self._bus._wal_writer
-        if writer is None:
-            if self._bus._wal_view is not None:
-                raise FrameBusError(
-                    "commit from a process attached to a shared bus is not supported: the "
-                    "WAL is written by the bus's creating process; commit there"
-                )
+        view = self._bus._wal_view
+        if view is None:
             raise FrameBusError("commit needs a bus with a write-ahead log (wal_dir)")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ValueError(f"seq must be an int >= 0 (a frame's .seq), got {seq!r}")
-        writer.commit(self._group, seq + 1)
+        # in another process than the WAL's writer: asked of it, and waited for
+        view.commit(self._group, seq + 1)
 
     def _attach_backfill(self, backfill: GroupBackfill) -> None:
         # instance attributes shadow the C methods until the backfill runs out

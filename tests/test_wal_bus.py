@@ -111,7 +111,8 @@ def _attached_publisher(name: str, count: int, out: Any) -> None:
         replayed = [f.seq for f in bus.replay(topic="from.child")]
         out.put(("ok", seqs, durable, bus.flush(30), replayed))
         try:
-            bus.subscribe(group="g").commit(0)
+            bus.subscribe(group="g").commit(0)  # stored by the creator's WAL thread
+            out.put("committed")
         except fb.FrameBusError as exc:
             out.put(str(exc))
         out.put(bus.stats()["wal_bytes"])
@@ -149,7 +150,8 @@ def test_shared_bus_with_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert status == "ok" and flushed
         assert seqs == list(range(1, 21)) and durable >= 20
         assert replayed == list(range(1, 26))
-        assert "commit from a process attached to a shared bus is not supported" in out.get()
+        assert out.get() == "committed"
+        assert bus._wal_writer is not None and bus._wal_writer.wal.committed("g") == 1
         assert out.get() is None  # wal_bytes: known to the writing process only
         child.join(60)
         assert child.exitcode == 0
@@ -165,6 +167,63 @@ def test_shared_bus_with_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     msg = out.get()
     late.join(60)
     assert "the WAL's process" in msg and "closed it or is gone" in msg
+
+
+def _group_member(name: str, take: int, commit: bool, ready: Any, out: Any) -> None:
+    bus = fb.FrameBus.attach(name)
+    try:
+        sub = bus.subscribe("t", group="ing")
+        ready.set()
+        got: list[int] = []
+        while len(got) < take:
+            frames = sub.recv_batch(take - len(got), timeout=30)
+            if not frames:
+                break
+            got += [f.seq for f in frames]
+        if commit and got:
+            sub.commit(got[-1])
+        out.put(got)
+    finally:
+        bus.close()
+
+
+def test_group_in_another_process_commits_and_gets_frames_again(tmp_path: Path) -> None:
+    # The group's member lives in a process attached to the shared bus: it commits
+    # there, and after a restart of the bus it gets, there, every frame after its
+    # offset from the WAL, then live frames, with no gap and no duplicate.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    name = f"walg-{os.getpid()}"
+    cfg = fb.BusConfig.preset("memory_optimized", wal_dir=str(tmp_path / "wal"))
+    bus = fb.FrameBus.create_shared(name, cfg)
+    try:
+        ready, out = ctx.Event(), ctx.SimpleQueue()
+        child = ctx.Process(target=_group_member, args=(name, 4, True, ready, out))
+        child.start()
+        assert ready.wait(60)
+        bus.publish_batch([b"%d" % i for i in range(10)], topic="t")
+        assert out.get() == [0, 1, 2, 3]
+        child.join(60)
+        assert child.exitcode == 0
+        assert bus._wal_writer is not None and bus._wal_writer.wal.committed("ing") == 4
+    finally:
+        bus.close()
+        fb.FrameBus.unlink(name)
+    bus = fb.FrameBus.create_shared(name, cfg)  # a restart on the same WAL
+    try:
+        assert bus.next_seq == 10
+        ready, out = ctx.Event(), ctx.SimpleQueue()
+        child = ctx.Process(target=_group_member, args=(name, 8, False, ready, out))
+        child.start()
+        assert ready.wait(60)
+        bus.publish_batch([b"live10", b"live11"], topic="t")
+        assert out.get() == list(range(4, 12))  # 4..9 from the WAL, then 10, 11 live
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        bus.close()
+        fb.FrameBus.unlink(name)
 
 
 def test_second_bus_on_the_same_directory_is_refused(tmp_path: Path) -> None:

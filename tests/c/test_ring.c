@@ -2417,6 +2417,10 @@ static void test_topic_counters(void)
     CHECK_EQ(fb_ring_counter_take(R.r, a, 3), 0);
     CHECK_EQ(fb_ring_counter_exchange(R.r, a, 7), 0);
     CHECK_EQ(fb_ring_counter_exchange(R.r, a, 0), 7);
+    CHECK_EQ(fb_ring_counter_max(R.r, a, 9), 9);
+    CHECK_EQ(fb_ring_counter_max(R.r, a, 4), 9); /* never lowered */
+    CHECK_EQ(fb_ring_counter_max(R.r, a, 12), 12);
+    CHECK_EQ(fb_ring_counter_exchange(R.r, a, 0), 12);
     /* ids outside 1..max_topics have no counter */
     CHECK_EQ(fb_ring_counter_add(R.r, 0, 1), 0);
     CHECK_EQ(fb_ring_counter_add(R.r, 9, 1), 0);
