@@ -38,6 +38,7 @@ shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frame
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import select
@@ -331,7 +332,7 @@ class FrameBusCollector(Collector):
         out: list[str] = []
         for name, kind, doc, labelnames, samples in _specs(self._snapshots()):
             full = name + "_total" if kind == "counter" else name
-            out.append(f"# HELP {full} {_esc_doc(doc)}\n# TYPE {full} {kind}\n")
+            out.append(_header(full, kind, doc))
             if kind == "histogram":
                 for values, buckets, total in samples:
                     labels = ",".join(
@@ -353,6 +354,11 @@ class FrameBusCollector(Collector):
 _rendering = threading.local()  # the collector whose text serve() is writing
 
 
+@functools.lru_cache(maxsize=256)
+def _header(name: str, kind: str, doc: str) -> str:
+    return f"# HELP {name} {_esc_doc(doc)}\n# TYPE {name} {kind}\n"
+
+
 def _esc(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
@@ -362,7 +368,11 @@ def _esc_doc(doc: str) -> str:
 
 
 def _num(value: float) -> str:
-    return floatToGoString(value)
+    # floatToGoString gives repr() for every finite value below 1e6 (Go switches to
+    # exponents above): the common case without its checks
+    if -1e300 < value < 1e6:
+        return repr(value)
+    return floatToGoString(value)  # type: ignore[no-any-return]
 
 
 # (name, kind, help, label names, samples): samples are (label values, value), or for
