@@ -4,8 +4,8 @@
  *
  * Layout. One contiguous region: a header (magic, layout version, geometry,
  * the producers' tail, counters, futex words; every hot field on its own
- * 64-byte line), then max_readers reader slots, then the topic table, then the
- * data area (a power of two of bytes). Everything is addressed by offsets from
+ * 64-byte line), then max_readers reader slots, then the topic table and one
+ * counter line per topic id, then the data area (a power of two of bytes). Everything is addressed by offsets from
  * the region's start, never by pointers, so the same bytes work on the heap and
  * in a POSIX shared-memory segment mapped at different addresses.
  *
