@@ -908,10 +908,8 @@ class WalLog:
                 if not chunk:
                     return
                 out: list[Frame] = []
-                if seq is None:
-                    self._decode(chunk, out, topics, match)
-                else:
-                    self._decode_values(chunk, seq, out, topics, match)
+                self._decode(chunk, out, topics, match, seq)
+                if seq is not None:
                     seq += len(chunk)
                 del chunk
                 yield from out
@@ -960,10 +958,8 @@ class WalLog:
                 chunk = _take(it, want if match is None else max(want, 1024))
                 if not chunk:
                     break
-                if seq is None:
-                    self._decode(chunk, out, topics, match)
-                else:
-                    self._decode_values(chunk, seq, out, topics, match)
+                self._decode(chunk, out, topics, match, seq)
+                if seq is not None:
                     seq += len(chunk)
         except DbClosedError as exc:
             raise _wal_error(self._path, self._closed_reason) from exc
@@ -979,16 +975,23 @@ class WalLog:
 
     def _decode(
         self,
-        chunk: list[tuple[bytes, bytes]],
+        chunk: list[Any],
         out: list[Frame],
         topics: dict[bytes, str | None],
         match: Callable[[str], bool] | None,
+        first: int | None = None,
     ) -> None:
-        """Append the decoded records of `chunk` to `out`; report the damaged ones."""
+        """Append the decoded records of `chunk` to `out`; report the damaged ones.
+        `chunk` holds (key, value) pairs, or, with `first`, the values of consecutive
+        keys from `first`."""
         if len(topics) >= _MAX_TOPICS:
             topics.clear()
         damaged: list[tuple[bytes, bytes]] = []
-        out.extend(_wal_decode(chunk, topics, match, damaged))  # C: checks and decodes
+        # C: checks and decodes
+        if first is None:
+            out.extend(_wal_decode(chunk, topics, match, damaged))
+        else:
+            out.extend(_wal_decode_values(chunk, first, topics, match, damaged))
         for k, v in damaged:
             self._damaged(k, v)
 
@@ -1000,22 +1003,6 @@ class WalLog:
         if first is None or last is None or self._frames != last - first + 1:
             return None
         return max(from_seq, first)
-
-    def _decode_values(
-        self,
-        values: list[bytes],
-        first: int,
-        out: list[Frame],
-        topics: dict[bytes, str | None],
-        match: Callable[[str], bool] | None,
-    ) -> None:
-        """`_decode` for the values of consecutive keys from `first`."""
-        if len(topics) >= _MAX_TOPICS:
-            topics.clear()
-        damaged: list[tuple[bytes, bytes]] = []
-        out.extend(_wal_decode_values(values, first, topics, match, damaged))
-        for k, v in damaged:
-            self._damaged(k, v)
 
     def _damaged(self, key: bytes, value: bytes) -> None:
         seq = seq_of(key)
