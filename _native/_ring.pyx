@@ -1055,30 +1055,8 @@ cdef class Ring:
     def _counter_wait(self, uint32_t tid, uint64_t at_least, timeout=None):
         """Waits (GIL released) until topic tid's counter is >= at_least: True, or
         False on timeout. Raises BusClosed when the ring closes."""
-        cdef int64_t timeout_ns = _timeout_ns(timeout)
-        cdef uint64_t deadline = 0
-        cdef int64_t left
-        cdef uint32_t seen
-        cdef int rc
         self._check_counter(tid)
-        if timeout_ns > 0:
-            deadline = fb_mono_ns() + <uint64_t>timeout_ns
-        while True:
-            seen = fb_ring_counter_signal(self.ring)
-            if fb_ring_counter_get(self.ring, tid) >= at_least:
-                fb_ring_counter_unwatch(self.ring)
-                return True
-            left = _left(timeout_ns, deadline)
-            if left == 0:
-                fb_ring_counter_unwatch(self.ring)
-                return False
-            self.active += 1
-            with nogil:
-                rc = fb_ring_counter_wait(self.ring, seen, left)
-            self._leave_nogil()
-            if rc == FB_RING_INTR:
-                PyErr_CheckSignals()
-            self._ensure_open()
+        return self._await_counter(tid, at_least, False, _timeout_ns(timeout), None) != 0
 
     def _counter_sub(self, uint32_t tid, uint64_t delta):
         """Takes min(value, delta) from topic tid's counter at once; returns it."""
@@ -1090,29 +1068,26 @@ cdef class Ring:
         self._ensure_open()
         fb_ring_counter_wake(self.ring)
 
-    def _counter_take(self, uint32_t tid, uint64_t max_n, timeout=0, cancel=None):
-        """Takes up to max_n from topic tid's counter, waiting (GIL released) up to
-        timeout (None: forever) for it to be nonzero: the amount taken, 0 on timeout.
-        cancel: an object whose truth, checked after each wake, ends the wait (0)."""
-        self._check_counter(tid)
-        return self._take(tid, max_n, _timeout_ns(timeout), cancel)
-
-    cdef uint64_t _take(self, uint32_t tid, uint64_t max_n, int64_t timeout_ns,
-                        object cancel) except? 0xFFFFFFFFFFFFFFFF:
+    cdef uint64_t _await_counter(self, uint32_t tid, uint64_t n, bint take,
+                                 int64_t timeout_ns, object cancel) except? 0xFFFFFFFFFFFFFFFF:
+        """With take: takes up to n from topic tid's counter, waiting (GIL released) up to
+        timeout_ns (< 0: forever) for it to be nonzero; the amount taken, 0 on timeout.
+        Without: 1 once the counter is >= n, 0 on timeout. cancel: an object whose
+        truth, checked after each wake, ends the wait (0). BusClosed once closed."""
         cdef uint64_t deadline = 0
         cdef uint64_t got
         cdef int64_t left
         cdef uint32_t seen
         cdef int rc
-        got = fb_ring_counter_take(self.ring, tid, max_n)
-        if got or timeout_ns == 0 or max_n == 0:
-            return got
         if timeout_ns > 0:
             deadline = fb_mono_ns() + <uint64_t>timeout_ns
         while True:
             # register first: an add after this makes the futex wait return
             seen = fb_ring_counter_signal(self.ring)
-            got = fb_ring_counter_take(self.ring, tid, max_n)
+            if take:
+                got = fb_ring_counter_take(self.ring, tid, n)
+            else:
+                got = fb_ring_counter_get(self.ring, tid) >= n
             left = _left(timeout_ns, deadline)
             if got or left == 0 or self._closed or (cancel is not None and cancel):
                 fb_ring_counter_unwatch(self.ring)
@@ -2025,8 +2000,12 @@ cdef class PortCore:
         if type(n) is not int or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         self._check()
-        cdef uint64_t got = self.ring._take(self.credit_id, <uint64_t>min(n, 0xFFFFFFFFFFFFFFFF),
-                                            _timeout_ns(timeout), self)
+        cdef uint64_t want = <uint64_t>min(n, 0xFFFFFFFFFFFFFFFF)
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        # without waiting first: a credit in the pool costs one CAS
+        cdef uint64_t got = fb_ring_counter_take(self.ring.ring, self.credit_id, want)
+        if got == 0 and timeout_ns != 0:
+            got = self.ring._await_counter(self.credit_id, want, True, timeout_ns, self)
         if got == 0:
             if self.closed:
                 raise BusClosed(f"data port {self.label!r} is closed")
