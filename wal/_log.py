@@ -880,13 +880,7 @@ class WalLog:
         topics: dict[bytes, str | None] = self._topic_dec if match is None else {}
         read_opt = self._read_options(to_seq)
         try:
-            rows: Iterator[Any]
-            with self._lock:  # no append or deletion between the check and the iterator
-                seq = self._consecutive_from(from_seq)
-                if seq is None:
-                    rows = db.items(from_key=key_of(from_seq), read_opt=read_opt)
-                else:
-                    rows = db.values(from_key=key_of(seq), read_opt=read_opt)
+            rows, seq = self._rows(db, from_seq, read_opt)
             cursor = _Cursor(rows, read_opt)
             del rows
         except Exception as exc:
@@ -946,12 +940,7 @@ class WalLog:
         read_opt = self._read_options(to_seq)
         it: Iterator[Any] | None = None
         try:
-            with self._lock:  # no append or deletion between the check and the iterator
-                seq = self._consecutive_from(from_seq)
-                if seq is None:
-                    it = db.items(from_key=key_of(from_seq), read_opt=read_opt)
-                else:
-                    it = db.values(from_key=key_of(seq), read_opt=read_opt)
+            it, seq = self._rows(db, from_seq, read_opt)
             while len(out) < max_frames:
                 want = max_frames - len(out)
                 # a filter may drop most records: scan in larger steps then
@@ -994,6 +983,18 @@ class WalLog:
             out.extend(_wal_decode_values(chunk, first, topics, match, damaged))
         for k, v in damaged:
             self._damaged(k, v)
+
+    def _rows(
+        self, db: Rdict, from_seq: int, read_opt: ReadOptions
+    ) -> tuple[Iterator[Any], int | None]:
+        """An iterator from `from_seq` for `_decode`, and its `first` argument: values
+        from that seq when the keys run without a gap, else (key, value) pairs and
+        None."""
+        with self._lock:  # no append or deletion between the check and the iterator
+            seq = self._consecutive_from(from_seq)
+            if seq is None:
+                return db.items(from_key=key_of(from_seq), read_opt=read_opt), None
+            return db.values(from_key=key_of(seq), read_opt=read_opt), seq
 
     def _consecutive_from(self, from_seq: int) -> int | None:
         """When every stored key from the first to the last is present (the counters
