@@ -1951,7 +1951,7 @@ cdef class PortCore:
     gives credits back in steps of ``grant_step`` and before it waits.
     """
     cdef Ring ring
-    cdef uint32_t credit_id
+    cdef readonly uint32_t credit_id  # the topic id whose counter is the credit pool
     cdef str topic, env_topic, label
     cdef readonly uint64_t held
     cdef readonly uint64_t sent

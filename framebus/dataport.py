@@ -106,12 +106,12 @@ class DataPort(_ring.PortCore):
         self._batch = batch
         # the ring's own strs for the topics (interned up front: a full topic table
         # fails here), so received frames are told apart by identity
-        self._credit_id: int = bus.topic_id(f"_port.{name}.b")  # its counter: the pool
-        topic = bus.topic_name(self._credit_id)
+        credit_id = bus.topic_id(f"_port.{name}.b")  # its counter: the pool
+        topic = bus.topic_name(credit_id)
         env_topic = bus.topic_name(bus.topic_id(f"_port.{name}.e"))
         self._core_init(
             bus,
-            self._credit_id,
+            credit_id,
             topic,
             env_topic,
             name,
@@ -140,7 +140,7 @@ class DataPort(_ring.PortCore):
         """Credits in the shared pool (granted by the receiver, not yet acquired)."""
         if self._bus.closed:
             return 0
-        return int(self._bus._counter_get(self._credit_id))
+        return int(self._bus._counter_get(self.credit_id))
 
     # ---------------------------------------------------------------- receiver
 
@@ -157,7 +157,7 @@ class DataPort(_ring.PortCore):
                 if sub._info()["members"] > 1:
                     sub.close()
                     raise FrameBusError(f"data port {self._name!r} already has a receiver")
-                self._bus._counter_exchange(self._credit_id, self._window)
+                self._bus._counter_exchange(self.credit_id, self._window)
                 self._sub = sub
             return self._sub
 
@@ -314,7 +314,7 @@ class DataPort(_ring.PortCore):
         if sub is not None:
             sub.close()  # wakes the callback thread's recv with BusClosed
             if bus_open:
-                self._bus._counter_exchange(self._credit_id, 0)
+                self._bus._counter_exchange(self.credit_id, 0)
         if thread is not None and thread is not threading.current_thread():
             thread.join(10.0)
 

@@ -80,7 +80,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from .envelope import MSGPACK, Envelope
 from .errors import (
@@ -110,18 +110,6 @@ _MATCH_CACHE_MAX = 4096  # topics whose matching responder ids are cached
 
 _CONTENT_TYPES = (MSGPACK,)
 _inbox_numbers = itertools.count(1)  # unique inbox per EventBus in this process
-
-
-class _Ring(Protocol):
-    """What EventBus uses of framebus._ring.Ring: Envelope publishing and the shared
-    topic-table counters (typed here so this module does not depend on the stub)."""
-
-    def publish(self, data: Any, topic: str = "", timeout: Any = ...) -> int: ...
-    def _intern_name(self, name: str) -> int: ...
-    def _counter_add(self, tid: int, delta: int) -> int: ...
-    def _counter_get(self, tid: int) -> int: ...
-    def _counter_sub(self, tid: int, delta: int) -> int: ...
-    def _topic_names(self, start: int = 1) -> list[tuple[int, str]]: ...
 
 
 def _ring_topic(topic: object) -> str:
@@ -207,14 +195,13 @@ class EventSubscription:
         self._closed = False
         self._close_lock = threading.Lock()
         bus = events._bus
-        table = cast(_Ring, bus)
         # intern first: a full topic table fails before the ring subscription exists
-        self._tid = table._intern_name(RESPONDER_PREFIX + pattern)
+        self._tid = bus._intern_name(RESPONDER_PREFIX + pattern)
         self._sub: Subscription = bus.subscribe(EVENT_PREFIX + pattern)
         self._thread: threading.Thread | None = None
         try:
             # counted only now: a requester seeing the count is sure this cursor gets it
-            table._counter_add(self._tid, 1)
+            bus._counter_add(self._tid, 1)
         except BaseException:
             self._closed = True
             self._sub.close()
@@ -294,7 +281,7 @@ class EventSubscription:
                 return
             self._closed = True
         try:
-            cast(_Ring, self._events._bus)._counter_sub(self._tid, 1)
+            self._events._bus._counter_sub(self._tid, 1)
         except BusClosed:
             pass  # the ring is gone: so is the count, for this process
         self._sub.close()  # wakes a blocked recv with BusClosed
@@ -326,7 +313,6 @@ class EventBus:
 
     def __init__(self, bus: FrameBus) -> None:
         self._bus = bus
-        self._ring = cast(_Ring, bus)
         self._lock = threading.Lock()  # waiters, subscriptions, counters, inbox
         self._closed = False
         self._subs: set[EventSubscription] = set()
@@ -376,7 +362,7 @@ class EventBus:
         """Publish ``message`` on ``topic`` (no wildcards); returns the frame's seq."""
         self._check_open()
         env = Envelope(_ring_topic(topic), message, content_type=MSGPACK)
-        seq: int = self._ring.publish(env)
+        seq: int = self._bus.publish(env)
         self._count("published")
         return seq
 
@@ -429,7 +415,7 @@ class EventBus:
             self._waiters[corr_id] = waiter
             self._stats["requests"] += 1
         try:
-            self._ring.publish(data, ring_topic)
+            self._bus.publish(data, ring_topic)
         except BaseException:
             with self._lock:
                 self._waiters.pop(corr_id, None)
@@ -452,7 +438,7 @@ class EventBus:
         return reply.payload
 
     def _has_responder(self, topic: str) -> bool:
-        table = self._ring
+        table = self._bus
         with self._names_lock:
             new = table._topic_names(self._next_name_id)
             if new:
@@ -569,7 +555,7 @@ class EventBus:
         # counted first: a requester woken by this reply already sees it in stats()
         self._count("replies")
         try:
-            self._ring.publish(env)
+            self._bus.publish(env)
         except BaseException:
             self._count("replies", -1)
             raise
