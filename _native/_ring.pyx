@@ -40,6 +40,10 @@ cdef dict _OVERFLOW_CODES = {"block": 0, "error": 1, "drop": 2, "overwrite": 3}
 RELEASE_GIL_BYTES = 64 * 1024
 cdef uint64_t _release_gil_bytes = RELEASE_GIL_BYTES
 
+# header user counter: envelopes received past their deadline (every process)
+DEF _DEADLINE_MISSES = 3
+DEADLINE_MISSES = _DEADLINE_MISSES
+
 cdef object _DEFAULT = object()
 DEFAULT = _DEFAULT
 
@@ -2143,7 +2147,7 @@ cdef class PortCore:
                                                     fb_now_ns(), self.versions, self.types)
                 if misses:
                     self.deadline_misses += misses
-                    fb_ring_user_add(self.ring.ring, 3, misses)  # DEADLINE_MISSES
+                    fb_ring_user_add(self.ring.ring, _DEADLINE_MISSES, misses)
                 if bad:
                     self._bad(bad)
                 break

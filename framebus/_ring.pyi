@@ -7,6 +7,7 @@ from framebus._envelope import Envelope
 
 RELEASE_GIL_BYTES: Final[int]
 DEFAULT: Final[object]
+DEADLINE_MISSES: Final[int]
 
 def group_key(name: str) -> int: ...
 def plain_builtins(obj: object, budget: int = 256) -> bool: ...

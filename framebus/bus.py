@@ -35,7 +35,7 @@ log = logging.getLogger("framebus")
 Frame = _ring.Frame
 
 _CLOSED = -5  # FB_RING_CLOSED
-DEADLINE_MISSES = 3  # header user counter: envelopes received past their deadline
+DEADLINE_MISSES = _ring.DEADLINE_MISSES  # header user counter: envelopes received late
 
 
 class FrameBus(_ring.Ring):

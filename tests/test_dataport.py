@@ -360,17 +360,23 @@ def _sender(name: str, count: int, result: Any) -> None:
         bus.close()
 
 
+def _start_receiver(name: str, count: int) -> tuple[Any, Any, Any]:
+    """A receiver of `count` frames on port "xp" in a spawned process, once it has
+    granted its window: (context, process, result queue)."""
+    ctx = mp.get_context("spawn")
+    ready, result = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_receiver, args=(name, count, ready, result))
+    proc.start()
+    assert ready.wait(60)
+    return ctx, proc, result
+
+
 @pytest.mark.timeout(120)
 def test_port_between_processes(name: str) -> None:
     count = 3000
-    ctx = mp.get_context("spawn")
     bus = fb.FrameBus.create_shared(name, preset="default")
     try:
-        ready = ctx.Event()
-        result = ctx.Queue()
-        rx = ctx.Process(target=_receiver, args=(name, count, ready, result))
-        rx.start()
-        assert ready.wait(60)
+        ctx, rx, result = _start_receiver(name, count)
         tx = ctx.Process(target=_sender, args=(name, count, result))
         tx.start()
         outcomes = [result.get(timeout=90), result.get(timeout=90)]
@@ -388,14 +394,9 @@ def test_port_between_processes(name: str) -> None:
 @pytest.mark.timeout(120)
 def test_sender_here_receiver_there(name: str) -> None:
     count = 500
-    ctx = mp.get_context("spawn")
     bus = fb.FrameBus.create_shared(name, preset="default")
     try:
-        ready = ctx.Event()
-        result = ctx.Queue()
-        proc = ctx.Process(target=_receiver, args=(name, count, ready, result))
-        proc.start()
-        assert ready.wait(60)
+        _, proc, result = _start_receiver(name, count)
         tx = bus.data_port("xp")
         assert tx.available == 32  # granted by the other process
         with pytest.raises(fb.FrameBusError, match="already has a receiver"):
