@@ -19,7 +19,7 @@ for it. Grants go back in steps of ``max(1, window // 4)``, and whatever is pend
 goes back before the receiver waits for more, so neither side waits on the other.
 Every frame sent spends one credit, so at most ``window`` frames (plus those being
 handled) are ever between sender and receiver: a slow receiver stops the
-sender, and nothing grows. Credits live in a counter in the ring header, so senders
+sender, and nothing grows. Credits live in a counter in the ring's memory, so senders
 in any process draw on one pool (``acquire_credit`` moves some into this handle's
 ``held``; ``send_frame`` spends a held one, or takes one from the pool when none is
 held). With no receiver there is no credit: senders get WouldBlock.

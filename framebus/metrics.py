@@ -2,7 +2,10 @@
 
 A ``prometheus_client`` collector that reads ``bus.stats()`` (the counters kept in
 the ring header, plus the WAL's state) when it is scraped; nothing is updated per
-frame in Python, so registering costs nothing on the publish path.
+frame in Python, so registering costs nothing on the publish path. ``serve()``
+writes the framebus families' text itself (``FrameBusCollector.text``) and every other
+collector of the registry through ``text_exposition``, prometheus_client's text
+format byte for byte.
 
 ```python
 import framebus.metrics
