@@ -311,6 +311,7 @@ cdef class Ring:
     cdef readonly bint shared
     cdef int attach_entry
     cdef object transition_cb
+    cdef object durability  # None, or what every write path waits on (a wal_sync bus)
     # publish_batch calls of this process: frames, payload bytes, duration (ns)
     cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ticks
 
@@ -484,6 +485,14 @@ cdef class Ring:
     def _set_transition_callback(self, cb):
         self.transition_cb = cb
 
+    def _set_durability(self, waiter):
+        """Every write path (publish, try_publish, publish_batch, loans, and the ports
+        built on them) returns only once ``waiter.wait_durable(seq)`` has returned for
+        what it wrote; None: no wait. Set once, by the bus, when it is made."""
+        if waiter is not None and not callable(getattr(waiter, "wait_durable", None)):
+            raise TypeError(f"a durability waiter needs a wait_durable(seq) method, got {waiter!r}")
+        self.durability = waiter
+
     @property
     def mapped_bytes(self):
         """Size of the ring's mapping (header, reader slots, topic table, data)."""
@@ -630,18 +639,25 @@ cdef class Ring:
         return self._publish_one(data, topic, OVERFLOW_NOWAIT, None)
 
     cdef inline object _publish_one(self, object data, object topic, int overflow, object timeout):
+        cdef object env = None
+        if type(data) is _Envelope:
+            env = data
+            topic = _envelope_topic(env, topic)
+            data = env.encode()
+        return self._write_one(data, topic, overflow, timeout, env)
+
+    cdef object _write_one(self, object data, object topic, int overflow, object timeout,
+                           object env):
+        """The one single-frame write path: ``data`` (bytes-like; ``env``'s encoding when
+        env is an Envelope, which gets the record's seq and ts_ns) on ``topic``. Returns
+        the sequence number, -1 when not written; on a durable bus, once it is durable."""
         cdef Py_buffer view
         cdef _payload pl
         cdef fb_iov_t iov
         cdef uint64_t seq = 0
         cdef int rc
         cdef int has_view = 0
-        cdef object env = None
         self._ensure_open()
-        if type(data) is _Envelope:
-            env = data
-            topic = _envelope_topic(env, topic)
-            data = env.encode()
         cdef uint32_t tid = self._topic_id(topic)
         cdef uint64_t ts = fb_now_ns()
         if PyBytes_CheckExact(data):
@@ -653,11 +669,6 @@ cdef class Ring:
             if <uint64_t>pl.len > self.max_frame:
                 raise FrameTooLarge(pl.len, self.max_frame)
             rc = fb_ring_write(self.ring, pl.ptr, <uint32_t>pl.len, tid, ts, &seq)
-            if rc == FB_RING_OK:
-                if env is not None:
-                    env.seq = seq
-                    env.ts_ns = ts
-                return seq
             if rc == FB_RING_FULL:
                 if overflow == OVERFLOW_NOWAIT:
                     return -1
@@ -673,13 +684,15 @@ cdef class Ring:
                 self._transition()
             elif rc < 0:
                 _check(rc, "publish")
-            if env is not None:
-                env.seq = seq
-                env.ts_ns = ts
-            return seq
         finally:
             if has_view:
                 PyBuffer_Release(&view)
+        if env is not None:
+            env.seq = seq
+            env.ts_ns = ts
+        if self.durability is not None:
+            self.durability.wait_durable(seq)
+        return seq
 
     def publish_batch(self, frames, topic="", timeout=_DEFAULT):
         """Publish frames as one claim: consecutive sequence numbers; returns the first.
@@ -687,6 +700,13 @@ cdef class Ring:
         In drop mode the longest prefix that fits is written and the rest counted as
         dropped; returns -1 when nothing fitted.
         """
+        return self._publish_many(frames, topic, timeout, True)
+
+    cdef object _publish_many(self, object frames, object topic, object timeout,
+                              bint envelopes_own_topic):
+        """The one batch write path. Envelopes among ``frames`` are encoded and get their
+        record's seq and ts_ns; they go on their own topic (``envelopes_own_topic``) or
+        on ``topic``. On a durable bus it returns once the batch is durable."""
         self._ensure_open()
         cdef uint64_t t0 = fb_ticks()
         cdef uint32_t tid = self._topic_id(topic)
@@ -717,7 +737,8 @@ cdef class Ring:
                         envs = []
                         encoded = []
                     envs.append((i, item))
-                    iov[i].topic = self._topic_id(_envelope_topic(item, topic))
+                    if envelopes_own_topic:
+                        iov[i].topic = self._topic_id(_envelope_topic(item, topic))
                     item = (<object>item).encode()
                     encoded.append(item)
                 if PyBytes_CheckExact(item):
@@ -757,6 +778,8 @@ cdef class Ring:
                     if i < <Py_ssize_t>written:
                         item.seq = first + <uint64_t>i
                         item.ts_ns = ts
+            if self.durability is not None and written:
+                self.durability.wait_durable(first + written - 1)
             return first
         finally:
             for i in range(nviews):
@@ -1188,8 +1211,11 @@ cdef class Loan:
         return 0
 
     def commit(self):
-        """Publish the frame; returns its sequence number."""
+        """Publish the frame; returns its sequence number (on a durable bus, once durable)."""
+        cdef bint written = self.ring.ring != NULL
         self._finish(True)
+        if written and self.ring.durability is not None:
+            self.ring.durability.wait_durable(self.claim.seq)
         return self.claim.seq
 
     def abort(self):
@@ -1271,6 +1297,9 @@ cdef class Reader:
     cdef bint view_out
     cdef bint is_group
     cdef int cancelled                  # set by close: ends a wait that began just before
+    # Modes, set once by the subscription when it is made (None: plain frames):
+    cdef object backfill  # a durable group's frames from the WAL, read before the ring's
+    cdef object decoder   # decoder(reader, frames) -> items (e.g. Envelopes; may drop some)
 
     def __cinit__(self):
         self.opened = False
@@ -1567,18 +1596,57 @@ cdef class Reader:
     def recv(self, timeout=None):
         """The next frame, waiting up to timeout seconds (None: forever); None on timeout."""
         cdef object fr
+        cdef list got
+        if self.backfill is not None or self.decoder is not None:
+            got = self._recv_modes(1, timeout)
+            return got[0] if got else None
         if not self.busy and self.opened and not self.ring._closed:
             fr = self._take_one()
             if fr is not None:
                 return fr
-        cdef list got = self._recv(1, timeout)
+        got = self._recv(1, timeout)
         return got[0] if got else None
 
     def recv_batch(self, Py_ssize_t max_frames, timeout=None):
         """Up to max_frames frames (at least one unless the timeout expires: then [])."""
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if self.backfill is not None or self.decoder is not None:
+            return self._recv_modes(max_frames, timeout)
         return self._recv(max_frames, timeout)
+
+    def _set_modes(self, backfill=None, decoder=None):
+        """A durable group's backfill (``take(n)`` -> frames, ``done``) is read before the
+        ring until it runs out; ``decoder(reader, frames)`` turns what is read into the
+        items handed out (an empty result means all were dropped: read on)."""
+        self.backfill = backfill
+        self.decoder = decoder
+
+    cdef list _fetch(self, Py_ssize_t max_frames, object timeout):
+        cdef list got
+        if self.backfill is not None:
+            if not self.opened or self.ring._closed:
+                raise BusClosed("the subscription is closed")
+            got = self.backfill.take(max_frames)
+            if got:
+                return got
+            if self.backfill.done:
+                self.backfill = None
+        return self._recv(max_frames, timeout)
+
+    cdef list _recv_modes(self, Py_ssize_t max_frames, object timeout):
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+        cdef int64_t left = timeout_ns
+        cdef list frames, items
+        while True:
+            frames = self._fetch(max_frames, None if left < 0 else left / 1e9)
+            if self.decoder is None or not frames:
+                return frames
+            items = self.decoder(self, frames)
+            if items:
+                return items
+            left = _left(timeout_ns, deadline)  # all were dropped or skipped: read on
 
     def recv_view(self, timeout=None):
         """The next frame borrowed in place (FrameView), or None on timeout.
@@ -2030,6 +2098,7 @@ cdef class PortCore:
         number. Raises WouldBlock without credit. ``timeout`` bounds a wait for ring
         space (the bus's overflow mode applies), not for credit."""
         cdef object topic = self.topic
+        cdef object env = None
         self._check()
         if self.held == 0:
             if fb_ring_counter_take(self.ring.ring, self.credit_id, 1) == 0:
@@ -2039,11 +2108,9 @@ cdef class PortCore:
             topic = self.env_topic
             env = data
             data = env.encode()
-        else:
-            env = None
         self.held -= 1
         try:
-            seq = self.ring._publish_one(data, topic, self.ring.overflow, timeout)
+            seq = self.ring._write_one(data, topic, self.ring.overflow, timeout, env)
         except BaseException:
             self.held += 1
             raise
@@ -2051,9 +2118,6 @@ cdef class PortCore:
             self.held += 1  # dropped (drop mode): the credit was not spent
         else:
             self.sent += 1
-            if env is not None:
-                env.seq = seq
-                env.ts_ns = fb_now_ns()
         return seq
 
     def send_batch(self, frames, timeout=_DEFAULT):
@@ -2064,7 +2128,6 @@ cdef class PortCore:
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
         cdef Py_ssize_t i, nenv = 0
         cdef uint64_t k
-        cdef list envs = None
         self._check()
         if n == 0:
             raise ValueError("send_batch needs at least one frame, got an empty sequence")
@@ -2081,14 +2144,10 @@ cdef class PortCore:
             self._no_credit()
         k = <uint64_t>n if self.held >= <uint64_t>n else self.held
         batch = seq_obj if k == <uint64_t>n else seq_obj[:k]
-        topic = self.topic
-        if nenv:
-            envs = list(batch)
-            batch = [(<object>e).encode() for e in envs]
-            topic = self.env_topic
         self.held -= k
         try:
-            first = self.ring.publish_batch(batch, topic, timeout)
+            first = self.ring._publish_many(batch, self.env_topic if nenv else self.topic,
+                                            timeout, False)
         except BaseException:
             self.held += k
             raise
@@ -2096,11 +2155,6 @@ cdef class PortCore:
             self.held += k
             return (first, 0)
         self.sent += k
-        if envs is not None:
-            ts = fb_now_ns()
-            for i in range(<Py_ssize_t>k):
-                envs[i].seq = first + i
-                envs[i].ts_ns = ts
         return (first, k)
 
     # ---------------------------------------------------------------- receiving

@@ -109,12 +109,8 @@ class FrameBus(_ring.Ring):
             self._wal_view = self._wal_writer
         elif config.wal_dir is not None:
             self._wal_view = RemoteWal(self, config)
-        if self._wal_view is not None:
-            if config.wal_sync:
-                # instance attributes: buses without a synchronous WAL keep the C methods
-                self.publish = self._publish_durable  # type: ignore[method-assign]
-                self.publish_batch = self._publish_batch_durable  # type: ignore[method-assign]
-                self.try_publish = self._try_publish_durable  # type: ignore[method-assign]
+        # the one place the publishing mode is chosen: every write path checks it
+        self._set_durability(self._wal_view if config.wal_sync else None)
 
     # ---------------------------------------------------------- shared memory
 
@@ -372,31 +368,6 @@ class FrameBus(_ring.Ring):
 
     # -------------------------------------------------------------------- WAL
 
-    def _publish_durable(self, data: Any, topic: str = "", timeout: Any = _ring.DEFAULT) -> int:
-        seq: int = _ring.Ring.publish(self, data, topic, timeout)
-        if seq >= 0:
-            self._durable(seq)
-        return seq
-
-    def _publish_batch_durable(
-        self, frames: Any, topic: str = "", timeout: Any = _ring.DEFAULT
-    ) -> int:
-        first: int = _ring.Ring.publish_batch(self, frames, topic, timeout)
-        if first >= 0:
-            self._durable(self.next_seq - 1)  # covers the batch (and maybe others' frames)
-        return first
-
-    def _try_publish_durable(self, data: Any, topic: str = "") -> int:
-        seq: int = _ring.Ring.try_publish(self, data, topic)
-        if seq >= 0:
-            self._durable(seq)
-        return seq
-
-    def _durable(self, seq: int) -> None:
-        view = self._wal_view
-        assert view is not None
-        view.wait_durable(seq)
-
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every frame published so far is in the WAL: True, or False on
         timeout (True at once without a WAL). Raises WalError if the WAL cannot write."""
@@ -513,53 +484,14 @@ class Subscription(_ring.Reader):
     deadline_misses = 0  # envelopes received after their deadline (envelopes=True)
     decode_errors = 0  # frames skipped because they did not decode (envelopes=True)
     _decode: tuple[bool, frozenset[int] | None, frozenset[str] | None] | None = None
+    _backfill: GroupBackfill | None = None
 
     def _envelope_mode(
         self, drop_late: bool, versions: frozenset[int] | None, types: frozenset[str] | None
     ) -> None:
-        # Instance attributes shadow the C methods (and a durable group's backfill,
-        # which _fetch still reads from): every frame is decoded on the way out.
+        # every frame read (a durable group's backfill included) is decoded on the way out
         self._decode = (drop_late, versions, types)
-        self.recv = self._recv_envelope  # type: ignore[method-assign]
-        self.recv_batch = self._recv_batch_envelopes  # type: ignore[method-assign]
-
-    def _decoded(self, frames: list[_ring.Frame]) -> list[Any]:
-        assert self._decode is not None
-        drop_late, versions, types = self._decode
-        items, misses, bad = _envelope.decode_frames(
-            frames, None, drop_late, time.time_ns(), versions, types
-        )
-        if misses:
-            self.deadline_misses += misses
-            self._bus._user_add(DEADLINE_MISSES, misses)
-        if bad:
-            self.decode_errors += len(bad)
-            for seq, why in bad[:3]:
-                log.warning("framebus: subscription %r skipped frame %d: %s", self.filter, seq, why)
-        return items
-
-    def _recv_batch_envelopes(self, max_frames: int, timeout: float | None = None) -> list[Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            frames = self._fetch(max_frames, left)
-            if not frames:
-                return []
-            items = self._decoded(frames)
-            if items:
-                return items  # else all were dropped or skipped: read on
-
-    def _recv_envelope(self, timeout: float | None = None) -> Any:
-        items = self._recv_batch_envelopes(1, timeout)
-        return items[0] if items else None
-
-    def _fetch(self, max_frames: int, timeout: float | None) -> list[_ring.Frame]:
-        backfill = self.__dict__.get("_backfill")
-        if backfill is not None and not backfill.done:
-            got = backfill.take(max_frames)
-            if got:
-                return got  # type: ignore[no-any-return]
-        return _ring.Reader.recv_batch(self, max_frames, timeout)
+        self._set_modes(self._backfill, _decode_envelopes)
 
     @property
     def filter(self) -> str:
@@ -585,37 +517,8 @@ class Subscription(_ring.Reader):
         view.commit(self._group, seq + 1)
 
     def _attach_backfill(self, backfill: GroupBackfill) -> None:
-        # instance attributes shadow the C methods until the backfill runs out
         self._backfill = backfill
-        if self._decode is not None:
-            return  # envelope mode reads the backfill itself (_fetch)
-        self.recv = self._recv_backfill  # type: ignore[method-assign]
-        self.recv_batch = self._recv_batch_backfill  # type: ignore[method-assign]
-
-    def _recv_backfill(self, timeout: float | None = None) -> _ring.Frame | None:
-        if self.closed:
-            raise BusClosed("the subscription is closed")
-        got = self._backfill.take(1)
-        if got:
-            return got[0]
-        self._end_backfill()
-        return _ring.Reader.recv(self, timeout)
-
-    def _recv_batch_backfill(
-        self, max_frames: int, timeout: float | None = None
-    ) -> list[_ring.Frame]:
-        if self.closed:
-            raise BusClosed("the subscription is closed")
-        got = self._backfill.take(max_frames)
-        if got:
-            return got
-        self._end_backfill()
-        return _ring.Reader.recv_batch(self, max_frames, timeout)
-
-    def _end_backfill(self) -> None:
-        if self._backfill.done and self._decode is None:
-            self.__dict__.pop("recv", None)
-            self.__dict__.pop("recv_batch", None)
+        self._set_modes(backfill, None if self._decode is None else _decode_envelopes)
 
     @property
     def group(self) -> str | None:
@@ -727,6 +630,24 @@ class Subscription(_ring.Reader):
             raise StopAsyncIteration from None
         assert frame is not None
         return frame
+
+
+def _decode_envelopes(sub: Subscription, frames: list[_ring.Frame]) -> list[Any]:
+    """An envelope subscription's decoder (see Reader._set_modes): Envelopes, with late
+    and undecodable ones counted and, by the subscription's settings, dropped."""
+    assert sub._decode is not None
+    drop_late, versions, types = sub._decode
+    items, misses, bad = _envelope.decode_frames(
+        frames, None, drop_late, time.time_ns(), versions, types
+    )
+    if misses:
+        sub.deadline_misses += misses
+        sub._bus._user_add(DEADLINE_MISSES, misses)
+    if bad:
+        sub.decode_errors += len(bad)
+        for seq, why in bad[:3]:
+            log.warning("framebus: subscription %r skipped frame %d: %s", sub.filter, seq, why)
+    return items  # type: ignore[no-any-return]
 
 
 class _Notifier(threading.Thread):
