@@ -1,4 +1,5 @@
-"""Builds framebus._ring (the C ring and its Cython binding) and framebus._envelope from _native/."""
+"""Builds from _native/: framebus._ring (the C ring and its Cython binding), framebus._walcodec
+(the WAL record codec) and framebus._port (DataPort's core) on it, and framebus._envelope."""
 
 import os
 import platform
@@ -16,10 +17,24 @@ if platform.machine() in ("x86_64", "AMD64"):
 
 ring = Extension(
     "framebus._ring",
-    sources=["_native/_ring.pyx", "_native/fb_ring.c", "_native/fb_crc32c.c"],
+    sources=["_native/_ring.pyx", "_native/fb_ring.c"],
     include_dirs=["_native"],
     extra_compile_args=cflags,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+# Built on the binding (cimport framebus._ring): the WAL record codec, DataPort's core
+walcodec = Extension(
+    "framebus._walcodec",
+    sources=["_native/_walcodec.pyx", "_native/fb_crc32c.c"],
+    include_dirs=["_native"],
+    extra_compile_args=cflags,
+)
+port = Extension(
+    "framebus._port",
+    sources=["_native/_port.pyx"],
+    include_dirs=["_native"],
+    extra_compile_args=cflags,
 )
 
 # Envelope codec (framebus.envelope); pure Cython, no C sources of its own
@@ -32,8 +47,8 @@ envelope = Extension(
 
 setup(
     ext_modules=cythonize(
-        [ring, envelope],
-        include_path=["_native"],
+        [ring, walcodec, port, envelope],
+        include_path=["_native", "."],  # ".": framebus/_ring.pxd, the binding's types
         annotate=debug,
         compiler_directives={"language_level": "3", "embedsignature": True},
     ),

@@ -23,9 +23,7 @@ from libc.errno cimport EEXIST, ENOENT, errno
 
 from fb_ring cimport *
 
-from framebus._envelope import Envelope as _Envelope, decode_frames as _decode_frames
 from framebus.errors import BusClosed, FrameBusError, FrameTooLarge, WouldBlock
-from framebus.topics import validate_topic as _validate_topic
 
 cdef enum:
     OVERFLOW_NOWAIT = -1  # try_publish
@@ -40,12 +38,22 @@ cdef dict _OVERFLOW_CODES = {"block": 0, "error": 1, "drop": 2, "overwrite": 3}
 RELEASE_GIL_BYTES = 64 * 1024
 cdef uint64_t _release_gil_bytes = RELEASE_GIL_BYTES
 
-# header user counter: envelopes received past their deadline (every process)
-DEF _DEADLINE_MISSES = 3
-DEADLINE_MISSES = _DEADLINE_MISSES
+# The envelope type of the layer above (framebus.envelope), registered by it: publish
+# encodes such objects and sets their seq and ts_ns. The binding imports nothing above it.
+cdef object _Envelope = None
+
+
+def register_envelope_type(envelope_type):
+    """Publish encodes objects of exactly this type (``encode()``, ``topic``, ``seq``,
+    ``ts_ns``) instead of treating them as payloads."""
+    global _Envelope
+    if not isinstance(envelope_type, type):
+        raise TypeError(f"an envelope type must be a class, got {envelope_type!r}")
+    _Envelope = envelope_type
 
 cdef object _DEFAULT = object()
 DEFAULT = _DEFAULT
+CLOSED = FB_RING_CLOSED  # what the wait methods return once the ring is closed
 
 cdef extern from "Python.h":
     int PyObject_CheckBuffer(object)
@@ -127,6 +135,15 @@ cdef inline int64_t _timeout_ns(object timeout) except -2:
     return <int64_t>(t * 1e9)
 
 
+cdef int64_t timeout_arg(object timeout) except -2:
+    """A timeout argument in ns (-1: forever), for the modules built on the binding."""
+    return _timeout_ns(timeout)
+
+
+cdef uint64_t realtime_ns() noexcept nogil:
+    return fb_now_ns()
+
+
 cdef inline int64_t _left(int64_t timeout_ns, uint64_t deadline):
     if timeout_ns < 0:
         return -1
@@ -154,10 +171,6 @@ def group_key(name):
 @cython.final
 cdef class Frame:
     """One received frame: .seq .topic .payload .ts_ns."""
-    cdef readonly uint64_t seq
-    cdef readonly str topic
-    cdef readonly bytes payload
-    cdef readonly uint64_t ts_ns
 
     def __init__(self, seq, topic, payload, ts_ns):
         self.seq = seq
@@ -181,17 +194,6 @@ cdef class Frame:
 
     def __reduce__(self):
         return (Frame, (self.seq, self.topic, self.payload, self.ts_ns))
-
-
-cdef struct _payload:
-    const char *ptr
-    Py_ssize_t len
-
-
-cdef struct _copy:
-    char *dst
-    const unsigned char *src
-    uint32_t len
 
 
 # Payloads at least this big are copied out of the ring after the Frames exist, in
@@ -245,18 +247,11 @@ def _ns_per_tick():
         _tick_ns = (m1 - _mono0) / <double>(t1 - _ticks0)
     return _tick_ns
 
-DEF _HIST_MAX = 32
-
 
 cdef class Log2Histogram:
     """Counts of values in power-of-two buckets: upper bounds 2**lo, 2**(lo+step), ...
     up to 2**hi, then +Inf. Updated per batch from C (no per-frame cost); read at
     scrape time."""
-    cdef uint64_t counts[_HIST_MAX + 1]
-    cdef readonly uint64_t total
-    cdef readonly uint64_t count
-    cdef readonly int lo, hi, step
-    cdef int n  # finite buckets
 
     def __init__(self, int lo, int hi, int step=1):
         if not (0 <= lo < hi < 64 and step >= 1 and (hi - lo) % step == 0
@@ -295,25 +290,6 @@ def _scaled(snap, double factor):
 
 cdef class Ring:
     """A ring in memory this object owns (anonymous mapping)."""
-    cdef fb_ring_t *ring
-    cdef void *mem
-    cdef size_t mem_size
-    cdef int active            # calls inside nogil sections; the mapping outlives them
-    cdef bint _closed
-    cdef readonly int overflow
-    cdef int64_t publish_timeout_ns
-    cdef uint32_t spin
-    cdef readonly uint32_t max_frame
-    cdef dict topic_ids
-    cdef list topic_names
-    cdef object last_topic
-    cdef uint32_t last_topic_id
-    cdef readonly bint shared
-    cdef int attach_entry
-    cdef object transition_cb
-    cdef object durability  # None, or what every write path waits on (a wal_sync bus)
-    # publish_batch calls of this process: frames, payload bytes, duration (ns)
-    cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ticks
 
     def __cinit__(self):
         # powers of 4: few buckets keep a scrape cheap
@@ -569,7 +545,7 @@ cdef class Ring:
         return t
 
     cdef uint32_t _intern(self, object topic) except? 0xFFFFFFFF:
-        cdef bytes raw = _validate_topic(topic)
+        cdef bytes raw = self._topic_bytes(topic)
         cdef uint32_t tid
         rc = fb_ring_topic_intern(self.ring, PyBytes_AS_STRING(raw), <uint32_t>len(raw), &tid)
         if rc == FB_RING_NO_SLOT:
@@ -596,6 +572,17 @@ cdef class Ring:
         self.topic_names[tid] = s
         self.topic_ids.setdefault(s, tid)
         return s
+
+    def _topic_bytes(self, topic):
+        """A topic's UTF-8 bytes, checked, on its first use by this handle. The bus
+        overrides this with the full topic rules (framebus.topics)."""
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        raw = topic.encode("utf-8")
+        if len(raw) > FB_RING_TOPIC_MAX_LEN:
+            raise ValueError(f"topic {topic!r} is {len(raw)} UTF-8 bytes long: at most "
+                             f"{FB_RING_TOPIC_MAX_LEN} allowed")
+        return raw
 
     def topic_id(self, topic):
         self._ensure_open()
@@ -1128,6 +1115,17 @@ cdef class Ring:
                 PyErr_CheckSignals()
             self._ensure_open()
 
+    cdef uint64_t c_counter_take(self, uint32_t tid, uint64_t n) noexcept:
+        return fb_ring_counter_take(self.ring, tid, n)
+
+    cdef void c_counter_add(self, uint32_t tid, uint64_t n) noexcept:
+        if n and not self._closed and self.ring != NULL:
+            fb_ring_counter_add(self.ring, tid, n)
+
+    cdef void c_user_add(self, uint32_t i, uint64_t n) noexcept:
+        if not self._closed and self.ring != NULL and i < FB_RING_USER_COUNTERS:
+            fb_ring_user_add(self.ring, i, n)
+
     def _intern_name(self, str name):
         """Interns any name (1..248 UTF-8 bytes, no topic syntax check): its id."""
         self._ensure_open()
@@ -1277,29 +1275,6 @@ cdef class FrameView:
 
 cdef class Reader:
     """One cursor in the ring (a subscription, or a member of a group)."""
-    cdef Ring ring
-    cdef fb_read_t rd
-    cdef readonly uint32_t slot
-    cdef bint opened
-    cdef bint busy
-    cdef bint match_all
-    cdef bint overwrite
-    cdef object matcher
-    cdef unsigned char *match_state     # per topic id: 0 unknown, 1 match, 2 no match
-    cdef uint32_t match_len
-    cdef readonly uint64_t lagged
-    cdef uint64_t *lap_log              # overwrite mode: (pos, seq) of records read in a batch
-    cdef Py_ssize_t lap_cap
-    cdef _copy *copies                  # payload copies deferred to run without the GIL
-    cdef Py_ssize_t copies_cap
-    cdef bint copying
-    cdef bint close_pending
-    cdef bint view_out
-    cdef bint is_group
-    cdef int cancelled                  # set by close: ends a wait that began just before
-    # Modes, set once by the subscription when it is made (None: plain frames):
-    cdef object backfill  # a durable group's frames from the WAL, read before the ring's
-    cdef object decoder   # decoder(reader, frames) -> items (e.g. Envelopes; may drop some)
 
     def __cinit__(self):
         self.opened = False
@@ -1717,54 +1692,56 @@ cdef class Reader:
             self._reader_close()
         return 0
 
-    cdef object _take_wal(self, Py_ssize_t max_frames, dict topic_bytes):
-        """Up to max_frames frames encoded as WAL records straight from the ring (no
-        Frame objects): (keys, values, value_bytes, first_seq, last_seq), or None."""
+    cdef object _take_records(self, Py_ssize_t max_frames, dict topic_bytes,
+                              record_encoder encode):
+        """Up to max_frames frames passed to ``encode`` straight from the ring (no Frame
+        objects): (keys, values, value_bytes, first_seq, last_seq), or None."""
         cdef fb_ring_t *r = self.ring.ring
         cdef fb_frame_t f
         cdef list keys = []
         cdef list values = []
-        cdef Py_ssize_t total = 0
+        cdef Py_ssize_t total = 0, n = 0
         cdef uint64_t first = 0, last = 0
         cdef uint32_t last_tid = 0xFFFFFFFF
         cdef bytes tb = b""
-        cdef bytes val
         fb_ring_read_begin(r, &self.rd)
-        while len(keys) < max_frames:
-            if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
-                break
-            if f.topic != last_tid:
-                name = self.ring._topic_name(f.topic)
-                t = topic_bytes.get(name)
-                if t is None:
-                    t = name.encode("utf-8")
-                    topic_bytes[name] = t
-                tb = <bytes>t
-                last_tid = f.topic
-            if not keys:
-                first = f.seq
-            last = f.seq
-            keys.append(_wal_key(f.seq))
-            val = _wal_value(tb, <const char *>f.data, f.len, f.ts_ns)
-            values.append(val)
-            total += PyBytes_GET_SIZE(val)
-        self._end_read()
-        if not keys:
+        try:
+            while n < max_frames:
+                if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
+                    break
+                if f.topic != last_tid:
+                    name = self.ring._topic_name(f.topic)
+                    t = topic_bytes.get(name)
+                    if t is None:
+                        t = name.encode("utf-8")
+                        topic_bytes[name] = t
+                    tb = <bytes>t
+                    last_tid = f.topic
+                if n == 0:
+                    first = f.seq
+                last = f.seq
+                total += encode(keys, values, f.seq, tb, <const char *>f.data, f.len, f.ts_ns)
+                n += 1
+        finally:
+            self._end_read()
+        if n == 0:
             return None
         return keys, values, total, first, last
 
-    def _wal_batch(self, Py_ssize_t max_frames, dict topic_bytes, timeout=None):
-        """For the bus's WAL thread: like recv_batch, but the frames come back encoded as
-        WAL records (framebus.wal's format): (keys, values, value_bytes, first_seq,
-        last_seq), or None on timeout. For a broadcast subscription to every topic
-        outside overwrite mode."""
+    cdef object take_records(self, Py_ssize_t max_frames, dict topic_bytes,
+                             record_encoder encode, object timeout):
+        """Like recv_batch, but every frame is handed to ``encode`` (see _take_records),
+        for a writer of the frames elsewhere (the WAL): (keys, values, value_bytes,
+        first_seq, last_seq), or None on timeout. For a broadcast subscription to every
+        topic outside overwrite mode."""
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = 0
         cdef int64_t left
         if self.is_group or self.overwrite or not self.match_all:
-            raise ValueError("_wal_batch needs a broadcast '>' subscription outside overwrite mode")
+            raise ValueError("reading records needs a broadcast '>' subscription outside "
+                             "overwrite mode")
         self._ensure_open()
-        got = self._take_wal(max_frames, topic_bytes)
+        got = self._take_records(max_frames, topic_bytes, encode)
         if got is not None or timeout_ns == 0:
             return got
         if timeout_ns > 0:
@@ -1775,7 +1752,7 @@ cdef class Reader:
                 return None
             self._wait(left)
             self._ensure_open()
-            got = self._take_wal(max_frames, topic_bytes)
+            got = self._take_records(max_frames, topic_bytes, encode)
             if got is not None:
                 return got
 
@@ -1823,394 +1800,3 @@ def plain_builtins(obj, Py_ssize_t budget=256):
     tuple, list and dict (at most ``budget`` objects): types every pickler handles
     itself, without consulting a dispatch table, so any pickler gives the same bytes."""
     return _plain_budget(obj, budget, 0) >= 0
-
-
-# ------------------------------------------------------------ WAL record encoding
-
-cdef extern from "fb_crc32c.h" nogil:
-    uint32_t fb_crc32c(const void *buf, size_t len)
-
-
-def crc32c(data):
-    """CRC-32C (Castagnoli) of a bytes-like object."""
-    cdef const unsigned char[::1] view = memoryview(data).cast("B")
-    if view.shape[0] == 0:
-        return fb_crc32c(NULL, 0)
-    return fb_crc32c(&view[0], view.shape[0])
-
-
-cdef inline void _put_le(unsigned char *p, uint64_t v, int n) noexcept nogil:
-    cdef int i
-    for i in range(n):
-        p[i] = <unsigned char>(v >> (8 * i))
-
-
-cdef bytes _wal_key(uint64_t seq):
-    cdef bytes key = PyBytes_FromStringAndSize(NULL, 8)
-    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(key)
-    cdef int k
-    for k in range(8):
-        p[k] = <unsigned char>(seq >> (8 * (7 - k)))  # big-endian: keys sort by seq
-    return key
-
-
-cdef bytes _wal_value(bytes tb, const char *payload, Py_ssize_t plen, uint64_t ts_ns):
-    """One record of framebus.wal's format: header, topic, payload, CRC32C."""
-    cdef Py_ssize_t tlen = PyBytes_GET_SIZE(tb)
-    cdef Py_ssize_t body = 16 + tlen + plen
-    cdef bytes val = PyBytes_FromStringAndSize(NULL, body + 4)
-    cdef unsigned char *p = <unsigned char *>PyBytes_AS_STRING(val)
-    p[0] = 1  # format version
-    p[1] = 0  # flags
-    _put_le(p + 2, <uint64_t>tlen, 2)
-    _put_le(p + 4, <uint64_t>plen, 4)
-    _put_le(p + 8, ts_ns, 8)
-    memcpy(p + 16, PyBytes_AS_STRING(tb), tlen)
-    memcpy(p + 16 + tlen, payload, plen)
-    _put_le(p + body, fb_crc32c(p, body), 4)
-    return val
-
-
-def wal_encode(list frames, dict topic_bytes, int64_t after):
-    """Keys and values of the WAL's record format (framebus.wal._format) for a list of
-    Frames, CRCs included: ``(keys, values, value_bytes)``. Sequence numbers must rise
-    strictly from above ``after``. Returns None when something needs the general path
-    (not a Frame, out of order, a topic too long): the caller then reports it.
-    ``topic_bytes`` caches topics' UTF-8 encodings (str -> bytes)."""
-    cdef Py_ssize_t n = len(frames), i
-    cdef list keys = [None] * n
-    cdef list values = [None] * n
-    cdef Frame fr
-    cdef bytes tb, val
-    cdef Py_ssize_t plen
-    cdef uint64_t seq
-    cdef uint64_t prev = <uint64_t>after
-    cdef bint first = after < 0
-    cdef Py_ssize_t total = 0
-    for i in range(n):
-        obj = frames[i]
-        if type(obj) is not Frame:
-            return None
-        fr = <Frame>obj
-        seq = fr.seq
-        if not first and seq <= prev:
-            return None
-        first = False
-        prev = seq
-        t = topic_bytes.get(fr.topic)
-        if t is None:
-            t = fr.topic.encode("utf-8")
-            if len(t) > 0xFFFF:
-                return None
-            topic_bytes[fr.topic] = t
-        tb = <bytes>t
-        plen = len(fr.payload)
-        if plen > 0xFFFFFFFF:
-            return None
-        keys[i] = _wal_key(seq)
-        val = _wal_value(tb, PyBytes_AS_STRING(fr.payload), plen, fr.ts_ns)
-        values[i] = val
-        total += PyBytes_GET_SIZE(val)
-    return keys, values, total
-
-
-cdef inline uint64_t _get_le(const unsigned char *p, int n) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(n):
-        v |= (<uint64_t>p[i]) << (8 * i)
-    return v
-
-
-cdef class _TopicCache:
-    """The topic of the record decoded last (most records repeat it): compared in C."""
-    cdef bytes raw
-    cdef object topic
-
-
-cdef int _decode_record(uint64_t seq, bytes v, dict topics, object match, _TopicCache last,
-                        list out) except -1:
-    """Appends the Frame of WAL record v (seq) to out: 0; 1 when v is not an intact
-    record; 2 when match rejects its topic."""
-    cdef Py_ssize_t vlen = PyBytes_GET_SIZE(v)
-    cdef const unsigned char *p
-    cdef Py_ssize_t tlen, plen, body
-    cdef Frame fr
-    if vlen < 20:
-        return 1
-    p = <const unsigned char *>PyBytes_AS_STRING(v)
-    body = vlen - 4
-    if fb_crc32c(p, body) != <uint32_t>_get_le(p + body, 4) or p[0] != 1 or p[1] != 0:
-        return 1
-    tlen = <Py_ssize_t>_get_le(p + 2, 2)
-    plen = <Py_ssize_t>_get_le(p + 4, 4)
-    if 16 + tlen + plen != body:
-        return 1
-    if (last.raw is not None and PyBytes_GET_SIZE(last.raw) == tlen
-            and memcmp(PyBytes_AS_STRING(last.raw), p + 16, tlen) == 0):
-        topic = last.topic
-    else:
-        tb = PyBytes_FromStringAndSize(<const char *>p + 16, tlen)
-        topic = topics.get(tb, _DEFAULT)
-        if topic is _DEFAULT:
-            try:
-                topic = (<bytes>tb).decode("utf-8")
-            except UnicodeDecodeError:
-                return 1
-            if match is not None and not match(topic):
-                topic = None
-            topics[tb] = topic
-        last.raw = tb
-        last.topic = topic
-    if topic is None:
-        return 2
-    fr = Frame.__new__(Frame)
-    fr.seq = seq
-    fr.topic = topic
-    fr.ts_ns = _get_le(p + 8, 8)
-    fr.payload = PyBytes_FromStringAndSize(<const char *>p + 16 + tlen, plen)
-    out.append(fr)
-    return 0
-
-
-def wal_decode(list chunk, dict topics, object match, list damaged):
-    """Frames of the (key, value) pairs read from the WAL, in order. A pair that is not
-    an intact record (key size, CRC32C, version, flags, sizes, UTF-8 topic) goes to
-    ``damaged`` instead. ``topics`` caches topic bytes -> str, or None for a topic
-    that ``match`` (a predicate or None) rejects: such frames are left out."""
-    cdef list out = []
-    cdef bytes k
-    cdef uint64_t seq
-    cdef int j
-    cdef const unsigned char *kp
-    cdef _TopicCache last = _TopicCache.__new__(_TopicCache)
-    for pair in chunk:
-        k = <bytes>pair[0]
-        if PyBytes_GET_SIZE(k) != 8:
-            damaged.append(pair)
-            continue
-        seq = 0
-        kp = <const unsigned char *>PyBytes_AS_STRING(k)
-        for j in range(8):
-            seq = (seq << 8) | kp[j]
-        if _decode_record(seq, <bytes>pair[1], topics, match, last, out) == 1:
-            damaged.append(pair)
-    return out
-
-
-def wal_decode_values(list values, uint64_t first_seq, dict topics, object match,
-                      list damaged):
-    """wal_decode for a run of records whose keys are first_seq, first_seq + 1, ...
-    (read without their keys); damaged gets (key, value) pairs as wal_decode's."""
-    cdef list out = []
-    cdef uint64_t seq = first_seq
-    cdef _TopicCache last = _TopicCache.__new__(_TopicCache)
-    for v in values:
-        if _decode_record(seq, <bytes>v, topics, match, last, out) == 1:
-            damaged.append((seq.to_bytes(8, "big"), v))
-        seq += 1
-    return out
-
-
-cdef class PortCore:
-    """The C half of a DataPort (framebus.dataport subclasses it): every frame sent
-    spends one credit; every frame received gives one back.
-
-    Credits live in the ring's counter of the port's topic (shared by every process
-    on the bus). acquire_credit moves some into ``held``; send_frame spends a held one
-    (taking one from the pool when none is held); no credit: WouldBlock. Frames go out
-    on ``topic`` (bytes-like) or ``env_topic`` (an Envelope, encoded). The receiver
-    gives credits back in steps of ``grant_step`` and before it waits.
-    """
-    cdef Ring ring
-    cdef readonly uint32_t credit_id  # the topic id whose counter is the credit pool
-    cdef str topic, env_topic, label
-    cdef readonly uint64_t held
-    cdef readonly uint64_t sent
-    cdef readonly uint64_t would_block
-    cdef readonly uint64_t received
-    cdef readonly uint64_t deadline_misses
-    cdef uint64_t pending      # consumed, credit not yet given back
-    cdef uint64_t grant_step
-    cdef bint drop_late
-    cdef object versions, types
-    cdef public bint closed  # set by the port's close: calls raise BusClosed
-
-    def _core_init(self, Ring ring, uint32_t credit_id, str topic, str env_topic, str label,
-                   uint64_t grant_step, bint drop_late, versions, types):
-        ring._check_counter(credit_id)
-        self.ring = ring
-        self.credit_id = credit_id
-        self.topic = topic
-        self.env_topic = env_topic
-        self.label = label
-        self.grant_step = grant_step if grant_step else 1
-        self.drop_late = drop_late
-        self.versions = versions
-        self.types = types
-
-    def __bool__(self):
-        return self.closed  # the cancel flag of a credit wait
-
-    cdef int _check(self) except -1:
-        if self.closed:
-            raise BusClosed(f"data port {self.label!r} is closed")
-        self.ring._ensure_open()
-        return 0
-
-    cdef int _no_credit(self) except -1:
-        self.would_block += 1
-        raise WouldBlock(f"data port {self.label!r}: no credit (the receiver has granted none "
-                         "beyond what was sent)")
-
-    # ------------------------------------------------------------------ sending
-
-    def acquire_credit(self, n=1, timeout=0):
-        """Take up to ``n`` credits, waiting up to ``timeout`` seconds (None: until some
-        come or the port closes) for at least one: how many were granted. Raises
-        WouldBlock when none was, BusClosed when the port or bus is closed."""
-        if type(n) is not int or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        self._check()
-        cdef uint64_t want = <uint64_t>min(n, 0xFFFFFFFFFFFFFFFF)
-        cdef int64_t timeout_ns = _timeout_ns(timeout)
-        # without waiting first: a credit in the pool costs one CAS
-        cdef uint64_t got = fb_ring_counter_take(self.ring.ring, self.credit_id, want)
-        if got == 0 and timeout_ns != 0:
-            got = self.ring._await_counter(self.credit_id, want, True, timeout_ns, self)
-        if got == 0:
-            if self.closed:
-                raise BusClosed(f"data port {self.label!r} is closed")
-            self._no_credit()
-        self.held += got
-        return got
-
-    def _release_credits(self):
-        """Gives the held credits back to the pool (on close)."""
-        cdef uint64_t n = self.held
-        self.held = 0
-        if n and not self.ring._closed:
-            fb_ring_counter_add(self.ring.ring, self.credit_id, n)
-        return n
-
-    def send_frame(self, data, timeout=_DEFAULT):
-        """Send one frame (bytes-like or an Envelope) against a credit: its sequence
-        number. Raises WouldBlock without credit. ``timeout`` bounds a wait for ring
-        space (the bus's overflow mode applies), not for credit."""
-        cdef object topic = self.topic
-        cdef object env = None
-        self._check()
-        if self.held == 0:
-            if fb_ring_counter_take(self.ring.ring, self.credit_id, 1) == 0:
-                self._no_credit()
-            self.held = 1
-        if type(data) is _Envelope:
-            topic = self.env_topic
-            env = data
-            data = env.encode()
-        self.held -= 1
-        try:
-            seq = self.ring._write_one(data, topic, self.ring.overflow, timeout, env)
-        except BaseException:
-            self.held += 1
-            raise
-        if seq < 0:
-            self.held += 1  # dropped (drop mode): the credit was not spent
-        else:
-            self.sent += 1
-        return seq
-
-    def send_batch(self, frames, timeout=_DEFAULT):
-        """Send the longest prefix of ``frames`` that credit covers, as one batch:
-        (first sequence number, frames sent). WouldBlock when there is no credit. A
-        batch is all bytes-like frames or all Envelopes."""
-        seq_obj = PySequence_Fast(frames, "send_batch needs a sequence of frames")
-        cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
-        cdef Py_ssize_t i, nenv = 0
-        cdef uint64_t k
-        self._check()
-        if n == 0:
-            raise ValueError("send_batch needs at least one frame, got an empty sequence")
-        for i in range(n):
-            if type(<object>PySequence_Fast_GET_ITEM(seq_obj, i)) is _Envelope:
-                nenv += 1
-        if nenv and nenv != n:
-            raise TypeError("send_batch: a batch is all Envelopes or all bytes-like frames, "
-                            f"got {nenv} Envelopes among {n} frames")
-        if self.held < <uint64_t>n:
-            self.held += fb_ring_counter_take(self.ring.ring, self.credit_id,
-                                              <uint64_t>n - self.held)
-        if self.held == 0:
-            self._no_credit()
-        k = <uint64_t>n if self.held >= <uint64_t>n else self.held
-        batch = seq_obj if k == <uint64_t>n else seq_obj[:k]
-        self.held -= k
-        try:
-            first = self.ring._publish_many(batch, self.env_topic if nenv else self.topic,
-                                            timeout, False)
-        except BaseException:
-            self.held += k
-            raise
-        if first < 0:
-            self.held += k
-            return (first, 0)
-        self.sent += k
-        return (first, k)
-
-    # ---------------------------------------------------------------- receiving
-
-    cdef int _grant(self, uint64_t n) except -1:
-        self.received += n
-        self.pending += n
-        if self.pending >= self.grant_step:
-            self._flush()
-        return 0
-
-    def _flush(self):
-        """Gives back the credits of every frame consumed so far."""
-        cdef uint64_t n = self.pending
-        self.pending = 0
-        if n and not self.ring._closed:
-            fb_ring_counter_add(self.ring.ring, self.credit_id, n)
-
-    def _receive(self, Reader sub, Py_ssize_t max_frames, timeout, bint grant=True):
-        """One read from the port's cursor: (items, frames read). Waits (up to timeout)
-        only after giving pending credits back. Items are the frames, or, when an
-        Envelope is among them, Frames and decoded Envelopes (late or undecodable ones
-        left out; see _bad). With grant, the frames' credits are given back."""
-        cdef list frames = sub._recv(max_frames, 0)
-        if not frames and _timeout_ns(timeout) != 0:
-            self._flush()
-            frames = sub._recv(max_frames, timeout)
-        cdef Py_ssize_t n = len(frames)
-        if n == 0:
-            return frames, 0
-        return self._process(frames, grant), n
-
-    def _process(self, list frames, bint grant=True):
-        """Frames read from the port's cursor as items (see _receive)."""
-        cdef Py_ssize_t n = len(frames)
-        cdef list items = frames
-        cdef Frame f
-        for item in frames:
-            f = <Frame>item
-            if f.topic is self.topic:
-                continue  # the ring's own str for the bytes topic: no compare needed
-            if f.topic is self.env_topic or f.topic == self.env_topic:
-                items, misses, bad = _decode_frames(frames, self.env_topic, self.drop_late,
-                                                    fb_now_ns(), self.versions, self.types)
-                if misses:
-                    self.deadline_misses += misses
-                    fb_ring_user_add(self.ring.ring, _DEADLINE_MISSES, misses)
-                if bad:
-                    self._bad(bad)
-                break
-        if grant:
-            self._grant(<uint64_t>n)
-        return items
-
-    def _grant_consumed(self, uint64_t n):
-        self._grant(n)
-
-    def _bad(self, bad):
-        pass  # overridden: count and log frames that did not decode

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ._internal import attached_processes, reader_slots
 from .bus import FrameBus
 
 SHM_DIR = "/dev/shm"
@@ -51,13 +52,12 @@ def list_segments() -> list[dict[str, Any]]:
         try:
             s = bus.stats()
             pids: dict[int, bool] = {}
-            for slot in range(s["max_readers"]):
-                info = bus._reader_info(slot)
-                if info["active"] and info["owner_pid"]:
+            for info in reader_slots(bus):
+                if info["owner_pid"]:
                     pids[info["owner_pid"]] = pid_alive(info["owner_pid"])
             usage = max(s["ring_used"] / s["capacity"], s["ring_used_bytes"] / s["capacity_bytes"])
             row.update(
-                attached_alive=bus._attached_alive() - 1,  # not counting this listing
+                attached_alive=attached_processes(bus) - 1,  # not counting this listing
                 creator_pid=s["creator_pid"],
                 creator_alive=pid_alive(s["creator_pid"]),
                 readers=s["readers"],

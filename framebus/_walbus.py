@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _ring
+from ._internal import HeaderCounter, TopicCounter, topic_table
+from ._reserved import WAL_COMMIT_ASK, WAL_COMMIT_DONE, Counter
+from ._walcodec import read_ring_batch
 from .errors import BusClosed, WalError
 from .topics import TopicFilter
 
@@ -32,13 +35,10 @@ log = logging.getLogger("framebus")
 
 RETAIN_FRACTION = 0.9  # retention trims to this share of wal_max_bytes, not to the edge
 
-# Counters in a shared bus's header through which other processes see the WAL
-# topic-table names whose counters carry commits of other processes (shared buses)
-COMMIT_ASK = "_walc."  # + group: the offset a process asks to store
-COMMIT_DONE = "_walk."  # + group: the offset stored
+# Other processes on a shared bus see the WAL through two header counters
+# (Counter.WAL_DURABLE, Counter.WAL_STATE) and ask the writer for group commits
+# through topic counters (WAL_COMMIT_ASK / WAL_COMMIT_DONE + group).
 COMMIT_TIMEOUT = 30.0  # seconds a commit from another process waits for the writer
-DURABLE = 1  # the highest durable sequence number + 1 (0: none)
-WAL_STATE = 2  # one of the states below
 STATE_NONE, STATE_WRITING, STATE_DEGRADED = 0, 1, 2
 
 
@@ -66,7 +66,7 @@ class WalWriter:
         self._shared_bus: FrameBus | None = None  # a shared bus: tell other processes
         self._thread: threading.Thread | None = None
         self._names_seen = 1  # topic-table ids below this were looked at for commit asks
-        self._asks: dict[str, tuple[int, int]] = {}  # group -> (ask, done) counter ids
+        self._asks: dict[str, tuple[TopicCounter, TopicCounter]] = {}  # group -> (ask, done)
         # per WAL batch (not per frame): write (+ fsync) time in ns, frames
         self.flush_ns = _ring.Log2Histogram(10, 34, 2)
         self.batch_frames = _ring.Log2Histogram(0, 16, 2)
@@ -100,7 +100,7 @@ class WalWriter:
                 if self._shared_bus is not None:
                     self._apply_remote_commits(self._shared_bus)
                 if direct:
-                    got = sub._wal_batch(self.batch, topics, timeout=self.wait_s)
+                    got = read_ring_batch(sub, self.batch, topics, timeout=self.wait_s)
                     if got is not None:
                         self._write_encoded(got)
                         continue
@@ -204,15 +204,13 @@ class WalWriter:
     def _publish_durable(self) -> None:
         bus = self._shared_bus
         assert bus is not None
-        # one writer (this thread, or start before it runs): read, then add the difference
-        bus._user_add(DURABLE, self.durable + 1 - bus._user_get(DURABLE))
-        bus._user_wake()
+        # one writer (this thread, or start before it runs)
+        HeaderCounter(bus, Counter.WAL_DURABLE).set(self.durable + 1)
 
     def _publish_state(self, state: int) -> None:
         bus = self._shared_bus
         assert bus is not None
-        bus._user_add(WAL_STATE, state - bus._user_get(WAL_STATE))
-        bus._user_wake()
+        HeaderCounter(bus, Counter.WAL_STATE).set(state)
 
     def commit(self, group: str, next_seq: int) -> None:
         """Move `group`'s stored offset forward to `next_seq` (never back)."""
@@ -223,22 +221,26 @@ class WalWriter:
 
     def _apply_remote_commits(self, bus: FrameBus) -> None:
         # Other processes of a shared bus ask for a commit by raising the counter of
-        # the name COMMIT_ASK + group in the topic table; once stored, the offset goes
-        # into COMMIT_DONE + group, which they wait on. Per WAL batch: a few loads.
-        for tid, name in bus._topic_names(self._names_seen):
+        # the name WAL_COMMIT_ASK + group in the topic table; once stored, the offset
+        # goes into WAL_COMMIT_DONE + group, which they wait on. Per WAL batch: a few
+        # loads.
+        for tid, name in topic_table(bus, self._names_seen):
             self._names_seen = tid + 1
-            if name.startswith(COMMIT_ASK):
-                group = name[len(COMMIT_ASK) :]
-                self._asks[group] = (tid, bus._intern_name(COMMIT_DONE + group))
+            if name.startswith(WAL_COMMIT_ASK):
+                group = name[len(WAL_COMMIT_ASK) :]
+                self._asks[group] = (
+                    TopicCounter(bus, tid=tid),
+                    TopicCounter(bus, WAL_COMMIT_DONE + group),
+                )
         for group, (ask, done) in self._asks.items():
-            wanted = int(bus._counter_get(ask))
-            if wanted > int(bus._counter_get(done)):
+            wanted = ask.get()
+            if wanted > done.get():
                 try:
                     self.commit(group, wanted)
                 except WalError as exc:
                     self._degrade(exc)  # the asking process sees the state and raises
                     return
-                bus._counter_max(done, wanted)
+                done.raise_to(wanted)
 
     def replay(
         self, from_seq: int = 0, to_seq: int | None = None, topic: str | None = None
@@ -312,13 +314,15 @@ class RemoteWal:
         self._bus = bus
         self._dir = config.wal_dir
         self._creator = int(bus._ring_stats()["creator_pid"])
+        self._durable = HeaderCounter(bus, Counter.WAL_DURABLE)
+        self._writer_state = HeaderCounter(bus, Counter.WAL_STATE)
 
     @property
     def durable(self) -> int:
-        return int(self._bus._user_get(DURABLE)) - 1
+        return self._durable.get() - 1
 
     def _state(self) -> int:
-        return int(self._bus._user_get(WAL_STATE))
+        return self._writer_state.get()
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
         from ._shm import pid_alive
@@ -340,7 +344,7 @@ class RemoteWal:
                 return False
             # wake up every second to notice a creator that died
             step = 1.0 if left is None else min(left, 1.0)
-            self._bus._user_wait(DURABLE, seq + 1, step, at_least=True)
+            self._durable.wait(seq + 1, step, at_least=True)
 
     def commit(self, group: str, next_seq: int, timeout: float = COMMIT_TIMEOUT) -> None:
         """Ask the writing process to store `group`'s offset (forward only) and wait
@@ -349,12 +353,12 @@ class RemoteWal:
         from ._shm import pid_alive
 
         bus = self._bus
-        ask = bus._intern_name(COMMIT_ASK + group)
-        done = bus._intern_name(COMMIT_DONE + group)
-        bus._counter_max(ask, next_seq)
+        ask = TopicCounter(bus, WAL_COMMIT_ASK + group)
+        done = TopicCounter(bus, WAL_COMMIT_DONE + group)
+        ask.raise_to(next_seq)
         bus._wake_readers()  # the WAL thread looks at asks between batches
         deadline = time.monotonic() + timeout
-        while not bus._counter_wait(done, next_seq, 0.2):
+        while not done.wait(next_seq, 0.2):
             if self._state() == STATE_DEGRADED:
                 raise WalError(f"group {group!r} not committed: the WAL stopped writing")
             if self._state() == STATE_NONE or not pid_alive(self._creator):

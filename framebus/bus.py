@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _envelope, _ring
+from ._internal import HeaderCounter
+from ._reserved import Counter
 from ._walbus import GroupBackfill, RemoteWal, WalWriter
 from .config import BusConfig
 from .errors import BusClosed, ConfigError, FrameBusError
-from .topics import TopicFilter
+from .topics import TopicFilter, validate_topic
 
 if TYPE_CHECKING:
     from .dataport import DataPort
@@ -33,9 +35,7 @@ __all__ = ["Frame", "FrameBus", "Subscription"]
 log = logging.getLogger("framebus")
 
 Frame = _ring.Frame
-
-_CLOSED = -5  # FB_RING_CLOSED
-DEADLINE_MISSES = _ring.DEADLINE_MISSES  # header user counter: envelopes received late
+_ring.register_envelope_type(_envelope.Envelope)
 
 
 class FrameBus(_ring.Ring):
@@ -49,6 +49,9 @@ class FrameBus(_ring.Ring):
         self, config: BusConfig | None = None, *, preset: str | None = None, **overrides: Any
     ) -> None:
         self._setup(_resolve_config(config, preset, overrides), shm=None)
+
+    # the binding checks a topic with these rules when this handle first uses it
+    _topic_bytes = staticmethod(validate_topic)
 
     def _setup(self, config: BusConfig, *, shm: str | None, attach: bool = False) -> None:
         # the WAL: written by the bus's creator (writer); seen by every handle (view)
@@ -395,7 +398,7 @@ class FrameBus(_ring.Ring):
         s["overflow"] = self._config.overflow
         s["max_frame"] = self._config.max_frame
         s["callback_errors"] = self._callback_errors
-        s["deadline_misses"] = int(self._user_get(DEADLINE_MISSES))
+        s["deadline_misses"] = HeaderCounter(self, Counter.DEADLINE_MISSES).get()
         histograms = self._batch_histograms()
         if self._wal_view is not None:
             wal = self._wal_view.stats(s["next_seq"])
@@ -642,7 +645,7 @@ def _decode_envelopes(sub: Subscription, frames: list[_ring.Frame]) -> list[Any]
     )
     if misses:
         sub.deadline_misses += misses
-        sub._bus._user_add(DEADLINE_MISSES, misses)
+        HeaderCounter(sub._bus, Counter.DEADLINE_MISSES).add(misses)
     if bad:
         sub.decode_errors += len(bad)
         for seq, why in bad[:3]:
@@ -710,7 +713,7 @@ class _Notifier(threading.Thread):
                 _poke(fd)
             rc = bus._wait_data_signal(seen, 0 if ready else None)
             del bus
-            if rc == _CLOSED:
+            if rc == _ring.CLOSED:
                 self.stop()
                 return
 

@@ -252,21 +252,21 @@ def _interval_arg(text: str) -> float:
 
 
 def _stats_snapshot(bus: Any) -> dict[str, Any]:
+    from ._internal import TopicCounter, reader_slots, topic_table
+    from ._reserved import EVENT_RESPONDERS, PORT
+
     s: dict[str, Any] = bus.stats()
     s.pop("subscriptions", None)  # this process's own: none, it only attached
-    slots = []
-    for slot in range(s["max_readers"]):
-        info = bus._reader_info(slot)  # every process's readers, from the header
-        if info["active"]:
-            slots.append({"slot": slot, **info})
-    s["reader_slots"] = slots
-    # the flow layer's shared state, from the topic table and its counters
+    s["reader_slots"] = reader_slots(bus)  # every process's readers, from the header
+    # the ports' and EventBus's shared state, from the topic table and its counters
     ports, responders = [], []
-    for tid, topic in bus._topic_names():
-        if topic.startswith("_port.") and topic.endswith(".b"):
-            ports.append({"name": topic[6:-2], "credits": bus._counter_get(tid)})
-        elif topic.startswith("_evs."):
-            responders.append({"pattern": topic[5:], "subscriptions": bus._counter_get(tid)})
+    for tid, topic in topic_table(bus):
+        if topic.startswith(PORT) and topic.endswith(".b"):
+            credits = TopicCounter(bus, tid=tid).get()
+            ports.append({"name": topic[len(PORT) : -2], "credits": credits})
+        elif topic.startswith(EVENT_RESPONDERS):
+            count = TopicCounter(bus, tid=tid).get()
+            responders.append({"pattern": topic[len(EVENT_RESPONDERS) :], "subscriptions": count})
     s["ports"] = ports
     s["responders"] = [r for r in responders if r["subscriptions"]]
     s.pop("events", None)  # this process's EventBus: it has none

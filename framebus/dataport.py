@@ -56,7 +56,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _ring
+from . import _port
+from ._internal import TopicCounter
+from ._reserved import Counter, port_topics
 from .errors import BusClosed, FrameBusError
 from .topics import validate_topic
 
@@ -70,7 +72,7 @@ log = logging.getLogger("framebus")
 _MAX_WINDOW = 1 << 31
 
 
-class DataPort(_ring.PortCore):
+class DataPort(_port.PortCore):
     """One end (or both ends) of a named point-to-point channel; see the module docs.
 
     ``acquire_credit``, ``send_frame`` and ``send_batch`` (and the per-batch receive
@@ -106,9 +108,11 @@ class DataPort(_ring.PortCore):
         self._batch = batch
         # the ring's own strs for the topics (interned up front: a full topic table
         # fails here), so received frames are told apart by identity
-        credit_id = bus.topic_id(f"_port.{name}.b")  # its counter: the pool
+        bytes_topic, envelope_topic, self._group = port_topics(name)
+        credit_id = bus.topic_id(bytes_topic)  # its counter: the pool
         topic = bus.topic_name(credit_id)
-        env_topic = bus.topic_name(bus.topic_id(f"_port.{name}.e"))
+        env_topic = bus.topic_name(bus.topic_id(envelope_topic))
+        self._credits = TopicCounter(bus, tid=credit_id)
         self._core_init(
             bus,
             credit_id,
@@ -119,6 +123,7 @@ class DataPort(_ring.PortCore):
             on_deadline == "drop",
             None if schema_versions is None else frozenset(schema_versions),
             None if content_types is None else frozenset(content_types),
+            Counter.DEADLINE_MISSES,
         )
         self._lock = threading.Lock()
         self._sub: Subscription | None = None
@@ -140,7 +145,7 @@ class DataPort(_ring.PortCore):
         """Credits in the shared pool (granted by the receiver, not yet acquired)."""
         if self._bus.closed:
             return 0
-        return int(self._bus._counter_get(self.credit_id))
+        return self._credits.get()
 
     # ---------------------------------------------------------------- receiver
 
@@ -153,11 +158,11 @@ class DataPort(_ring.PortCore):
             if self._sub is None:
                 # a group cursor: its member count says whether another receiver exists,
                 # in any process, and a dead receiver's cursor is evicted like any other
-                sub = self._bus.subscribe(f"_port.{self._name}.*", group=f"_port.{self._name}")
+                sub = self._bus.subscribe(self._group + ".*", group=self._group)
                 if sub._info()["members"] > 1:
                     sub.close()
                     raise FrameBusError(f"data port {self._name!r} already has a receiver")
-                self._bus._counter_exchange(self.credit_id, self._window)
+                self._credits.exchange(self._window)
                 self._sub = sub
             return self._sub
 
@@ -310,11 +315,11 @@ class DataPort(_ring.PortCore):
         bus_open = not self._bus.closed
         if bus_open:
             self._release_credits()
-            self._bus._counter_wake()  # a sender waiting for credit sees the close
+            self._credits.wake()  # a sender waiting for credit sees the close
         if sub is not None:
             sub.close()  # wakes the callback thread's recv with BusClosed
             if bus_open:
-                self._bus._counter_exchange(self.credit_id, 0)
+                self._credits.exchange(0)
         if thread is not None and thread is not threading.current_thread():
             thread.join(10.0)
 

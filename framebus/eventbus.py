@@ -82,6 +82,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._internal import TopicCounter, topic_table
+from ._reserved import EVENT_REPLIES, EVENT_RESPONDERS, EVENTS
 from .envelope import MSGPACK, Envelope
 from .errors import (
     BusClosed,
@@ -99,10 +101,6 @@ __all__ = ["Event", "EventBus", "EventSubscription"]
 
 log = logging.getLogger("framebus")
 
-EVENT_PREFIX = "_ev."  # ring topics of events
-REPLY_PREFIX = "_evr."  # ring topics of per-EventBus reply inboxes
-RESPONDER_PREFIX = "_evs."  # topic-table names counting open subscriptions per pattern
-
 DEFAULT_TIMEOUT = 5.0
 _BATCH = 64  # frames per recv_batch on a handler or dispatcher thread
 _JOIN = 5.0  # seconds close waits for a thread (a handler may be busy)
@@ -118,12 +116,12 @@ def _ring_topic(topic: object) -> str:
     assert isinstance(topic, str)
     if topic == "":
         raise ValueError("event topic '' is empty: use a topic such as 'ctl.reload'")
-    ring = EVENT_PREFIX + topic
+    ring = EVENTS + topic
     try:
         validate_topic(ring)
     except ValueError:
         raise ValueError(
-            f"event topic {topic!r} is too long: with the {EVENT_PREFIX!r} prefix it "
+            f"event topic {topic!r} is too long: with the {EVENTS!r} prefix it "
             "exceeds the ring's topic size"
         ) from None
     return ring
@@ -196,12 +194,12 @@ class EventSubscription:
         self._close_lock = threading.Lock()
         bus = events._bus
         # intern first: a full topic table fails before the ring subscription exists
-        self._tid = bus._intern_name(RESPONDER_PREFIX + pattern)
-        self._sub: Subscription = bus.subscribe(EVENT_PREFIX + pattern)
+        self._responders = TopicCounter(bus, EVENT_RESPONDERS + pattern)
+        self._sub: Subscription = bus.subscribe(EVENTS + pattern)
         self._thread: threading.Thread | None = None
         try:
             # counted only now: a requester seeing the count is sure this cursor gets it
-            bus._counter_add(self._tid, 1)
+            self._responders.add(1)
         except BaseException:
             self._closed = True
             self._sub.close()
@@ -281,7 +279,7 @@ class EventSubscription:
                 return
             self._closed = True
         try:
-            self._events._bus._counter_sub(self._tid, 1)
+            self._responders.take(1)
         except BusClosed:
             pass  # the ring is gone: so is the count, for this process
         self._sub.close()  # wakes a blocked recv with BusClosed
@@ -329,16 +327,16 @@ class EventBus:
             0,
         )
         # requests
-        self._inbox = f"{REPLY_PREFIX}{os.getpid()}.{next(_inbox_numbers)}"
+        self._inbox = f"{EVENT_REPLIES}{os.getpid()}.{next(_inbox_numbers)}"
         self._inbox_sub: Subscription | None = None
         self._dispatcher: threading.Thread | None = None
         self._waiters: dict[int, _Waiter] = {}
         self._corr_ids = itertools.count(1)
         # responder patterns seen in the topic table: (id, filter), next id to ask about
         self._names_lock = threading.Lock()
-        self._patterns: list[tuple[int, TopicFilter]] = []
+        self._patterns: list[tuple[TopicCounter, TopicFilter]] = []
         self._next_name_id = 1
-        self._matches: dict[str, list[int]] = {}
+        self._matches: dict[str, list[TopicCounter]] = {}
 
     @property
     def bus(self) -> FrameBus:
@@ -440,27 +438,27 @@ class EventBus:
     def _has_responder(self, topic: str) -> bool:
         table = self._bus
         with self._names_lock:
-            new = table._topic_names(self._next_name_id)
+            new = topic_table(table, self._next_name_id)
             if new:
                 self._next_name_id = new[-1][0] + 1
                 added = False
                 for tid, name in new:
-                    if name.startswith(RESPONDER_PREFIX):
+                    if name.startswith(EVENT_RESPONDERS):
                         try:
-                            tf = TopicFilter(name[len(RESPONDER_PREFIX) :])
+                            tf = TopicFilter(name[len(EVENT_RESPONDERS) :])
                         except (ValueError, TypeError):
                             continue  # not ours
-                        self._patterns.append((tid, tf))
+                        self._patterns.append((TopicCounter(table, tid=tid), tf))
                         added = True
                 if added:
                     self._matches.clear()
             ids = self._matches.get(topic)
             if ids is None:
-                ids = [tid for tid, tf in self._patterns if tf.matches(topic)]
+                ids = [count for count, tf in self._patterns if tf.matches(topic)]
                 if len(self._matches) >= _MATCH_CACHE_MAX:
                     self._matches.clear()
                 self._matches[topic] = ids
-        return any(table._counter_get(tid) > 0 for tid in ids)
+        return any(count.get() > 0 for count in ids)
 
     def _ensure_inbox(self) -> None:
         if self._dispatcher is not None:
@@ -516,8 +514,8 @@ class EventBus:
             return None
         src = env.src
         # only our inboxes are reply addresses: a forged src never turns a reply into an event
-        reply_to = src if env.corr_id and src.startswith(REPLY_PREFIX) else ""
-        return Event(self, frame.topic[len(EVENT_PREFIX) :], env.payload, env.corr_id, reply_to)
+        reply_to = src if env.corr_id and src.startswith(EVENT_REPLIES) else ""
+        return Event(self, frame.topic[len(EVENTS) :], env.payload, env.corr_id, reply_to)
 
     def _handle(self, handler: Callable[[Any], object], event: Event) -> None:
         try:

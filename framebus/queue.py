@@ -31,6 +31,8 @@ from multiprocessing import util as mp_util
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from ._internal import HeaderCounter, attached_processes
+from ._reserved import Counter
 from ._ring import plain_builtins as _plain_builtins
 from .bus import FrameBus, Subscription
 from .config import BusConfig
@@ -48,7 +50,6 @@ _INLINE = ""  # topic of a frame carrying the pickle itself
 _SPILLED = "s"  # topic of a frame carrying the name of a spill file
 _SPILL_DIR = "/dev/shm"
 SPILL_PREFIX = "framebus-spill."
-_UNFINISHED = 0  # user counter of JoinableQueue
 _FEED_WAIT = 0.5  # seconds the feeder waits per attempt before checking for shutdown
 ALONE_GRACE = 5.0  # seconds with no other process attached before buffered objects are given up
 
@@ -220,6 +221,7 @@ class Queue:
         self._name = name
         self._creator = creator
         self._bus = bus
+        self._unfinished = HeaderCounter(bus, Counter.QUEUE_UNFINISHED)  # JoinableQueue
         self._inline_max = bus.max_frame
         self._spill_ids = itertools.count()
         self._local = threading.local()
@@ -284,7 +286,7 @@ class Queue:
         if len(data) > self._inline_max:
             data, topic = self._spill(data), _SPILLED
         if self._joinable:
-            self._bus._user_add(_UNFINISHED, 1)
+            self._unfinished.add(1)
         try:
             if self._maxsize:
                 if self._bus.try_publish(data, topic) < 0:
@@ -300,8 +302,8 @@ class Queue:
         except BaseException:
             if topic is _SPILLED:
                 self._unlink_spill(data)
-            if self._joinable and self._bus._user_add(_UNFINISHED, -1) == 0:
-                self._bus._user_wake()
+            if self._joinable and self._unfinished.add(-1) == 0:
+                self._unfinished.wake()
             raise
 
     def put_nowait(self, obj: object) -> None:
@@ -444,15 +446,15 @@ class JoinableQueue(Queue):
 
     def task_done(self) -> None:
         """Mark one object got from the queue as processed."""
-        left = self._bus._user_dec(_UNFINISHED)
+        left = self._unfinished.decrement()
         if left < 0:
             raise ValueError("task_done() called too many times")
         if left == 0:
-            self._bus._user_wake()
+            self._unfinished.wake()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every object put has been marked done; False on timeout."""
-        return bool(self._bus._user_wait(_UNFINISHED, 0, timeout))
+        return self._unfinished.wait(0, timeout)
 
 
 class _Feeder:
@@ -502,7 +504,7 @@ class _Feeder:
                 break
             if self.bus.closed:
                 self.cancelled = True
-            elif self.bus._attached_alive() > 1:
+            elif attached_processes(self.bus) > 1:
                 alone_since = None
             elif alone_since is None:
                 alone_since = time.monotonic()
@@ -566,7 +568,7 @@ def _release(bus: FrameBus, name: str, creator: int, feeder: _Feeder) -> None:
     if bus.closed:
         return
     try:
-        others = bus._attached_alive() - 1
+        others = attached_processes(bus) - 1
     except BusClosed:
         others = 1
     bus.close()

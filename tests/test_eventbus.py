@@ -23,6 +23,8 @@ import eventbus_workers as w
 import pytest
 
 import framebus as fb
+from framebus._internal import TopicCounter
+from framebus._reserved import EVENT_RESPONDERS
 from framebus.envelope import MSGPACK, OCTET_STREAM
 from framebus.eventbus import Event, EventBus, EventSubscription
 
@@ -61,8 +63,7 @@ def drain(sub: EventSubscription) -> list[tuple[str, Any]]:
 
 
 def counter(bus: fb.FrameBus, pattern: str) -> int:
-    ring: Any = bus  # the table methods are private Ring API
-    return int(ring._counter_get(ring._intern_name("_evs." + pattern)))
+    return TopicCounter(bus, EVENT_RESPONDERS + pattern).get()
 
 
 def wait_for(cond: Callable[[], bool], limit: float = WAIT) -> bool:

@@ -1,26 +1,53 @@
-"""The C encoder of WAL records (framebus._ring.wal_encode / crc32c) gives exactly the
-bytes of the documented format (framebus.wal._format), and WalLog.append_frames falls
-back to the checked path for anything it does not handle."""
+"""The WAL's one record codec (framebus._walcodec, behind framebus.wal._format's names)
+gives exactly the bytes of the documented format, written out here independently
+(struct and a table-driven CRC-32C), and WalLog's appends report what it refuses."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
-import google_crc32c
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import framebus as fb
-from framebus._ring import crc32c, wal_encode
+from framebus._walcodec import crc32c, wal_encode
 from framebus.wal import WalLog
 from framebus.wal._format import encode_record, key_of
 
 
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli, reflected
+        table.append(c)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def reference_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def reference_record(topic: str, ts_ns: int, payload: bytes) -> bytes:
+    """framebus.wal._format's layout, from its documentation."""
+    tb = topic.encode()
+    body = struct.pack("<BBHIQ", 1, 0, len(tb), len(payload), ts_ns) + tb + payload
+    return body + struct.pack("<I", reference_crc32c(body))
+
+
 @given(st.binary(max_size=4096))
 @settings(max_examples=300, deadline=None)
-def test_crc32c_matches_google_crc32c(data: bytes) -> None:
-    assert crc32c(data) == google_crc32c.value(data)
+def test_crc32c_matches_the_reference(data: bytes) -> None:
+    assert crc32c(data) == reference_crc32c(data)
 
 
 def test_crc32c_check_value_and_buffers() -> None:
@@ -53,7 +80,11 @@ def test_wal_encode_matches_the_record_format(rows: list[tuple[int, str, bytes, 
     assert out is not None
     keys, values, nbytes = out
     assert keys == [key_of(f.seq) for f in frames]
+    assert values == [reference_record(f.topic, f.ts_ns, f.payload) for f in frames]
     assert values == [encode_record(f.topic, f.ts_ns, f.payload) for f in frames]
+    # the same records from (seq, topic, ts_ns, payload) tuples
+    tuples = [(f.seq, f.topic, f.ts_ns, bytearray(f.payload)) for f in frames]
+    assert wal_encode(tuples, {}, 0) == out
     assert nbytes == sum(map(len, values))
     assert all(cache[f.topic] == f.topic.encode() for f in frames)
 
@@ -61,9 +92,14 @@ def test_wal_encode_matches_the_record_format(rows: list[tuple[int, str, bytes, 
 def test_wal_encode_declines_what_needs_the_checked_path() -> None:
     f = fb.Frame(5, "t", b"x", 1)
     assert wal_encode([f], {}, 5) is None  # not above `after`
-    assert wal_encode([f, fb.Frame(5, "t", b"y", 1)], {}, -1) is None  # not rising
-    assert wal_encode([f, (6, "t", 1, b"y")], {}, -1) is None  # not a Frame
-    assert wal_encode([fb.Frame(6, "é" * 40_000, b"", 0)], {}, -1) is None  # topic too long
+    assert wal_encode([f, fb.Frame(5, "t", b"y", 1)], {}, None) is None  # not rising
+    assert wal_encode([f, (6, "t", 1, b"y")], {}, None) is not None  # a record tuple
+    assert wal_encode([f, (6, "t", 1)], {}, None) is None  # not a record
+    assert wal_encode([f, [6, "t", 1, b"y"]], {}, None) is None  # not a tuple
+    assert wal_encode([(6, "t", -1, b"y")], {}, None) is None  # ts_ns out of range
+    assert wal_encode([(6, "t", 1, "y")], {}, None) is None  # str payload
+    assert wal_encode([(6, 7, 1, b"y")], {}, None) is None  # topic not a str
+    assert wal_encode([fb.Frame(6, "é" * 40_000, b"", 0)], {}, None) is None  # topic too long
 
 
 def test_append_frames_reports_order_errors_as_append_batch_does(tmp_path: Path) -> None:
@@ -129,7 +165,7 @@ def _reference_decode(
 def test_wal_decode_matches_the_record_format(
     pairs: list[tuple[bytes, bytes]], filtered: bool
 ) -> None:
-    from framebus._ring import wal_decode
+    from framebus._walcodec import wal_decode
 
     match = (lambda t: t.startswith("a")) if filtered else None
     damaged: list[tuple[bytes, bytes]] = []

@@ -32,7 +32,6 @@ import errno
 import fcntl
 import logging
 import os
-import struct
 import threading
 import weakref
 from collections import deque
@@ -54,21 +53,16 @@ from rocksdict import (
 )
 
 from framebus._ring import Frame
-from framebus._ring import wal_decode as _wal_decode
-from framebus._ring import wal_decode_values as _wal_decode_values
-from framebus._ring import wal_encode as _wal_encode
+from framebus._walcodec import wal_decode as _wal_decode
+from framebus._walcodec import wal_decode_values as _wal_decode_values
+from framebus._walcodec import wal_encode as _wal_encode
 from framebus.errors import WalError
 from framebus.topics import TopicFilter
 
 from ._format import (
-    HEADER,
     KEY_SIZE,
     MAX_PAYLOAD_BYTES,
-    MAX_TOPIC_BYTES,
-    RECORD_VERSION,
-    TRAILER,
     check_record,
-    crc32c,
     encode_record,
     key_of,
     seq_of,
@@ -99,6 +93,12 @@ _MAX_TOPICS = 4096
 
 _FRAME_FIELDS = attrgetter("seq", "topic", "ts_ns", "payload")
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator in C
+
+
+def _seq_of(row: Any) -> int:
+    """The sequence number of a Frame or a (seq, topic, ts_ns, payload) record."""
+    return int(row.seq if type(row) is Frame else row[0])
+
 
 # errno for the messages RocksDB gives its I/O errors
 _ERRNO_HINTS = (
@@ -643,65 +643,43 @@ class WalLog:
         empty batch). Raises WalError when RocksDB cannot write; nothing of the
         batch is stored then either.
         """
-        rows: Sequence[Any] = records if isinstance(records, (list, tuple)) else list(records)
-        with self._lock:
-            self._need_writable()
-            last = self._last_seq
-            prev = -1 if last is None else last
-            wb = WriteBatch(raw_mode=True)
-            put = wb.put
-            encoded = self._topic_enc
-            pack = HEADER.pack
-            trailer = TRAILER.pack
-            crc = crc32c
-            nbytes = 0
-            in_order = False
-            try:
-                for seq, topic, ts_ns, payload in rows:
-                    if seq <= prev:
-                        break
-                    prev = seq
-                    tb = encoded.get(topic)
-                    if tb is None:
-                        tb = self._encode_topic(topic)
-                    if type(payload) is not bytes:
-                        payload = memoryview(payload).tobytes()
-                    body = pack(RECORD_VERSION, 0, len(tb), len(payload), ts_ns) + tb + payload
-                    value = body + trailer(crc(body))
-                    put(seq.to_bytes(8, "big"), value)
-                    nbytes += len(value)
-                else:
-                    in_order = True
-            except (ValueError, TypeError, struct.error, OverflowError, AttributeError) as exc:
-                raise self._batch_error(rows, last, exc) from None
-            if not in_order:
-                raise self._batch_error(rows, last, None)
-            count = len(rows)
-            if count == 0:
-                return last
-            return self._commit_batch(wb, rows[0][0], prev, count, nbytes, sync)
+        return self._append(records, sync)
 
     def append_frames(self, frames: Iterable[Any], *, sync: bool = False) -> int | None:
-        """`append_batch` for objects with ``.seq .topic .ts_ns .payload``.
+        """`append_batch` for ``framebus.Frame`` objects (what ``Reader.recv_batch`` and
+        `read_batch` return)."""
+        return self._append(frames, sync)
 
-        Takes what ``Reader.recv_batch`` and `read_batch` return
-        (``framebus.Frame``): a list of Frames is encoded in C (records and CRCs in
-        one pass) and put without a Python loop; anything else, or anything that
-        needs an error reported, goes through `append_batch`.
-        """
-        items = frames if isinstance(frames, list) else list(frames)
-        if not items:
-            return self.append_batch((), sync=sync)
+    def append(
+        self,
+        seq: int,
+        topic: str,
+        ts_ns: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        sync: bool = False,
+    ) -> int | None:
+        """Store one frame; see `append_batch`."""
+        return self._append(((seq, topic, ts_ns, payload),), sync)
+
+    def _append(self, records: Iterable[Any], sync: bool) -> int | None:
+        # Frames and (seq, topic, ts_ns, payload) tuples are encoded in C, records and
+        # CRCs in one pass; anything the encoder refuses is explained by _batch_error.
+        rows = records if isinstance(records, list) else list(records)
         with self._lock:
             self._need_writable()
             last = self._last_seq
-            encoded = _wal_encode(items, self._topic_enc, -1 if last is None else last)
-            if encoded is not None:
-                keys, values, nbytes = encoded
-                wb = WriteBatch(raw_mode=True)
-                _consume(map(wb.put, keys, values))
-                return self._commit_batch(wb, items[0].seq, items[-1].seq, len(items), nbytes, sync)
-        return self.append_batch(list(map(_FRAME_FIELDS, items)), sync=sync)
+            if not rows:
+                return last
+            encoded = _wal_encode(rows, self._topic_enc, last)
+            if len(self._topic_enc) > _MAX_TOPICS:
+                self._topic_enc.clear()
+            if encoded is None:
+                raise self._batch_error(
+                    [_FRAME_FIELDS(r) if type(r) is Frame else r for r in rows], last, None
+                )
+            keys, values, nbytes = encoded
+            return self._store(keys, values, nbytes, _seq_of(rows[0]), _seq_of(rows[-1]), sync)
 
     def append_encoded(
         self,
@@ -713,9 +691,9 @@ class WalLog:
         *,
         sync: bool = False,
     ) -> int:
-        """Store records already in this WAL's format (``framebus._ring`` encodes them
-        straight from the ring for the bus's WAL thread): `keys` in rising order from
-        `first_seq` to `last_seq`, `value_bytes` the total size of `values`."""
+        """Store records already in this WAL's format (``framebus._walcodec`` encodes
+        them straight from the ring for the bus's WAL thread): `keys` in rising order
+        from `first_seq` to `last_seq`, `value_bytes` the total size of `values`."""
         if not keys or len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values: expected as many, > 0")
         with self._lock:
@@ -726,9 +704,22 @@ class WalLog:
                     f"seq {first_seq} is not above the last stored seq {last}: "
                     "sequence numbers must strictly increase"
                 )
-            wb = WriteBatch(raw_mode=True)
-            _consume(map(wb.put, keys, values))
-            return self._commit_batch(wb, first_seq, last_seq, len(keys), value_bytes, sync)
+            return self._store(keys, values, value_bytes, first_seq, last_seq, sync)
+
+    def _store(
+        self,
+        keys: list[bytes],
+        values: list[bytes],
+        nbytes: int,
+        first: int,
+        last: int,
+        sync: bool,
+    ) -> int:
+        # The one write of records (lock held): the records and the counters in one
+        # WriteBatch.
+        wb = WriteBatch(raw_mode=True)
+        _consume(map(wb.put, keys, values))
+        return self._commit_batch(wb, first, last, len(keys), nbytes, sync)
 
     def _commit_batch(
         self, wb: WriteBatch, first: int, last: int, count: int, nbytes: int, sync: bool
@@ -751,29 +742,6 @@ class WalLog:
         if self._first_seq is None:
             self._first_seq = first
         return last
-
-    def append(
-        self,
-        seq: int,
-        topic: str,
-        ts_ns: int,
-        payload: bytes | bytearray | memoryview,
-        *,
-        sync: bool = False,
-    ) -> int | None:
-        """Store one frame; see `append_batch`."""
-        return self.append_batch(((seq, topic, ts_ns, payload),), sync=sync)
-
-    def _encode_topic(self, topic: str) -> bytes:
-        if not isinstance(topic, str):
-            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
-        tb = topic.encode("utf-8")
-        if len(tb) > MAX_TOPIC_BYTES:
-            raise ValueError(f"topic is {len(tb)} UTF-8 bytes long: at most {MAX_TOPIC_BYTES}")
-        if len(self._topic_enc) >= _MAX_TOPICS:
-            self._topic_enc.clear()
-        self._topic_enc[topic] = tb
-        return tb
 
     @staticmethod
     def _batch_error(rows: Sequence[Any], last: int | None, exc: BaseException | None) -> Exception:

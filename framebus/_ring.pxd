@@ -1,0 +1,147 @@
+# The binding's types for the modules built on it (framebus._port, framebus._walcodec).
+# They reach the ring only through these methods: the C ring is linked into
+# framebus._ring alone.
+from cpython.buffer cimport Py_buffer
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+from fb_ring cimport fb_frame_t, fb_iov_t, fb_read_t, fb_ring_t
+
+cdef enum:
+    _HIST_MAX = 32
+
+cdef struct _payload:
+    const char *ptr
+    Py_ssize_t len
+
+cdef struct _copy:
+    char *dst
+    const unsigned char *src
+    uint32_t len
+
+# Appends one frame, encoded, to keys and values: the bytes of the value (see
+# Reader.take_records).
+ctypedef Py_ssize_t (*record_encoder)(list keys, list values, uint64_t seq, bytes topic,
+                                      const char *payload, uint32_t length,
+                                      uint64_t ts_ns) except -1
+
+cdef int _check(int rc, str what) except -1
+cdef int64_t timeout_arg(object timeout) except -2
+cdef uint64_t realtime_ns() noexcept nogil
+
+
+cdef class Frame:
+    cdef readonly uint64_t seq
+    cdef readonly str topic
+    cdef readonly bytes payload
+    cdef readonly uint64_t ts_ns
+
+
+cdef class Log2Histogram:
+    cdef uint64_t counts[_HIST_MAX + 1]
+    cdef readonly uint64_t total
+    cdef readonly uint64_t count
+    cdef readonly int lo, hi, step
+    cdef int n  # finite buckets
+
+    cdef void add(self, uint64_t v) noexcept
+
+
+cdef class Ring:
+    cdef fb_ring_t *ring
+    cdef void *mem
+    cdef size_t mem_size
+    cdef int active            # calls inside nogil sections; the mapping outlives them
+    cdef bint _closed
+    cdef readonly int overflow
+    cdef int64_t publish_timeout_ns
+    cdef uint32_t spin
+    cdef readonly uint32_t max_frame
+    cdef dict topic_ids
+    cdef list topic_names
+    cdef object last_topic
+    cdef uint32_t last_topic_id
+    cdef readonly bint shared
+    cdef int attach_entry
+    cdef object transition_cb
+    cdef object durability  # None, or what every write path waits on (a wal_sync bus)
+    # publish_batch calls of this process: frames, payload bytes, duration (ns)
+    cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ticks
+
+    cdef void _adopt(self, void *mem, size_t size, bint shared)
+    cdef int _ensure_open(self) except -1
+    cdef int _transition(self) except -1
+    cdef void _leave_nogil(self)
+    cdef void _unmap(self)
+    cdef uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF
+    cdef uint32_t _intern(self, object topic) except? 0xFFFFFFFF
+    cdef str _topic_name(self, uint32_t tid)
+    cdef str _load_topic_name(self, uint32_t tid)
+    cdef int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1
+    cdef int64_t _publish_timeout(self, object timeout) except -2
+    cdef object _publish_one(self, object data, object topic, int overflow, object timeout)
+    cdef object _write_one(self, object data, object topic, int overflow, object timeout,
+                           object env)
+    cdef object _publish_many(self, object frames, object topic, object timeout,
+                              bint envelopes_own_topic)
+    cdef int _write_batch(self, fb_iov_t *iov, uint32_t n, uint64_t total, uint64_t *first,
+                          uint32_t *written, object timeout, uint64_t *ts_out=*) except? -100
+    cdef int _write_wait(self, fb_iov_t *iov, uint32_t n, uint32_t flags, uint64_t *first,
+                         uint32_t *written, object timeout, str what,
+                         uint64_t ts=*) except? -100
+    cdef int _check_user(self, uint32_t i) except -1
+    cdef int _check_counter(self, uint32_t tid) except -1
+    cdef uint32_t ring_max_topics(self)
+    cdef uint64_t _await_counter(self, uint32_t tid, uint64_t n, bint take,
+                                 int64_t timeout_ns, object cancel) except? 0xFFFFFFFFFFFFFFFF
+    # for the modules built on the binding: no checks (the caller checked the id)
+    cdef uint64_t c_counter_take(self, uint32_t tid, uint64_t n) noexcept
+    cdef void c_counter_add(self, uint32_t tid, uint64_t n) noexcept
+    cdef void c_user_add(self, uint32_t i, uint64_t n) noexcept
+
+
+cdef class Reader:
+    cdef Ring ring
+    cdef fb_read_t rd
+    cdef readonly uint32_t slot
+    cdef bint opened
+    cdef bint busy
+    cdef bint match_all
+    cdef bint overwrite
+    cdef object matcher
+    cdef unsigned char *match_state     # per topic id: 0 unknown, 1 match, 2 no match
+    cdef uint32_t match_len
+    cdef readonly uint64_t lagged
+    cdef uint64_t *lap_log              # overwrite mode: (pos, seq) of records read in a batch
+    cdef Py_ssize_t lap_cap
+    cdef _copy *copies                  # payload copies deferred to run without the GIL
+    cdef Py_ssize_t copies_cap
+    cdef bint copying
+    cdef bint close_pending
+    cdef bint view_out
+    cdef bint is_group
+    cdef int cancelled                  # set by close: ends a wait that began just before
+    # Modes, set once by the subscription when it is made (None: plain frames):
+    cdef object backfill  # a durable group's frames from the WAL, read before the ring's
+    cdef object decoder   # decoder(reader, frames) -> items (e.g. Envelopes; may drop some)
+
+    cdef int _ensure_open(self) except -1
+    cdef int _matches(self, uint32_t tid) except -1
+    cdef int _resolve_match(self, uint32_t tid) except -1
+    cdef Frame _frame(self, fb_frame_t *f)
+    cdef int _log_lap(self, Py_ssize_t i, fb_frame_t *f) except -1
+    cdef void _account_laps(self, Py_ssize_t logged, uint64_t intact_from)
+    cdef list _take(self, Py_ssize_t max_frames)
+    cdef int _defer_copy(self, Py_ssize_t i, char *dst, const unsigned char *src,
+                         uint32_t n) except -1
+    cdef void _run_copies(self, Py_ssize_t n, bint release_gil)
+    cdef object _take_one(self)
+    cdef int _wait(self, int64_t timeout_ns) except -100
+    cdef list _recv(self, Py_ssize_t max_frames, object timeout)
+    cdef list _fetch(self, Py_ssize_t max_frames, object timeout)
+    cdef list _recv_modes(self, Py_ssize_t max_frames, object timeout)
+    cdef int _end_read(self) except -100
+    cdef int _end_view(self) except -1
+    cdef object _take_records(self, Py_ssize_t max_frames, dict topic_bytes,
+                              record_encoder encode)
+    cdef object take_records(self, Py_ssize_t max_frames, dict topic_bytes,
+                             record_encoder encode, object timeout)
