@@ -19,7 +19,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
-    from . import _bench, _xbench
+    from .bench._common import add_bench_arguments
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -43,11 +43,7 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
         "the WAL targets.",
     )
-    from . import _walbench
-
-    _bench.add_arguments(bench)
-    _xbench.add_arguments(bench)
-    _walbench.add_arguments(bench)
+    add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
     ls = sub.add_parser(
         "ls",
@@ -365,17 +361,19 @@ def _cmd_stats(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
-    from . import _bench, _walbench, _xbench
-
     error = args.subparser.error
     command = [*prog.split(), *argv]
-    _walbench.check_suite_args(args, error)
-    if args.suite == "wal":
-        return _walbench.execute(args, error, command)
     if args.suite == "inproc":
-        _xbench.check_suite_args(args, error)
-        return _bench.execute(args, error, command)
-    return _xbench.execute(args, error, command, args.suite)
+        from .bench import inproc
+
+        return inproc.execute(args, error, command)
+    if args.suite == "wal":
+        from .bench import wal
+
+        return wal.execute(args, error, command)
+    from .bench import xproc
+
+    return xproc.execute(args, error, command, args.suite)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "framebus") -> int:
