@@ -1,9 +1,24 @@
 """The ``framebus`` command.
 
-``framebus bench``: in-process SPSC throughput of framebus beside queue.Queue,
-queue.SimpleQueue and deque+Condition (see framebus._bench), with a live progress
-line per scenario on stderr and the table on stdout. ``--suite xproc`` (or ``all``)
-runs the cross-process scenarios of framebus._xbench instead (or as well).
+``framebus bench``
+    benchmarks framebus against its peers in the same run: ``--suite inproc``
+    (default) threads in this process, ``xproc`` across processes, ``all`` both, ``wal``
+    the write-ahead log (see framebus.bench). Progress goes to stderr, the table to
+    stdout, every raw number to ``--json PATH``.
+``framebus ls``
+    lists the shared buses (/dev/shm/framebus.*): creator and whether it is alive,
+    subscribers' processes, usage, counters (``--json``).
+``framebus gc``
+    removes shared buses that no live process holds (``--dry-run``).
+``framebus stats NAME``
+    a shared bus's live counters, reader slots, DataPort credits and EventBus
+    responders, refreshed every ``--interval`` seconds (``--once``, ``--json``).
+``framebus wal inspect DIR`` / ``framebus wal replay DIR``
+    describe a write-ahead log directory, or write its frames to stdout (JSON lines or
+    raw payloads); read-only, also while a bus is writing it.
+
+A benchmark suite is imported only when ``bench`` runs it: the parser takes its options
+from framebus.bench._common.
 """
 
 from __future__ import annotations

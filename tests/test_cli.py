@@ -132,6 +132,39 @@ def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
     assert "error:" in err and message in err
 
 
+# ------------------------------------------------------------- what is imported
+
+BENCH_SUITES = ("framebus.bench.inproc", "framebus.bench.xproc", "framebus.bench.wal")
+
+
+def test_commands_other_than_bench_import_no_benchmark_suite(tmp_path):
+    # The parser takes the bench options from a light module; a suite is imported only
+    # when `framebus bench` runs it.
+    code = f"""
+import json, sys
+from framebus.cli import build_parser, main
+build_parser()
+assert main(["ls", "--json"]) == 0
+loaded = [m for m in {BENCH_SUITES!r} if m in sys.modules]
+main(["gc", "--dry-run"])
+main(["stats", "no-such-bus-{os.getpid()}", "--once"])
+main(["wal", "inspect", {str(tmp_path)!r}])
+main(["wal", "replay", {str(tmp_path)!r}])
+loaded += [m for m in {BENCH_SUITES!r} if m in sys.modules]
+print("loaded:", json.dumps(loaded))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "loaded: []"
+
+
 # ---------------------------------------------------------------------- bench
 
 
