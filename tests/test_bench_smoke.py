@@ -23,6 +23,8 @@ from framebus.bench import inproc as fbb
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.bench_smoke
+
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)

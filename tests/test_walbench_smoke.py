@@ -24,7 +24,7 @@ from framebus.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(240)]
 
 
 def _env() -> dict[str, str]:
