@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 
 from framebus import FrameBus  # noqa: E402
-from framebus import _bench as fbb  # noqa: E402
+from framebus.bench import inproc as fbb  # noqa: E402
 
 COUNT = int(os.environ.get("FRAMEBUS_BENCH_COUNT", "20000"))
 BATCH = 100

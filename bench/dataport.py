@@ -46,7 +46,7 @@ if __package__ in (None, ""):
         sys.path.insert(0, root)
 
 import framebus as fb  # noqa: E402
-from framebus._bench import machine_info  # noqa: E402
+from framebus.bench._common import BenchError, machine_info, summary  # noqa: E402
 
 SCHEMA = "framebus.bench.dataport/1"
 TARGET = 0.8
@@ -61,10 +61,6 @@ QUICK_FRAMES = 5000
 QUICK_REPEAT = 1
 _SEQ = itertools.count()
 _now = time.monotonic_ns  # CLOCK_MONOTONIC: one clock for every process on the machine
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # ------------------------------------------------------------------ receivers
@@ -305,10 +301,6 @@ def run_case(case: str, impl: str, spec: dict[str, Any]) -> dict[str, Any]:
     return fn(impl, mode, spec)
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _label(case: str, batch: int) -> str:
     topology, mode = case.split("-")
     where = "in-process" if topology == "inproc" else "cross-process"
@@ -434,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         results[case] = {
             impl: {
                 "runs": runs[case][impl],
-                "frames_per_s": _summary([r["frames_per_s"] for r in runs[case][impl]]),
+                "frames_per_s": summary([r["frames_per_s"] for r in runs[case][impl]]),
             }
             for impl in IMPLS
         }

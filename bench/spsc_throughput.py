@@ -11,7 +11,7 @@ every raw number, the machine and the command line.
     python bench/spsc_throughput.py --size 64,1k --count 200000 --json spsc.json
     python bench/spsc_throughput.py --quick               # a few seconds
 
-The measuring code is framebus._bench (also behind ``framebus bench``), so the two
+The measuring code is framebus.bench.inproc (also behind ``framebus bench``), so the two
 report the same numbers.
 """
 
@@ -26,7 +26,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     if root not in sys.path:
         sys.path.insert(0, root)
 
-from framebus._bench import main  # noqa: E402
+from framebus.bench.inproc import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(prog=os.path.basename(sys.argv[0])))

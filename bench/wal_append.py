@@ -11,7 +11,7 @@ machine, the disk and the command line.
     python bench/wal_append.py --quick             # a few seconds
     python bench/wal_append.py --size 4k --seconds 1 --json wal.json
 
-The measuring code is framebus._walbench (also behind ``framebus bench --suite wal``),
+The measuring code is framebus.bench.wal (also behind ``framebus bench --suite wal``),
 so the two report the same numbers.
 """
 
@@ -26,7 +26,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     if root not in sys.path:
         sys.path.insert(0, root)
 
-from framebus._walbench import main  # noqa: E402
+from framebus.bench.wal import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(prog=os.path.basename(sys.argv[0])))

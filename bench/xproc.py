@@ -13,7 +13,7 @@ the machine and the command line. faster-fifo and pyzmq are optional
     python bench/xproc.py --quick                  # a few seconds
     python bench/xproc.py --scenario pingpong --round-trips 50000 --json pp.json
 
-The measuring code is framebus._xbench (also behind ``framebus bench --suite xproc``),
+The measuring code is framebus.bench.xproc (also behind ``framebus bench --suite xproc``),
 so the two report the same numbers.
 """
 
@@ -28,7 +28,7 @@ if __name__ == "__main__" and __package__ in (None, ""):
     if root not in sys.path:
         sys.path.insert(0, root)
 
-from framebus._xbench import main  # noqa: E402
+from framebus.bench.xproc import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(prog=os.path.basename(sys.argv[0])))

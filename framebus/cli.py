@@ -1,9 +1,24 @@
 """The ``framebus`` command.
 
-``framebus bench``: in-process SPSC throughput of framebus beside queue.Queue,
-queue.SimpleQueue and deque+Condition (see framebus._bench), with a live progress
-line per scenario on stderr and the table on stdout. ``--suite xproc`` (or ``all``)
-runs the cross-process scenarios of framebus._xbench instead (or as well).
+``framebus bench``
+    benchmarks framebus against its peers in the same run: ``--suite inproc``
+    (default) threads in this process, ``xproc`` across processes, ``all`` both, ``wal``
+    the write-ahead log (see framebus.bench). Progress goes to stderr, the table to
+    stdout, every raw number to ``--json PATH``.
+``framebus ls``
+    lists the shared buses (/dev/shm/framebus.*): creator and whether it is alive,
+    subscribers' processes, usage, counters (``--json``).
+``framebus gc``
+    removes shared buses that no live process holds (``--dry-run``).
+``framebus stats NAME``
+    a shared bus's live counters, reader slots, DataPort credits and EventBus
+    responders, refreshed every ``--interval`` seconds (``--once``, ``--json``).
+``framebus wal inspect DIR`` / ``framebus wal replay DIR``
+    describe a write-ahead log directory, or write its frames to stdout (JSON lines or
+    raw payloads); read-only, also while a bus is writing it.
+
+A benchmark suite is imported only when ``bench`` runs it: the parser takes its options
+from framebus.bench._common.
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
-    from . import _bench, _xbench
+    from .bench._common import add_bench_arguments
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -43,11 +58,7 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
         "the WAL targets.",
     )
-    from . import _walbench
-
-    _bench.add_arguments(bench)
-    _xbench.add_arguments(bench)
-    _walbench.add_arguments(bench)
+    add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
     ls = sub.add_parser(
         "ls",
@@ -365,17 +376,19 @@ def _cmd_stats(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
-    from . import _bench, _walbench, _xbench
-
     error = args.subparser.error
     command = [*prog.split(), *argv]
-    _walbench.check_suite_args(args, error)
-    if args.suite == "wal":
-        return _walbench.execute(args, error, command)
     if args.suite == "inproc":
-        _xbench.check_suite_args(args, error)
-        return _bench.execute(args, error, command)
-    return _xbench.execute(args, error, command, args.suite)
+        from .bench import inproc
+
+        return inproc.execute(args, error, command)
+    if args.suite == "wal":
+        from .bench import wal
+
+        return wal.execute(args, error, command)
+    from .bench import xproc
+
+    return xproc.execute(args, error, command, args.suite)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "framebus") -> int:

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark machinery (framebus._bench, bench/).
+"""Smoke tests of the benchmark machinery (framebus.bench.inproc and _common, bench/).
 
 No timing assertions: only that every scenario runs, delivers exactly what was sent,
 and reports it in the documented structure.
@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 
 from framebus import FrameBus
-from framebus import _bench as fbb
+from framebus.bench import _common as common
+from framebus.bench import inproc as fbb
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.bench_smoke
 
 
 def _env() -> dict[str, str]:
@@ -61,7 +64,7 @@ def test_a_short_delivery_fails_the_run(monkeypatch):
         modes=["single"],
         topologies=["threads"],
     )
-    with pytest.raises(fbb.BenchError, match="received 99 frames.*expected exactly 100"):
+    with pytest.raises(common.BenchError, match="received 99 frames.*expected exactly 100"):
         fbb.run(params)
 
 
@@ -125,7 +128,7 @@ def test_deque_queue_is_fifo_and_bounded():
 
 def test_progress_tty_redraws_one_line_per_scenario():
     out = io.StringIO()
-    p = fbb.Progress(out, tty=True, interval=0.0)
+    p = common.Progress(out, tty=True, interval=0.0)
     p.start("threads/single/64B/framebus")
     p.update("threads/single/64B/framebus", 1, 2, 500, 1000, 0.001)
     p.repeat_done("threads/single/64B/framebus", 1, 2, 1000, [1e6])
@@ -138,7 +141,7 @@ def test_progress_tty_redraws_one_line_per_scenario():
 
 def test_progress_plain_lines_without_tty():
     out = io.StringIO()
-    p = fbb.Progress(out, tty=False)
+    p = common.Progress(out, tty=False)
     p.start("one-thread/batch100/64B/queue.Queue")
     p.repeat_done("one-thread/batch100/64B/queue.Queue", 1, 2, 1000, [1e6])
     p.repeat_done("one-thread/batch100/64B/queue.Queue", 2, 2, 1000, [1e6, 2e6])
@@ -151,7 +154,7 @@ def test_progress_plain_lines_without_tty():
 
 
 def test_machine_info():
-    m = fbb.machine_info()
+    m = common.machine_info()
     assert m["cpu_model"] and m["logical_cpus"] >= 1
     assert m["python_version"].count(".") == 2
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import framebus
-from framebus import _bench
+from framebus.bench import inproc
 from framebus.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def _env() -> dict[str, str]:
 
 
 def _check_report(report: dict, count: int, repeat: int, sizes: list[int]) -> None:
-    assert report["schema"] == _bench.SCHEMA
+    assert report["schema"] == inproc.SCHEMA
     machine = report["machine"]
     for key in ("cpu_model", "logical_cpus", "python_version", "framebus_version"):
         assert machine[key], key
@@ -52,10 +52,10 @@ def _check_report(report: dict, count: int, repeat: int, sizes: list[int]) -> No
             assert s["min"] <= s["median"] <= s["max"]
     expected = {
         (t, m, s, i)
-        for t in _bench.TOPOLOGIES
-        for m in _bench.MODES
+        for t in inproc.TOPOLOGIES
+        for m in inproc.MODES
         for s in sizes
-        for i in _bench.IMPLS
+        for i in inproc.IMPLS
     }
     assert seen == expected
     assert len(report["results"]) == len(expected)
@@ -65,7 +65,7 @@ def _check_report(report: dict, count: int, repeat: int, sizes: list[int]) -> No
 
 
 def _check_table(out: str) -> None:
-    for name in _bench.IMPLS:
+    for name in inproc.IMPLS:
         assert name in out
     assert "fb/peer" in out and "frames/s" in out and "ns/frame" in out
     assert "batch100" in out
@@ -132,6 +132,39 @@ def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
     assert "error:" in err and message in err
 
 
+# ------------------------------------------------------------- what is imported
+
+BENCH_SUITES = ("framebus.bench.inproc", "framebus.bench.xproc", "framebus.bench.wal")
+
+
+def test_commands_other_than_bench_import_no_benchmark_suite(tmp_path):
+    # The parser takes the bench options from a light module; a suite is imported only
+    # when `framebus bench` runs it.
+    code = f"""
+import json, sys
+from framebus.cli import build_parser, main
+build_parser()
+assert main(["ls", "--json"]) == 0
+loaded = [m for m in {BENCH_SUITES!r} if m in sys.modules]
+main(["gc", "--dry-run"])
+main(["stats", "no-such-bus-{os.getpid()}", "--once"])
+main(["wal", "inspect", {str(tmp_path)!r}])
+main(["wal", "replay", {str(tmp_path)!r}])
+loaded += [m for m in {BENCH_SUITES!r} if m in sys.modules]
+print("loaded:", json.dumps(loaded))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "loaded: []"
+
+
 # ---------------------------------------------------------------------- bench
 
 
@@ -148,7 +181,7 @@ def test_bench_quick_json_through_main(tmp_path, capsys):
     assert "one-thread/batch100/4096B/deque+Condition" in captured.err
     report = json.loads(path.read_text())
     assert report["params"]["quick"] is True
-    _check_report(report, _bench.QUICK_COUNT, _bench.QUICK_REPEAT, list(_bench.DEFAULT_SIZES))
+    _check_report(report, inproc.QUICK_COUNT, inproc.QUICK_REPEAT, list(inproc.DEFAULT_SIZES))
     assert report["command"] == ["framebus", "bench", "--quick", "--json", str(path)]
 
 
@@ -195,7 +228,7 @@ def test_python_m_framebus_bench_quick(tmp_path):
     _check_table(proc.stdout)
     assert "threads/batch100/64B/queue.SimpleQueue" in proc.stderr
     report = json.loads(path.read_text())
-    _check_report(report, _bench.QUICK_COUNT, _bench.QUICK_REPEAT, list(_bench.DEFAULT_SIZES))
+    _check_report(report, inproc.QUICK_COUNT, inproc.QUICK_REPEAT, list(inproc.DEFAULT_SIZES))
     assert report["command"] == [
         "python",
         "-m",

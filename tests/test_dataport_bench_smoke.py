@@ -20,7 +20,7 @@ SCRIPT = ROOT / "bench" / "dataport.py"
 CASES = ["inproc-frame", "inproc-batch", "xproc-frame", "xproc-batch"]
 SHM = "/dev/shm"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(120)]
 
 
 def _env() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Smoke tests of the WAL benchmark (framebus._walbench, bench/wal_append.py,
+"""Smoke tests of the WAL benchmark (framebus.bench.wal, bench/wal_append.py,
 ``framebus bench --suite wal``).
 
 No timing assertions: only that every scenario runs, checks what it wrote, reports it
@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from framebus import _walbench as wb
+from framebus.bench import _common as common
+from framebus.bench import wal as wb
 from framebus.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(240)]
 
 
 def _env() -> dict[str, str]:
@@ -155,14 +156,14 @@ def test_every_scenario_runs_and_is_checked(tmp_path):
 
 
 def test_missing_persist_queue_is_reported_not_measured(tmp_path, monkeypatch):
-    real = wb._import_optional
+    real = wb.import_optional
 
     def no_pq(module: str) -> Any:
         if module.split(".")[0] == "persistqueue":
             raise ImportError(f"No module named {module!r}")
         return real(module)
 
-    monkeypatch.setattr(wb, "_import_optional", no_pq)
+    monkeypatch.setattr(wb, "import_optional", no_pq)
     params = _tiny(tmp_path, repeat=1, publishers=[1], replay_frames=500)
     report = wb.run(params)
     assert report["peers"]["persist-queue"]["status"] == "missing"
@@ -173,7 +174,7 @@ def test_missing_persist_queue_is_reported_not_measured(tmp_path, monkeypatch):
 def test_a_lost_frame_fails_the_run(tmp_path, monkeypatch):
     # a publisher that skips its last frame: flush succeeds, the seq check does not
     monkeypatch.setattr(wb, "_publish_single", lambda publish, items: [*map(publish, items[1:])])
-    with pytest.raises(wb.BenchError, match="next_seq 99"):
+    with pytest.raises(common.BenchError, match="next_seq 99"):
         wb.publish_run(str(tmp_path), 64, "async", "single", 1, 100, _tiny(tmp_path))
     assert os.listdir(tmp_path) == []
 

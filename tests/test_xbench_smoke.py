@@ -1,4 +1,4 @@
-"""Smoke tests of the cross-process benchmark (framebus._xbench, bench/xproc.py,
+"""Smoke tests of the cross-process benchmark (framebus.bench.xproc, bench/xproc.py,
 ``framebus bench --suite xproc``).
 
 No timing assertions: only that every scenario runs in its processes, delivers exactly
@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from framebus import _xbench as xb
+from framebus.bench import _common as common
+from framebus.bench import xproc as xb
 from framebus.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.timeout(240)]
 
 
 def _env() -> dict[str, str]:
@@ -167,14 +168,14 @@ def test_every_scenario_delivers_exactly_count():
 
 
 def test_missing_peers_are_reported_not_measured(monkeypatch):
-    real = xb._import_optional
+    real = xb.import_optional
 
     def no_optional(module: str) -> Any:
         if module.split(".")[0] in ("faster_fifo", "faster_fifo_reduction", "zmq"):
             raise ImportError(f"No module named {module!r}")
         return real(module)
 
-    monkeypatch.setattr(xb, "_import_optional", no_optional)
+    monkeypatch.setattr(xb, "import_optional", no_optional)
     monkeypatch.setattr(xb, "_framebus_queue", lambda: (None, "framebus.Queue unavailable"))
     params = _tiny(sizes=[64], repeat=1)
     report = xb.run(params)
@@ -211,7 +212,7 @@ def test_extra_frames_fail_the_run(monkeypatch, impl, mode, message):
     monkeypatch.setattr(xb, "_cycled", lambda pool, count: real(pool, count + 1))
     peers = xb.peer_status()
     ctx = xb.mp.get_context("fork")
-    with pytest.raises(xb.BenchError, match=message):
+    with pytest.raises(common.BenchError, match=message):
         xb._throughput(ctx, 64, mode, impl, _tiny(repeat=1), peers, None)
     assert _my_segments() == []
 
@@ -219,7 +220,7 @@ def test_extra_frames_fail_the_run(monkeypatch, impl, mode, message):
 def test_a_wrong_last_payload_fails_the_run(monkeypatch):
     monkeypatch.setattr(xb, "_one_payload", lambda size, i: b"not what was sent")
     ctx = xb.mp.get_context("fork")
-    with pytest.raises(xb.BenchError, match="last item WRONG"):
+    with pytest.raises(common.BenchError, match="last item WRONG"):
         xb._throughput(ctx, 64, "batch", "os.pipe", _tiny(repeat=1), xb.peer_status(), None)
 
 

@@ -1,8 +1,9 @@
 """In-process SPSC throughput benchmark: framebus beside queue.Queue, queue.SimpleQueue
 and a deque + threading.Condition queue, measured in the same run.
 
-Used by ``framebus bench`` (framebus.cli) and by ``bench/spsc_throughput.py``; it lives
-in the package because ``bench/`` is not installed.
+Used by ``framebus bench`` (framebus.cli), by ``python -m framebus.bench.inproc`` and
+by ``bench/spsc_throughput.py``; it lives in the package because ``bench/`` is not
+installed.
 
 Two topologies, each with single calls and with batches:
 
@@ -28,17 +29,35 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import os
-import platform
 import queue
-import shlex
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ._common import (
+    DEFAULT_BATCH,
+    DEFAULT_SIZES,
+    SHARED_FLAGS,
+    BenchError,
+    Progress,
+    add_options,
+    check_common,
+    check_suite_args,
+    finish_report,
+    fmt_range,
+    fmt_rate,
+    machine_info,
+    main_with,
+    run_guarded,
+    summary,
+)
+from ._common import INPROC_COUNT as DEFAULT_COUNT
+from ._common import INPROC_QUICK_COUNT as QUICK_COUNT
+from ._common import INPROC_QUICK_REPEAT as QUICK_REPEAT
+from ._common import INPROC_REPEAT as DEFAULT_REPEAT
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -49,14 +68,13 @@ __all__ = [
     "MODES",
     "PEERS",
     "TOPOLOGIES",
-    "BenchError",
     "DequeQueue",
     "Params",
-    "Progress",
     "build_parser",
+    "execute",
     "format_table",
-    "machine_info",
     "main",
+    "make_payloads",
     "params_from_args",
     "run",
     "run_one_thread",
@@ -71,21 +89,11 @@ PEERS: tuple[str, ...] = IMPLS[1:]
 MODES: tuple[str, ...] = ("single", "batch")
 TOPOLOGIES: tuple[str, ...] = ("threads", "one-thread")
 
-DEFAULT_SIZES: tuple[int, ...] = (64, 4096)
-DEFAULT_COUNT = 750_000
-DEFAULT_REPEAT = 5
-DEFAULT_BATCH = 100
-QUICK_COUNT = 10_000
-QUICK_REPEAT = 3
 QUEUE_MAXSIZE = 1024  # items (single payloads, or lists in batch mode) for the bounded peers
 POOL_BYTES = 64 << 20  # at most this many distinct payload bytes per size
 RUN_TIMEOUT = 600.0  # seconds one run may take before it is declared stuck
 
 _CHUNK = 1024  # single-call consumers publish their progress once per this many frames
-
-
-class BenchError(RuntimeError):
-    """A run did not deliver what was sent, failed in a thread, or got stuck."""
 
 
 # --------------------------------------------------------------------------- peers
@@ -151,81 +159,6 @@ class Params:
     timeout: float = RUN_TIMEOUT
 
 
-def _parse_size(text: str) -> int:
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    mult = 1
-    if t.endswith("k"):
-        mult, t = 1 << 10, t[:-1]
-    elif t.endswith("m"):
-        mult, t = 1 << 20, t[:-1]
-    try:
-        value = int(t) * mult
-    except ValueError:
-        raise ValueError(f"invalid size {text!r}: expected bytes, e.g. 64, 4096, 4k, 1m") from None
-    if value < 1:
-        raise ValueError(f"invalid size {text!r}: must be at least 1 byte")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_arguments(p: Any) -> None:
-    """The benchmark's options, shared by ``framebus bench`` and bench/spsc_throughput.py."""
-    p.add_argument(
-        "--size",
-        action="append",
-        metavar="BYTES",
-        help="payload size in bytes (k/m suffixes are KiB/MiB); repeat the option or give a "
-        f"comma list (default: {','.join(map(str, DEFAULT_SIZES))})",
-    )
-    p.add_argument(
-        "--count",
-        type=_positive_int,
-        metavar="N",
-        help=f"frames per run (default: {DEFAULT_COUNT}; --quick: {QUICK_COUNT})",
-    )
-    p.add_argument(
-        "--repeat",
-        type=_positive_int,
-        metavar="R",
-        help=f"runs per scenario; the median is reported (default: {DEFAULT_REPEAT}; "
-        f"--quick: {QUICK_REPEAT})",
-    )
-    p.add_argument(
-        "--batch",
-        type=_positive_int,
-        default=DEFAULT_BATCH,
-        metavar="B",
-        help=f"frames per batch in the batch scenarios (default: {DEFAULT_BATCH})",
-    )
-    from .config import PRESETS
-
-    p.add_argument(
-        "--preset",
-        default="default",
-        choices=list(PRESETS),
-        help="framebus preset for the bus under test (default: default)",
-    )
-    p.add_argument("--json", metavar="PATH", help="write every raw number to PATH as JSON")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a smoke run of a few seconds ({QUICK_COUNT} frames, {QUICK_REPEAT} repeats "
-        "unless --count/--repeat say otherwise)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
-
-
 def build_parser(prog: str | None = None) -> Any:
     import argparse
 
@@ -235,51 +168,13 @@ def build_parser(prog: str | None = None) -> Any:
         "queue.SimpleQueue and deque+Condition, single calls and batches, plus "
         "publish+recv in one thread (ns per frame).",
     )
-    add_arguments(p)
+    add_options(p, SHARED_FLAGS)
     return p
 
 
 def params_from_args(args: Any, error: Callable[[str], Any]) -> Params:
     """Params from parsed options; ``error(msg)`` (argparse's parser.error) on bad values."""
-    from .config import BusConfig, record_size
-    from .errors import ConfigError
-
-    sizes: list[int] = []
-    for item in args.size or []:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            try:
-                size = _parse_size(part)
-            except ValueError as exc:
-                error(f"argument --size: {exc}")
-            if size not in sizes:
-                sizes.append(size)
-    if args.size and not sizes:
-        error("argument --size: no size given")
-    if not sizes:
-        sizes = list(DEFAULT_SIZES)
-    try:
-        cfg = BusConfig.preset(args.preset)
-    except (ConfigError, ValueError, KeyError) as exc:
-        error(f"argument --preset: {exc}")
-    for size in sizes:
-        if size > cfg.max_frame:
-            error(
-                f"argument --size: {size} bytes is larger than the {args.preset!r} preset's "
-                f"max_frame ({cfg.max_frame} bytes)"
-            )
-        per_batch = record_size(size) * args.batch
-        room = int(cfg.ring_bytes * cfg.backpressure_threshold) // 2
-        if per_batch > room:
-            error(
-                f"argument --batch: {args.batch} frames of {size} bytes take {per_batch} ring "
-                f"bytes, more than half the usable space of the {args.preset!r} ring ({room})"
-            )
-    if args.json:
-        parent = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(parent):
-            error(f"argument --json: directory {parent!r} does not exist")
+    sizes = check_common(args, error)
     count = args.count if args.count is not None else (QUICK_COUNT if args.quick else DEFAULT_COUNT)
     repeat = (
         args.repeat if args.repeat is not None else (QUICK_REPEAT if args.quick else DEFAULT_REPEAT)
@@ -292,72 +187,6 @@ def params_from_args(args: Any, error: Callable[[str], Any]) -> Params:
         preset=args.preset,
         quick=bool(args.quick),
     )
-
-
-# ------------------------------------------------------------------------ progress
-
-
-class Progress:
-    """Live progress on a stream, one line per scenario.
-
-    On a TTY the line is redrawn in place with ``\\r`` (scenario, repeat i/R, frames done,
-    current rate) and kept when the scenario ends. Otherwise plain lines: one when a
-    scenario ends, and one every ``plain_interval`` seconds while a scenario is running.
-    """
-
-    def __init__(
-        self,
-        stream: Any = None,
-        tty: bool | None = None,
-        interval: float = 0.2,
-        plain_interval: float = 10.0,
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if tty is None:
-            isatty = getattr(self.stream, "isatty", None)
-            tty = bool(isatty and isatty())
-        self.tty = tty
-        self.interval = interval if tty else plain_interval
-        self._last = time.monotonic()
-        self._width = 0
-
-    def _write(self, line: str, final: bool) -> None:
-        if self.tty:
-            pad = " " * max(0, self._width - len(line))
-            self.stream.write("\r" + line + pad + ("\n" if final else ""))
-            self._width = 0 if final else len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    @staticmethod
-    def _line(name: str, rep: int, reps: int, done: int, total: int, rate: str) -> str:
-        return f"{name:<40} repeat {rep}/{reps}  {done:>{len(str(total))}}/{total} frames  {rate}"
-
-    def start(self, name: str) -> None:
-        self._last = time.monotonic()
-
-    def update(
-        self, name: str, rep: int, reps: int, done: int, total: int, elapsed: float | None
-    ) -> None:
-        """Mid-run: frames done and the rate so far in the current repeat."""
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        rate = f"{_fmt_rate(done / elapsed).rstrip()} frames/s" if elapsed else ""
-        self._write(self._line(name, rep, reps, done, total, rate), final=False)
-
-    def repeat_done(self, name: str, rep: int, reps: int, total: int, rates: list[float]) -> None:
-        """After each repeat; ``rates`` holds the frames/s of the repeats so far."""
-        last = rep == reps
-        if last:
-            rate = f"median {_fmt_rate(statistics.median(rates)).rstrip()} frames/s"
-        else:
-            rate = f"{_fmt_rate(rates[-1]).rstrip()} frames/s"
-        if self.tty or last:
-            self._write(self._line(name, rep, reps, total, total, rate), final=last)
-        self._last = time.monotonic()
 
 
 # ---------------------------------------------------------------------- payloads
@@ -627,13 +456,9 @@ def _run_record(
     }
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def warm_up(bus: Any) -> None:
     """One untimed lap of the ring, so runs measure steady state, not first-touch faults."""
-    from .config import record_size
+    from ..config import record_size
 
     size = min(bus.config.max_frame, 64 << 10)
     payload = bytes(size)
@@ -656,7 +481,7 @@ def scenario_name(topology: str, mode: str, size: int, impl: str, batch: int) ->
 
 def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
     """Run every scenario; returns the report (the structure written by --json)."""
-    from . import FrameBus
+    from .. import FrameBus
 
     started = time.time()
     results: list[dict[str, Any]] = []
@@ -722,9 +547,9 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
                             "batch": params.batch if mode == "batch" else 1,
                             "count": params.count,
                             "runs": runs,
-                            "frames_per_s": _summary([r["frames_per_s"] for r in runs]),
-                            "mb_per_s": _summary([r["mb_per_s"] for r in runs]),
-                            "ns_per_frame": _summary([r["ns_per_frame"] for r in runs]),
+                            "frames_per_s": summary([r["frames_per_s"] for r in runs]),
+                            "mb_per_s": summary([r["mb_per_s"] for r in runs]),
+                            "ns_per_frame": summary([r["ns_per_frame"] for r in runs]),
                         }
                     )
         del items, batches
@@ -768,53 +593,7 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------ machine
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    from . import __version__
-
-    usable: int | None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    gil = getattr(sys, "_is_gil_enabled", None)
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "machine": platform.machine(),
-        "platform": platform.platform(),
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "python_build": " ".join(platform.python_build()),
-        "gil_enabled": gil() if gil is not None else True,
-        "switch_interval_s": sys.getswitchinterval(),
-        "framebus_version": __version__,
-    }
-
-
 # -------------------------------------------------------------------------- table
-
-
-def _fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k"
-    return f"{x:.0f} "
 
 
 def _fmt_ns(x: float) -> str:
@@ -872,8 +651,8 @@ def format_table(report: dict[str, Any]) -> str:
             rts = f"{rt:.2f}x" if rt is not None else "-"
             if topology == "threads":
                 fps = r["frames_per_s"]
-                val = _fmt_rate(fps["median"])
-                rng = f"({_fmt_rate(fps['min']).strip()}..{_fmt_rate(fps['max']).strip()})"
+                val = fmt_rate(fps["median"])
+                rng = fmt_range(fps)
             else:
                 ns = r["ns_per_frame"]
                 val = _fmt_ns(ns["median"])
@@ -888,41 +667,9 @@ def format_table(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def write_json(report: dict[str, Any], path: str) -> None:
-    import json
-
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, sort_keys=False)
-        f.write("\n")
-
-
-def run_guarded(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any] | None, int]:
-    """Run a suite: (report, 0), or (None, exit status) after saying why on stderr."""
-    try:
-        return fn(), 0
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return None, 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return None, 130
-
-
-def finish_report(report: dict[str, Any], args: Any, command: list[str], table: str) -> None:
-    """Record the command in the report, write the JSON if asked, print the table."""
-    report["command"] = command
-    report["command_line"] = shlex.join(command)
-    if args.json:
-        write_json(report, args.json)
-    print(table)
-    print(f"\ncommand: {report['command_line']}")
-    if args.json:
-        print(f"raw numbers: {args.json}")
-    sys.stdout.flush()
-
-
 def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     """Run with parsed options: progress on stderr, table on stdout, JSON if asked."""
+    check_suite_args(args, error, "inproc")
     params = params_from_args(args, error)
     progress = None if args.no_progress else Progress(sys.stderr)
     report, status = run_guarded(lambda: run(params, progress))
@@ -933,8 +680,9 @@ def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """bench/spsc_throughput.py's entry point."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    command = list(sys.argv) if argv is None else [parser.prog, *argv]
-    return execute(args, parser.error, command)
+    """The entry point of bench/spsc_throughput.py and ``python -m framebus.bench.inproc``."""
+    return main_with(build_parser, execute, argv, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], prog="python -m framebus.bench.inproc"))

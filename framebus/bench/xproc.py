@@ -2,7 +2,8 @@
 multiprocessing.Queue, multiprocessing.Pipe, faster-fifo, pyzmq and a raw os.pipe,
 measured in the same run.
 
-Used by ``framebus bench --suite xproc`` (framebus.cli) and by ``bench/xproc.py``.
+Used by ``framebus bench --suite xproc`` (framebus.cli), by
+``python -m framebus.bench.xproc`` and by ``bench/xproc.py``.
 
 Every implementation runs in fresh processes per scenario: one untimed warm-up run,
 then ``repeat`` timed runs in the same processes; the report gives the median with
@@ -60,8 +61,32 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as _wait_ready
 from typing import Any
 
-from . import _bench, _walbench
-from ._bench import BenchError, Progress
+from ._common import (
+    DEFAULT_BATCH,
+    DEFAULT_SIZES,
+    SHARED_FLAGS,
+    BenchError,
+    XProgress,
+    add_options,
+    check_common,
+    check_suite_args,
+    dist_version,
+    finish_report,
+    fmt_range,
+    fmt_rate,
+    import_optional,
+    load_average,
+    machine_info,
+    main_with,
+    run_guarded,
+    summary,
+)
+from ._common import XPROC_QUICK_COUNT as QUICK_COUNT
+from ._common import XPROC_QUICK_REPEAT as QUICK_REPEAT
+from ._common import XPROC_QUICK_ROUND_TRIPS as QUICK_ROUND_TRIPS
+from ._common import XPROC_ROUND_TRIPS as DEFAULT_ROUND_TRIPS
+from ._common import XPROC_SCENARIOS as SCENARIOS
+from ._common import XPROC_SECONDS as DEFAULT_SECONDS
 
 __all__ = [
     "BATCH_IMPLS",
@@ -70,11 +95,8 @@ __all__ = [
     "PINGPONG_IMPLS",
     "QUEUE_IMPLS",
     "SCENARIOS",
-    "SUITES",
     "THROUGHPUT_IMPLS",
     "XParams",
-    "XProgress",
-    "add_arguments",
     "build_parser",
     "execute",
     "format_table",
@@ -88,8 +110,6 @@ __all__ = [
 SCHEMA = "framebus.bench.xproc/1"
 SCHEMA_ALL = "framebus.bench.suites/1"
 
-SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "all")
-SCENARIOS: tuple[str, ...] = ("throughput", "pingpong", "queue")
 MODES: tuple[str, ...] = ("single", "batch")
 THROUGHPUT_IMPLS: tuple[str, ...] = (
     "framebus",
@@ -119,17 +139,12 @@ OPTIONAL_PEERS: dict[str, tuple[str, str]] = {
 PINGPONG_BASELINE = "mp.Pipe"
 
 DEFAULT_REPEAT = 5
-DEFAULT_SECONDS = 0.6  # a run without --count is sized to last about this long
 MIN_COUNT = 20_000
 MAX_COUNT = 2_000_000
 WARMUP_COUNT = 20_000
-DEFAULT_ROUND_TRIPS = 10_000
 PINGPONG_WARMUP = 1_000
 PINGPONG_SIZE = 64
-QUICK_COUNT = 3_000
-QUICK_REPEAT = 2
 QUICK_WARMUP = 300
-QUICK_ROUND_TRIPS = 300
 QUICK_PINGPONG_WARMUP = 50
 POOL_BYTES = 16 << 20  # at most this many distinct payload bytes per producer
 OBJECT_POOL = 4096  # distinct objects per producer in the queue scenario
@@ -144,19 +159,6 @@ _SEQ = itertools.count()
 
 
 # ------------------------------------------------------------------------ peers
-
-
-def _import_optional(module: str) -> Any:
-    return importlib.import_module(module)
-
-
-def _dist_version(dist: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:
-        return None
 
 
 def _framebus_queue() -> tuple[Any, str | None]:
@@ -179,7 +181,7 @@ def peer_status() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for impl, (module, dist) in OPTIONAL_PEERS.items():
         try:
-            mod = _import_optional(module)
+            mod = import_optional(module)
         except ImportError as exc:
             out[impl] = {
                 "status": "missing",
@@ -187,13 +189,13 @@ def peer_status() -> dict[str, dict[str, Any]]:
                 "error": str(exc),
             }
             continue
-        info: dict[str, Any] = {"status": "ok", "version": _dist_version(dist)}
+        info: dict[str, Any] = {"status": "ok", "version": dist_version(dist)}
         if impl == "pyzmq":
             info["libzmq"] = mod.zmq_version()
         if impl == "faster-fifo":
             # Lets a faster_fifo.Queue be pickled to spawn/forkserver children.
             with contextlib.suppress(ImportError):
-                _import_optional("faster_fifo_reduction")
+                import_optional("faster_fifo_reduction")
         out[impl] = info
     _, why = _framebus_queue()
     out["framebus.Queue"] = (
@@ -208,7 +210,7 @@ def peer_status() -> dict[str, dict[str, Any]]:
 @dataclass
 class XParams:
     scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
-    sizes: list[int] = field(default_factory=lambda: list(_bench.DEFAULT_SIZES))
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES))
     count: int | None = None  # frames (objects) per run; None: sized by `seconds`
     seconds: float = DEFAULT_SECONDS
     min_count: int = MIN_COUNT
@@ -216,7 +218,7 @@ class XParams:
     warmup: int = WARMUP_COUNT
     warmup_lap: bool = True  # framebus warm-up also covers one lap of its ring
     repeat: int = DEFAULT_REPEAT
-    batch: int = _bench.DEFAULT_BATCH
+    batch: int = DEFAULT_BATCH
     preset: str = "default"
     round_trips: int = DEFAULT_ROUND_TRIPS
     pingpong_warmup: int = PINGPONG_WARMUP
@@ -226,130 +228,24 @@ class XParams:
     timeout: float = RUN_TIMEOUT
 
 
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def add_arguments(p: Any, standalone: bool = False) -> None:
-    """The cross-process options. ``standalone`` (bench/xproc.py): also the options
-    ``framebus bench`` shares with the in-process suite; else ``--suite``."""
-    if standalone:
-        p.add_argument(
-            "--size",
-            action="append",
-            metavar="BYTES",
-            help="throughput payload size in bytes (k/m suffixes are KiB/MiB); repeat the "
-            "option or give a comma list (default: "
-            f"{','.join(map(str, _bench.DEFAULT_SIZES))})",
-        )
-        p.add_argument(
-            "--count",
-            type=_bench._positive_int,
-            metavar="N",
-            help="frames (queue: objects) per run for every implementation (default: "
-            f"sized so a run lasts about --seconds, {MIN_COUNT}..{MAX_COUNT}; "
-            f"--quick: {QUICK_COUNT})",
-        )
-        p.add_argument(
-            "--repeat",
-            type=_bench._positive_int,
-            metavar="R",
-            help=f"timed runs per scenario; the median is reported (default: {DEFAULT_REPEAT}; "
-            f"--quick: {QUICK_REPEAT})",
-        )
-        p.add_argument(
-            "--batch",
-            type=_bench._positive_int,
-            default=_bench.DEFAULT_BATCH,
-            metavar="B",
-            help=f"frames per batch in the batch scenarios (default: {_bench.DEFAULT_BATCH})",
-        )
-        from .config import PRESETS
-
-        p.add_argument(
-            "--preset",
-            default="default",
-            choices=list(PRESETS),
-            help="framebus preset of the throughput bus (default: default; ping-pong "
-            "always runs default and low_latency)",
-        )
-        p.add_argument("--json", metavar="PATH", help="write every raw number to PATH as JSON")
-        p.add_argument(
-            "--quick",
-            action="store_true",
-            help=f"a smoke run of a few seconds ({QUICK_COUNT} frames, {QUICK_ROUND_TRIPS} "
-            f"round trips, {QUICK_REPEAT} repeats unless told otherwise)",
-        )
-        p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
-    else:
-        p.add_argument(
-            "--suite",
-            choices=SUITES,
-            default="inproc",
-            help="inproc (default): threads in this process; xproc: across processes, "
-            "framebus on a shared-memory ring vs multiprocessing.Queue/Pipe, faster-fifo, "
-            "pyzmq and os.pipe (throughput, ping-pong latency, framebus.Queue); all: those two. "
-            "For xproc, --count fixes the frames per run (default: each run sized to last "
-            f"about --seconds) and --quick means {QUICK_COUNT} frames, {QUICK_REPEAT} repeats. "
-            "wal: the write-ahead log, publish with the WAL off, async and sync beside raw "
-            "rocksdict and persist-queue, and replay (not part of all); its --quick means "
-            f"runs of about {_walbench.QUICK_SECONDS} s, {_walbench.QUICK_REPEAT} repeats",
-        )
-    p.add_argument(
-        "--scenario",
-        action="append",
-        metavar="NAME",
-        help=f"xproc scenarios: {', '.join(SCENARIOS)}; repeat or comma list (default: all)",
-    )
-    p.add_argument(
-        "--round-trips",
-        type=_bench._positive_int,
-        metavar="N",
-        help=f"xproc ping-pong round trips timed per run (default: {DEFAULT_ROUND_TRIPS}; "
-        f"--quick: {QUICK_ROUND_TRIPS})",
-    )
-    p.add_argument(
-        "--seconds",
-        type=_positive_float,
-        metavar="S",
-        help=f"xproc and wal without --count: size runs to last about S seconds (default: "
-        f"{DEFAULT_SECONDS}; wal: {_walbench.DEFAULT_SECONDS})",
-    )
-    p.add_argument(
-        "--start-method",
-        choices=("fork", "spawn", "forkserver"),
-        help="xproc: multiprocessing start method of the benchmark processes (default: fork)",
-    )
-
-
-_XPROC_ONLY = (
-    ("scenario", "--scenario"),
-    ("round_trips", "--round-trips"),
-    ("seconds", "--seconds"),
-    ("start_method", "--start-method"),
-)
-
-
-def check_suite_args(args: Any, error: Callable[[str], Any]) -> None:
-    """``error`` for cross-process options given to the in-process suite."""
-    if getattr(args, "suite", "xproc") != "inproc":
-        return
-    for attr, opt in _XPROC_ONLY:
-        if getattr(args, attr, None) is not None:
-            error(f"argument {opt}: only with --suite xproc or --suite all")
+_HELPS = {
+    "--size": "throughput payload size in bytes (k/m suffixes are KiB/MiB); repeat the option "
+    f"or give a comma list (default: {','.join(map(str, DEFAULT_SIZES))})",
+    "--count": "frames (queue: objects) per run for every implementation (default: sized so "
+    f"a run lasts about --seconds, {MIN_COUNT}..{MAX_COUNT}; --quick: {QUICK_COUNT})",
+    "--repeat": f"timed runs per scenario; the median is reported (default: {DEFAULT_REPEAT}; "
+    f"--quick: {QUICK_REPEAT})",
+    "--preset": "framebus preset of the throughput bus (default: default; ping-pong always "
+    "runs default and low_latency)",
+    "--quick": f"a smoke run of a few seconds ({QUICK_COUNT} frames, {QUICK_ROUND_TRIPS} "
+    f"round trips, {QUICK_REPEAT} repeats unless told otherwise)",
+}
+_FLAGS = (*SHARED_FLAGS, "--scenario", "--round-trips", "--seconds", "--start-method")
 
 
 def params_from_args(args: Any, error: Callable[[str], Any]) -> XParams:
     """XParams from parsed options; ``error(msg)`` (argparse's parser.error) on bad values."""
-    base = _bench.params_from_args(args, error)  # --size, --batch, --preset, --json
+    sizes = check_common(args, error)
     quick = bool(args.quick)
     scenarios: list[str] = []
     for item in args.scenario or []:
@@ -377,52 +273,19 @@ def params_from_args(args: Any, error: Callable[[str], Any]) -> XParams:
     round_trips = args.round_trips or (QUICK_ROUND_TRIPS if quick else DEFAULT_ROUND_TRIPS)
     return XParams(
         scenarios=scenarios or list(SCENARIOS),
-        sizes=base.sizes,
+        sizes=sizes,
         count=count,
         seconds=args.seconds or DEFAULT_SECONDS,
         warmup=warmup,
         warmup_lap=not quick,
         repeat=args.repeat or (QUICK_REPEAT if quick else DEFAULT_REPEAT),
-        batch=base.batch,
-        preset=base.preset,
+        batch=args.batch,
+        preset=args.preset,
         round_trips=round_trips,
         pingpong_warmup=QUICK_PINGPONG_WARMUP if quick else PINGPONG_WARMUP,
         start_method=start_method,
         quick=quick,
     )
-
-
-# --------------------------------------------------------------------- progress
-
-
-class XProgress(Progress):
-    """Progress lines for the cross-process scenarios (see _bench.Progress)."""
-
-    def _xline(self, name: str, rep: int, reps: int, done: int, total: int, unit: str) -> str:
-        return f"{name:<40} repeat {rep}/{reps}  {done:>{len(str(total))}}/{total} {unit}"
-
-    def tick(
-        self, name: str, rep: int, reps: int, done: int, total: int, unit: str, rate: str
-    ) -> None:
-        """Mid-run, at most once per interval."""
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        self._write(f"{self._xline(name, rep, reps, done, total, unit)}  {rate}", final=False)
-
-    def done(
-        self, name: str, rep: int, reps: int, total: int, unit: str, text: str, final_text: str
-    ) -> None:
-        """After each run: ``text`` about this run, ``final_text`` after the last one."""
-        last = rep == reps
-        if self.tty or last:
-            line = self._xline(name, rep, reps, total, total, unit)
-            self._write(f"{line}  {final_text if last else text}", final=last)
-        self._last = time.monotonic()
-
-    def note(self, name: str, text: str) -> None:
-        self._write(f"{name:<40} {text}", final=True)
 
 
 # --------------------------------------------------------------------- payloads
@@ -496,7 +359,7 @@ Runner = Callable[..., dict[str, Any]]
 
 
 def _zmq_socket(kind: str, addr: str, bind: bool, closers: list[Callable[[], Any]]) -> Any:
-    zmq = _import_optional("zmq")
+    zmq = import_optional("zmq")
     zctx = zmq.Context()
     sock = zctx.socket(getattr(zmq, kind))
     closers.append(zctx.term)
@@ -563,7 +426,7 @@ def _producer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     loop: Callable[[Any, Sequence[Any]], None] = _send_all
     target: Any
     if impl == "framebus":
-        from .bus import FrameBus
+        from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
         closers.append(bus.close)
@@ -766,7 +629,7 @@ def _consumer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     receive: Callable[[int, Any], tuple[int, int, Any]]
     leftover: Callable[[], int]
     if impl == "framebus":
-        from .bus import FrameBus
+        from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
         closers.append(bus.close)
@@ -910,7 +773,7 @@ def _pingpong_ends(
 ) -> tuple[Any, Any, str]:
     """(send, recv, loop kind) of one side of a ping-pong."""
     if impl == "framebus":
-        from .bus import FrameBus
+        from ..bus import FrameBus
 
         out_bus = FrameBus.attach(spec["out"])
         closers.append(out_bus.close)
@@ -1116,7 +979,7 @@ def _segment_name() -> str:
 
 
 def _unlink_quietly(name: str) -> None:
-    from .bus import FrameBus
+    from ..bus import FrameBus
 
     with contextlib.suppress(FileNotFoundError):
         FrameBus.unlink(name)
@@ -1124,7 +987,7 @@ def _unlink_quietly(name: str) -> None:
 
 def _shared_bus(stack: contextlib.ExitStack, preset: str) -> str:
     """A new shared bus closed and unlinked when ``stack`` unwinds; returns its name."""
-    from .bus import FrameBus
+    from ..bus import FrameBus
 
     name = _segment_name()
     stack.callback(_unlink_quietly, name)  # also if create_shared fails half-way
@@ -1151,12 +1014,8 @@ def _close_quietly(obj: Any) -> None:
         obj.close()
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _lap_frames(preset: str, size: int) -> int:
-    from .config import BusConfig, record_size
+    from ..config import BusConfig, record_size
 
     return -(-BusConfig.preset(preset).ring_bytes // record_size(size)) + 1
 
@@ -1259,23 +1118,13 @@ def _transfer_scenario(
 
                 def tick(done: int, elapsed: float, rep: int = rep, count: int = count) -> None:
                     assert progress is not None
-                    rate = (
-                        f"{_bench._fmt_rate(done / elapsed).rstrip()} {unit}/s" if elapsed else ""
-                    )
+                    rate = f"{fmt_rate(done / elapsed).rstrip()} {unit}/s" if elapsed else ""
                     progress.tick(name, rep, params.repeat, done, count, unit, rate)
 
             runs.append(_transfer_run(name, consumer, producer, counter, count, size, params, tick))
             if progress is not None:
                 rates = [r["frames_per_s"] for r in runs]
-                progress.done(
-                    name,
-                    rep,
-                    params.repeat,
-                    count,
-                    unit,
-                    f"{_bench._fmt_rate(rates[-1]).rstrip()} {unit}/s",
-                    f"median {_bench._fmt_rate(statistics.median(rates)).rstrip()} {unit}/s",
-                )
+                progress.rates_done(name, rep, params.repeat, count, unit, rates)
     return count, warm_rec, runs
 
 
@@ -1333,7 +1182,7 @@ def _throughput(
             r, w = _pipe(ctx, stack, duplex=False)
             prod, cons = {"conn": w}, {"conn": r}
         elif impl == "faster-fifo":
-            ff = _import_optional("faster_fifo")
+            ff = import_optional("faster_fifo")
             fq = ff.Queue(max_size_bytes=max(FF_BUFFER_BYTES, 4 * params.batch * (size + 256)))
             prod, cons = {"q": fq}, {"q": fq}
         elif impl == "pyzmq":
@@ -1360,9 +1209,9 @@ def _throughput(
         "count": count,
         "warmup": {"frames": warm, "frames_per_s": warm_rec["frames_per_s"]},
         "runs": runs,
-        "frames_per_s": _summary([r["frames_per_s"] for r in runs]),
-        "mb_per_s": _summary([r["mb_per_s"] for r in runs]),
-        "ns_per_frame": _summary([r["ns_per_frame"] for r in runs]),
+        "frames_per_s": summary([r["frames_per_s"] for r in runs]),
+        "mb_per_s": summary([r["mb_per_s"] for r in runs]),
+        "ns_per_frame": summary([r["ns_per_frame"] for r in runs]),
     }
 
 
@@ -1397,7 +1246,7 @@ def _queue_scenario(
             q = ctx.Queue()
             stack.callback(q.close)
         elif impl == "faster-fifo":
-            ff = _import_optional("faster_fifo")
+            ff = import_optional("faster_fifo")
             q = ff.Queue(max_size_bytes=FF_BUFFER_BYTES)
         else:
             raise ValueError(f"unknown implementation {impl!r}")
@@ -1428,8 +1277,8 @@ def _queue_scenario(
             }
             for r in runs
         ],
-        "objects_per_s": _summary([r["frames_per_s"] for r in runs]),
-        "ns_per_object": _summary([r["ns_per_frame"] for r in runs]),
+        "objects_per_s": summary([r["frames_per_s"] for r in runs]),
+        "ns_per_object": summary([r["ns_per_frame"] for r in runs]),
     }
 
 
@@ -1495,7 +1344,7 @@ def _pingpong(
             r2, w2 = _pipe(ctx, stack, duplex=False)
             a, b = {"out": w1, "in": r2}, {"out": w2, "in": r1}
         elif impl == "faster-fifo":
-            ff = _import_optional("faster_fifo")
+            ff = import_optional("faster_fifo")
             q1, q2 = ff.Queue(max_size_bytes=1 << 20), ff.Queue(max_size_bytes=1 << 20)
             a, b = {"out": q1, "in": q2}, {"out": q2, "in": q1}
         elif impl == "pyzmq":
@@ -1548,7 +1397,7 @@ def _pingpong(
         "warmup_round_trips": params.pingpong_warmup,
         "runs": runs,
         "latency_us": {
-            k: _summary([r[k] for r in runs]) for k in [p for p, _ in PERCENTILES] + ["mean", "max"]
+            k: summary([r[k] for r in runs]) for k in [p for p, _ in PERCENTILES] + ["mean", "max"]
         },
         "pooled_us": percentiles(pooled),
     }
@@ -1603,17 +1452,10 @@ def _ratios(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 def run(params: XParams, progress: XProgress | None = None) -> dict[str, Any]:
     """Run the scenarios; returns the report (the structure written by --json)."""
     started = time.time()
-    load_start = _load_average()
+    load_start = load_average()
     ctx = mp.get_context(params.start_method)
     peers = peer_status()
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
@@ -1637,9 +1479,9 @@ def run(params: XParams, progress: XProgress | None = None) -> dict[str, Any]:
         "schema": SCHEMA,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": time.time() - started,
-        "machine": _bench.machine_info(),
+        "machine": machine_info(),
         # 1-minute load average: other work on the machine moves these numbers a lot
-        "load_average": {"start": load_start, "end": _load_average()},
+        "load_average": {"start": load_start, "end": load_average()},
         "params": asdict(params),
         "peers": peers,
         "notes": {
@@ -1732,13 +1574,11 @@ def format_table(report: dict[str, Any]) -> str:
                 out.append(f"{lead}  {r['reason']}")
                 continue
             fps = r["frames_per_s"]
-            rng = (
-                f"({_bench._fmt_rate(fps['min']).strip()}..{_bench._fmt_rate(fps['max']).strip()})"
-            )
+            rng = fmt_range(fps)
             rt = ratio.get((r["mode"], r["size"], r["impl"]))
             rts = f"{rt:.2f}x" if rt is not None else "-"
             out.append(
-                f"{lead}  {_bench._fmt_rate(fps['median']):>9}  {rng:<19}  "
+                f"{lead}  {fmt_rate(fps['median']):>9}  {rng:<19}  "
                 f"{r['mb_per_s']['median']:>8.1f}  {rts:>7}  {r['count']:>10}"
             )
         out.append("mp.Queue and mp.Pipe have no batch form: single calls only.")
@@ -1802,14 +1642,11 @@ def format_table(report: dict[str, Any]) -> str:
                 out.append(f"{lead}  {r['reason']}")
                 continue
             ops = r["objects_per_s"]
-            rng = (
-                f"({_bench._fmt_rate(ops['min']).strip()}..{_bench._fmt_rate(ops['max']).strip()})"
-            )
+            rng = fmt_range(ops)
             rt = qr.get((r["object"], r["impl"]))
             rts = f"{rt:.2f}x" if rt is not None else "-"
             out.append(
-                f"{lead}  {_bench._fmt_rate(ops['median']):>9}  {rng:<19}  {rts:>7}  "
-                f"{r['count']:>11}"
+                f"{lead}  {fmt_rate(ops['median']):>9}  {rng:<19}  {rts:>7}  {r['count']:>11}"
             )
     return "\n".join(out)
 
@@ -1822,32 +1659,35 @@ def execute(
 ) -> int:
     """Run the xproc suite (or, ``suite="all"``, the in-process one first): progress on
     stderr, table(s) on stdout, JSON if asked."""
-    check_suite_args(args, error)
+    check_suite_args(args, error, suite)
     params = params_from_args(args, error)
-    inproc_params = _bench.params_from_args(args, error) if suite == "all" else None
+    if suite == "all":
+        from . import inproc
+
+        inproc_params = inproc.params_from_args(args, error)
     progress = None if args.no_progress else XProgress(sys.stderr)
 
     def both() -> dict[str, Any]:
-        inproc = None if inproc_params is None else _bench.run(inproc_params, progress)
-        return {"inproc": inproc, "xproc": run(params, progress)}
+        first = inproc.run(inproc_params, progress) if suite == "all" else None
+        return {"inproc": first, "xproc": run(params, progress)}
 
-    reports, status = _bench.run_guarded(both)
+    reports, status = run_guarded(both)
     if reports is None:
         return status
-    inproc, report = reports["inproc"], reports["xproc"]
-    if inproc is None:
-        _bench.finish_report(report, args, command, format_table(report))
+    first, report = reports["inproc"], reports["xproc"]
+    if first is None:
+        finish_report(report, args, command, format_table(report))
         return 0
     combined = {
         "schema": SCHEMA_ALL,
         "machine": report["machine"],
-        "suites": {"inproc": inproc, "xproc": report},
+        "suites": {"inproc": first, "xproc": report},
     }
-    _bench.finish_report(
+    finish_report(
         combined,
         args,
         command,
-        _bench.format_table(inproc) + "\n\n" + format_table(report),
+        inproc.format_table(first) + "\n\n" + format_table(report),
     )
     return 0
 
@@ -1863,13 +1703,14 @@ def build_parser(prog: str | None = None) -> Any:
         "framebus.Queue vs multiprocessing.Queue. Progress goes to stderr, the table to "
         "stdout.",
     )
-    add_arguments(p, standalone=True)
+    add_options(p, _FLAGS, _HELPS)
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """bench/xproc.py's entry point."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    command = list(sys.argv) if argv is None else [parser.prog, *argv]
-    return execute(args, parser.error, command)
+    """The entry point of bench/xproc.py and ``python -m framebus.bench.xproc``."""
+    return main_with(build_parser, execute, argv, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], prog="python -m framebus.bench.xproc"))

@@ -1,9 +1,9 @@
 """Write-ahead log benchmarks: publish throughput with the WAL off, async and sync,
 beside the storage engine's own limit (raw rocksdict) and persist-queue, plus replay.
 
-Used by ``framebus bench --suite wal`` (framebus.cli) and by ``bench/wal_append.py``.
-Everything is measured in one run, on the same disk (a temp directory, one fresh
-subdirectory per run, removed after it).
+Used by ``framebus bench --suite wal`` (framebus.cli), by ``python -m framebus.bench.wal``
+and by ``bench/wal_append.py``. Everything is measured in one run, on the same disk (a
+temp directory, one fresh subdirectory per run, removed after it).
 
 ``publish``
     ``publishers`` threads (1 and 4) publish into a new bus, by single ``publish``
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib
 import os
 import random
 import shutil
@@ -50,8 +49,32 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 
-from . import _bench
-from ._bench import BenchError
+from ._common import (
+    DEFAULT_BATCH,
+    DEFAULT_SIZES,
+    SHARED_FLAGS,
+    BenchError,
+    XProgress,
+    add_options,
+    check_common,
+    check_suite_args,
+    dist_version,
+    finish_report,
+    fmt_range,
+    fmt_rate,
+    import_optional,
+    load_average,
+    machine_info,
+    main_with,
+    run_guarded,
+    summary,
+)
+from ._common import WAL_QUICK_REPEAT as QUICK_REPEAT
+from ._common import WAL_QUICK_REPLAY_FRAMES as QUICK_REPLAY_FRAMES
+from ._common import WAL_QUICK_SECONDS as QUICK_SECONDS
+from ._common import WAL_REPLAY_FRAMES as DEFAULT_REPLAY_FRAMES
+from ._common import WAL_REPLAY_SIZE as REPLAY_SIZE
+from ._common import WAL_SECONDS as DEFAULT_SECONDS
 
 __all__ = [
     "CALLS",
@@ -61,9 +84,7 @@ __all__ = [
     "SCHEMA",
     "WAL_MODES",
     "WParams",
-    "add_arguments",
     "build_parser",
-    "check_suite_args",
     "execute",
     "format_table",
     "main",
@@ -83,22 +104,16 @@ REPLAY_IMPLS: tuple[str, ...] = ("bus.replay", "WalLog.read_batch", "rocksdict i
 OPTIONAL_PEERS: dict[str, tuple[str, str]] = {"persist-queue": ("persistqueue", "persist-queue")}
 
 DEFAULT_REPEAT = 5
-DEFAULT_SECONDS = 0.5  # a run without --count is sized to last about this long
 MIN_COUNT = 1_000
 MAX_COUNT = 20_000_000
 WARMUP_COUNT = 20_000
 WARMUP_COUNT_FSYNC = 300  # scenarios bound by one fsync per call run at a few k/s
 ENGINE_BATCH = 1000
-REPLAY_SIZE = 64
-DEFAULT_REPLAY_FRAMES = 1_000_000
 READ_BATCH = 4096
 FSYNC_PROBE_SECONDS = 0.3
-QUICK_SECONDS = 0.03
-QUICK_REPEAT = 2
 QUICK_MIN_COUNT = 100
 QUICK_WARMUP = 500
 QUICK_WARMUP_FSYNC = 20
-QUICK_REPLAY_FRAMES = 20_000
 QUICK_FSYNC_PROBE_SECONDS = 0.05
 POOL_BYTES = 16 << 20  # at most this many distinct payload bytes per size
 POOL_MAX = 4096  # distinct payloads per size
@@ -113,27 +128,14 @@ _consume: Callable[[Iterable[Any]], Any] = deque(maxlen=0).extend  # runs an ite
 # ------------------------------------------------------------------------ peers
 
 
-def _import_optional(module: str) -> Any:
-    return importlib.import_module(module)
-
-
-def _dist_version(dist: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:
-        return None
-
-
 def peer_status() -> dict[str, dict[str, Any]]:
     """rocksdict (required) and persist-queue: status "ok" with versions, or "missing"."""
     out: dict[str, dict[str, Any]] = {
-        "rocksdict": {"status": "ok", "version": _dist_version("rocksdict")}
+        "rocksdict": {"status": "ok", "version": dist_version("rocksdict")}
     }
     for name, (module, dist) in OPTIONAL_PEERS.items():
         try:
-            _import_optional(module)
+            import_optional(module)
         except ImportError as exc:
             out[name] = {
                 "status": "missing",
@@ -145,7 +147,7 @@ def peer_status() -> dict[str, dict[str, Any]]:
 
         out[name] = {
             "status": "ok",
-            "version": _dist_version(dist),
+            "version": dist_version(dist),
             "sqlite_version": sqlite3.sqlite_version,
         }
     return out
@@ -156,7 +158,7 @@ def peer_status() -> dict[str, dict[str, Any]]:
 
 @dataclass
 class WParams:
-    sizes: list[int] = field(default_factory=lambda: list(_bench.DEFAULT_SIZES))
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES))
     count: int | None = None  # frames per run; None: sized by `seconds`
     seconds: float = DEFAULT_SECONDS
     min_count: int = MIN_COUNT
@@ -164,7 +166,7 @@ class WParams:
     warmup: int = WARMUP_COUNT
     warmup_fsync: int = WARMUP_COUNT_FSYNC
     repeat: int = DEFAULT_REPEAT
-    batch: int = _bench.DEFAULT_BATCH
+    batch: int = DEFAULT_BATCH
     engine_batch: int = ENGINE_BATCH
     publishers: list[int] = field(default_factory=lambda: list(PUBLISHERS))
     wal_modes: list[str] = field(default_factory=lambda: list(WAL_MODES))
@@ -177,115 +179,42 @@ class WParams:
     timeout: float = RUN_TIMEOUT
 
 
-def add_arguments(p: Any, standalone: bool = False) -> None:
-    """The WAL suite's own options. ``standalone`` (bench/wal_append.py): also the
-    options ``framebus bench`` shares with the other suites."""
-    if standalone:
-        from . import _xbench
-
-        p.add_argument(
-            "--size",
-            action="append",
-            metavar="BYTES",
-            help="payload size in bytes (k/m suffixes are KiB/MiB); repeat the option or "
-            f"give a comma list (default: {','.join(map(str, _bench.DEFAULT_SIZES))})",
-        )
-        p.add_argument(
-            "--count",
-            type=_bench._positive_int,
-            metavar="N",
-            help="frames per run of every publish, engine and peer scenario (default: sized "
-            f"so a run lasts about --seconds, {MIN_COUNT}..{MAX_COUNT})",
-        )
-        p.add_argument(
-            "--repeat",
-            type=_bench._positive_int,
-            metavar="R",
-            help=f"timed runs per scenario; the median is reported (default: {DEFAULT_REPEAT}; "
-            f"--quick: {QUICK_REPEAT})",
-        )
-        p.add_argument(
-            "--batch",
-            type=_bench._positive_int,
-            default=_bench.DEFAULT_BATCH,
-            metavar="B",
-            help=f"frames per publish_batch call (default: {_bench.DEFAULT_BATCH})",
-        )
-        from .config import PRESETS
-
-        p.add_argument(
-            "--preset",
-            default="default",
-            choices=list(PRESETS),
-            help="framebus preset of the buses (default: default)",
-        )
-        p.add_argument(
-            "--seconds",
-            type=_xbench._positive_float,
-            metavar="S",
-            help=f"without --count: size runs to last about S seconds (default: {DEFAULT_SECONDS})",
-        )
-        p.add_argument("--json", metavar="PATH", help="write every raw number to PATH as JSON")
-        p.add_argument(
-            "--quick",
-            action="store_true",
-            help=f"a smoke run of a few seconds (runs of about {QUICK_SECONDS} s, "
-            f"{QUICK_REPEAT} repeats, {QUICK_REPLAY_FRAMES} frames replayed)",
-        )
-        p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
-    p.add_argument(
-        "--replay-frames",
-        type=_bench._positive_int,
-        metavar="N",
-        help=f"wal: frames of {REPLAY_SIZE} B in the replayed log (default: "
-        f"{DEFAULT_REPLAY_FRAMES}; --quick: {QUICK_REPLAY_FRAMES})",
-    )
-    p.add_argument(
-        "--dir",
-        metavar="PATH",
-        help="wal: where the benchmark's databases go, a temp directory inside PATH "
-        "(default: the system temp directory)",
-    )
-
-
-_WAL_ONLY = (("replay_frames", "--replay-frames"), ("dir", "--dir"))
-_XPROC_ONLY = (
-    ("scenario", "--scenario"),
-    ("round_trips", "--round-trips"),
-    ("start_method", "--start-method"),
+_HELPS = {
+    "--count": "frames per run of every publish, engine and peer scenario (default: sized so "
+    f"a run lasts about --seconds, {MIN_COUNT}..{MAX_COUNT})",
+    "--repeat": f"timed runs per scenario; the median is reported (default: {DEFAULT_REPEAT}; "
+    f"--quick: {QUICK_REPEAT})",
+    "--batch": f"frames per publish_batch call (default: {DEFAULT_BATCH})",
+    "--preset": "framebus preset of the buses (default: default)",
+    "--seconds": f"without --count: size runs to last about S seconds (default: {DEFAULT_SECONDS})",
+    "--quick": f"a smoke run of a few seconds (runs of about {QUICK_SECONDS} s, "
+    f"{QUICK_REPEAT} repeats, {QUICK_REPLAY_FRAMES} frames replayed)",
+}
+_FLAGS = (
+    *SHARED_FLAGS[:5],  # --size .. --preset
+    "--seconds",
+    *SHARED_FLAGS[5:],  # --json, --quick, --no-progress
+    "--replay-frames",
+    "--dir",
 )
-
-
-def check_suite_args(args: Any, error: Callable[[str], Any]) -> None:
-    """``error`` for options of the WAL suite given to another suite, and for the
-    cross-process options given to the WAL suite."""
-    suite = getattr(args, "suite", "wal")
-    if suite != "wal":
-        for attr, opt in _WAL_ONLY:
-            if getattr(args, attr, None) is not None:
-                error(f"argument {opt}: only with --suite wal")
-        return
-    for attr, opt in _XPROC_ONLY:
-        if getattr(args, attr, None) is not None:
-            error(f"argument {opt}: only with --suite xproc or --suite all")
 
 
 def params_from_args(args: Any, error: Callable[[str], Any]) -> WParams:
     """WParams from parsed options; ``error(msg)`` (argparse's parser.error) on bad values."""
-    base = _bench.params_from_args(args, error)  # --size, --batch, --preset, --json
+    sizes = check_common(args, error)
     quick = bool(args.quick)
     if args.dir is not None and not os.path.isdir(args.dir):
         error(f"argument --dir: {args.dir!r} is not a directory")
     return WParams(
-        sizes=base.sizes,
+        sizes=sizes,
         count=args.count,
         seconds=args.seconds or (QUICK_SECONDS if quick else DEFAULT_SECONDS),
         min_count=QUICK_MIN_COUNT if quick else MIN_COUNT,
         warmup=QUICK_WARMUP if quick else WARMUP_COUNT,
         warmup_fsync=QUICK_WARMUP_FSYNC if quick else WARMUP_COUNT_FSYNC,
         repeat=args.repeat or (QUICK_REPEAT if quick else DEFAULT_REPEAT),
-        batch=base.batch,
-        preset=base.preset,
+        batch=args.batch,
+        preset=args.preset,
         replay_frames=args.replay_frames
         or (QUICK_REPLAY_FRAMES if quick else DEFAULT_REPLAY_FRAMES),
         dir=args.dir,
@@ -359,7 +288,7 @@ def publish_run(
     root: str, size: int, wal: str, call: str, publishers: int, count: int, params: WParams
 ) -> dict[str, Any]:
     """``count`` frames published by ``publishers`` threads into a new bus; checked."""
-    from . import FrameBus
+    from .. import FrameBus
 
     pool = _pool(size)
     per = count // publishers
@@ -488,7 +417,7 @@ def engine_run(root: str, size: int, sync: bool, count: int, params: WParams) ->
 
 def peer_run(root: str, impl: str, size: int, count: int, params: WParams) -> dict[str, Any]:
     """``count`` puts into a new persist-queue queue from one thread; checked."""
-    pq = _import_optional("persistqueue")
+    pq = import_optional("persistqueue")
     items = _cycled(_pool(size), count)
     path = tempfile.mkdtemp(prefix="pq-", dir=root)
     try:
@@ -520,7 +449,7 @@ def peer_run(root: str, impl: str, size: int, count: int, params: WParams) -> di
 
 
 def _fill_wal(path: str, count: int, params: WParams) -> None:
-    from . import FrameBus
+    from .. import FrameBus
 
     batches = _batches(_pool(REPLAY_SIZE), params.batch, -(-count // params.batch))
     left = count
@@ -586,15 +515,11 @@ def _timed_read(read: Callable[[], tuple[int, int, int]], count: int, impl: str)
 # -------------------------------------------------------------------- scenarios
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _summaries(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "frames_per_s": _summary([r["frames_per_s"] for r in runs]),
-        "mb_per_s": _summary([r["mb_per_s"] for r in runs]),
-        "ns_per_frame": _summary([r["ns_per_frame"] for r in runs]),
+        "frames_per_s": summary([r["frames_per_s"] for r in runs]),
+        "mb_per_s": summary([r["mb_per_s"] for r in runs]),
+        "ns_per_frame": summary([r["ns_per_frame"] for r in runs]),
     }
 
 
@@ -614,15 +539,7 @@ def _repeat_runs(
         runs.append(one(count))
         if progress is not None:
             rates = [r["frames_per_s"] for r in runs]
-            progress.done(
-                name,
-                rep,
-                params.repeat,
-                count,
-                "frames",
-                f"{_bench._fmt_rate(rates[-1]).rstrip()} frames/s",
-                f"median {_bench._fmt_rate(statistics.median(rates)).rstrip()} frames/s",
-            )
+            progress.rates_done(name, rep, params.repeat, count, "frames", rates)
     return {"count": count, "warmup": warm_rec, "runs": runs, **_summaries(runs)}
 
 
@@ -715,8 +632,8 @@ def _peer_scenario(
 def _replay_scenarios(root: str, params: WParams, progress: Any) -> list[dict[str, Any]]:
     from rocksdict import Options, Rdict, WriteOptions
 
-    from . import FrameBus
-    from .wal import WalLog  # type: ignore[import-not-found,unused-ignore]
+    from .. import FrameBus
+    from ..wal import WalLog  # type: ignore[import-not-found,unused-ignore]
 
     count = params.replay_frames
     out: list[dict[str, Any]] = []
@@ -729,15 +646,7 @@ def _replay_scenarios(root: str, params: WParams, progress: Any) -> list[dict[st
             runs.append(_timed_read(read, count, impl))
             if progress is not None:
                 rates = [r["frames_per_s"] for r in runs]
-                progress.done(
-                    name,
-                    rep,
-                    params.repeat,
-                    count,
-                    "frames",
-                    f"{_bench._fmt_rate(rates[-1]).rstrip()} frames/s",
-                    f"median {_bench._fmt_rate(statistics.median(rates)).rstrip()} frames/s",
-                )
+                progress.rates_done(name, rep, params.repeat, count, "frames", rates)
         out.append(
             {
                 "scenario": name,
@@ -883,13 +792,6 @@ def _ratio_rows(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
     return out
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 PQ_DURABILITY = {
     "persistqueue.Queue": "defaults (chunksize=100, autosave=False): each put pickles the "
     "item into the chunk file and flushes it to the OS, then rewrites the info file "
@@ -902,7 +804,7 @@ PQ_DURABILITY = {
 def run(params: WParams, progress: Any = None) -> dict[str, Any]:
     """Run every scenario; returns the report (the structure written by --json)."""
     started = time.time()
-    load_start = _load_average()
+    load_start = load_average()
     peers = peer_status()
     results: dict[str, list[dict[str, Any]]] = {
         "publish": [],
@@ -935,9 +837,9 @@ def run(params: WParams, progress: Any = None) -> dict[str, Any]:
         "schema": SCHEMA,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_seconds": time.time() - started,
-        "machine": _bench.machine_info(),
+        "machine": machine_info(),
         # 1-minute load average: other work on the machine moves these numbers a lot
-        "load_average": {"start": load_start, "end": _load_average()},
+        "load_average": {"start": load_start, "end": load_average()},
         "disk": disk,
         "params": asdict(params),
         "peers": peers,
@@ -986,8 +888,7 @@ def run(params: WParams, progress: Any = None) -> dict[str, Any]:
 
 def _rate_cells(r: dict[str, Any]) -> tuple[str, str]:
     fps = r["frames_per_s"]
-    rng = f"({_bench._fmt_rate(fps['min']).strip()}..{_bench._fmt_rate(fps['max']).strip()})"
-    return _bench._fmt_rate(fps["median"]), rng
+    return fmt_rate(fps["median"]), fmt_range(fps)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -1124,8 +1025,8 @@ def format_table(report: dict[str, Any]) -> str:
                 call = "single" if x["call"] == "single" else f"batch{x['batch']}"
                 out.append(
                     f"    {x['size']:>5} B  {call:<9} {x['publishers']} pub  "
-                    f"{_bench._fmt_rate(x['wal_frames_per_s']):>9} / "
-                    f"{_bench._fmt_rate(x['peer_frames_per_s']):>9}  = {x['ratio']:5.2f}x  "
+                    f"{fmt_rate(x['wal_frames_per_s']):>9} / "
+                    f"{fmt_rate(x['peer_frames_per_s']):>9}  = {x['ratio']:5.2f}x  "
                     f"{'met' if x['met'] else 'MISSED'}"
                 )
         sel = [x for x in targets if x["target"] == "replay_frames_per_s"]
@@ -1133,7 +1034,7 @@ def format_table(report: dict[str, Any]) -> str:
             out.append(f"  replay >= {TARGET_REPLAY / 1e6:g} M frames/s at {REPLAY_SIZE} B")
             for x in sel:
                 out.append(
-                    f"    {x['impl']:<19}  {_bench._fmt_rate(x['wal_frames_per_s']):>9} frames/s"
+                    f"    {x['impl']:<19}  {fmt_rate(x['wal_frames_per_s']):>9} frames/s"
                     f"  {'met' if x['met'] else 'MISSED'}"
                 )
     vs_peer = [x for x in ratios if not x.get("target")]
@@ -1149,15 +1050,13 @@ def format_table(report: dict[str, Any]) -> str:
 
 def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     """Run the WAL suite: progress on stderr, the table on stdout, JSON if asked."""
-    from ._xbench import XProgress
-
-    check_suite_args(args, error)
+    check_suite_args(args, error, "wal")
     params = params_from_args(args, error)
     progress = None if args.no_progress else XProgress(sys.stderr)
-    report, status = _bench.run_guarded(lambda: run(params, progress))
+    report, status = run_guarded(lambda: run(params, progress))
     if report is None:
         return status
-    _bench.finish_report(report, args, command, format_table(report))
+    finish_report(report, args, command, format_table(report))
     return 0
 
 
@@ -1171,14 +1070,14 @@ def build_parser(prog: str | None = None) -> Any:
         "raw rocksdict WriteBatches (sync off and on) and persist-queue; replay speed. "
         "Progress goes to stderr, the table to stdout.",
     )
-    add_arguments(p, standalone=True)
-    p.set_defaults(suite="wal")
+    add_options(p, _FLAGS, _HELPS)
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """bench/wal_append.py's entry point."""
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    command = list(sys.argv) if argv is None else [parser.prog, *argv]
-    return execute(args, parser.error, command)
+    """The entry point of bench/wal_append.py and ``python -m framebus.bench.wal``."""
+    return main_with(build_parser, execute, argv, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], prog="python -m framebus.bench.wal"))
