@@ -451,7 +451,9 @@ static inline void write_pad(fb_ring_t *r, uint64_t pos, uint64_t bytes)
     fb_store_release(&rec->commit, pos | ST_PAD);
 }
 
-/* Layout of `n` records starting at `start`: fills end position and pads. */
+/* Where one record of `need` bytes goes with the tail at `pos`: *pad gets the bytes
+ * padded first (the room left before the end of the data area when the record does
+ * not fit in it, else 0); returns the position after the record. */
 static inline uint64_t place(const fb_ring_t *r, uint64_t pos, uint64_t need, uint64_t *pad)
 {
     uint64_t room = r->geo.data_bytes - (pos & r->geo.mask);
