@@ -222,7 +222,10 @@ static inline uint32_t waitq_register(fb_waitq_t *q)
 {
     fb_fetch_add32(&q->waiters, 1);
     fb_fence_seq_cst(); /* pairs with the fence in waitq_notify */
-    return fb_load32_relaxed(&q->signal);
+    /* acquire: pairs with the bump (a seq_cst RMW) in waitq_notify and the wakes; a
+     * waiter that loads a bumped value then sees what the waker stored before it, so
+     * its re-check cannot miss the change and sleep on a signal nobody bumps again */
+    return fb_load32_acquire(&q->signal);
 }
 
 static inline void waitq_unregister(fb_waitq_t *q) { fb_fetch_sub32(&q->waiters, 1); }
