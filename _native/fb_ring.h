@@ -36,9 +36,12 @@
  * until end, except in overwrite mode, where end says from which position the
  * records read were intact (fb_read_t.intact_from).
  *
- * Waiting is not the ring's business beyond one mechanism: data_signal and
- * space_signal are futex words, bumped (and woken) only when a waiter has
- * registered, so an idle or unwatched ring makes no system calls.
+ * Waiting is not the ring's business beyond one mechanism, the signals
+ * (fb_signal_t: DATA, SPACE, TRANSITION, USER, COUNTER): a futex word each with a
+ * count of registered waiters, bumped (and woken) by the ring only when a waiter has
+ * registered, so an idle or unwatched ring makes no system calls. The blocking calls
+ * wait on them, and so can a caller: fb_ring_watch, then fb_ring_wait or
+ * fb_ring_unwatch; fb_ring_wake wakes a signal's sleepers.
  *
  * A producer that dies between claim and commit does not stall readers: after
  * unblock_timeout_ns a reader turns the record into padding and counts it.
@@ -240,7 +243,8 @@ int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out
  * OK when the condition may hold, TIMEOUT, CLOSED, or INTR (a signal arrived). */
 int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin);
 /* The same, also returning OK once *cancel is nonzero: a thread closing the reader sets
- * it, then calls fb_ring_wake_readers, so a wait that began just before the close ends. */
+ * it, then calls fb_ring_wake(r, FB_SIGNAL_DATA), so a wait that began just before the
+ * close ends. */
 int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin,
                                  const volatile int *cancel);
 int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, int64_t timeout_ns,
@@ -251,24 +255,36 @@ int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t to
                        uint64_t *seq_out, int64_t timeout_ns, uint32_t spin);
 /* cancel (may be NULL): a caller's flag; once it is nonzero a woken writer returns
  * FB_RING_CLOSED (how one process closes its handle on a shared ring; wake the
- * writers with fb_ring_wake_writers). */
+ * writers with fb_ring_wake(r, FB_SIGNAL_SPACE)). */
 int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                              uint32_t flags, uint64_t *first_seq, uint32_t *written,
                              int64_t timeout_ns, uint32_t spin, const volatile int *cancel);
-/* For a notifier thread: fb_ring_data_signal registers a waiter and returns the signal's
- * value; fb_ring_wait_data_signal (timeout 0 to not sleep) must follow: it unregisters. */
-uint32_t fb_ring_data_signal(fb_ring_t *r);
-int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-/* Watching pause/resume transitions made by any process: fb_ring_transition_signal
- * registers a watcher and returns the signal; fb_ring_wait_transition (which must
- * follow: it unregisters) sleeps until a transition after it, a wake, or the timeout. */
-uint32_t fb_ring_transition_signal(fb_ring_t *r);
-int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-void fb_ring_wake_transition_watchers(fb_ring_t *r);
-/* Wakes every waiting reader so it re-checks its state (e.g. a closed subscription). */
-void fb_ring_wake_readers(fb_ring_t *r);
-/* Wakes every writer blocked for space (they retry, or see their cancel flag). */
-void fb_ring_wake_writers(fb_ring_t *r);
+/* Signals: one futex word each, with a count of registered waiters. The ring bumps a
+ * signal (and wakes its sleepers) on the events below only while a waiter is registered;
+ * fb_ring_wake and fb_ring_close bump and wake unconditionally. */
+typedef enum {
+    FB_SIGNAL_DATA = 0,   /* records committed or aborted; readers wait on it */
+    FB_SIGNAL_SPACE,      /* cursors moved, slots closed or evicted; writers wait on it */
+    FB_SIGNAL_TRANSITION, /* the ring paused or resumed (e.g. for other processes' callbacks) */
+    FB_SIGNAL_USER,       /* the user counters: moved only by fb_ring_wake */
+    FB_SIGNAL_COUNTER,    /* a topic counter grew (one signal for every id) */
+} fb_signal_t;
+/* Any thread: registers a waiter on the signal and returns its value. The caller checks
+ * its condition, then exactly one of fb_ring_wait (to sleep) or fb_ring_unwatch (done)
+ * must follow: both unregister. A change notified after the watch ends the wait, so no
+ * wake-up is lost between the check and the sleep. */
+uint32_t fb_ring_watch(fb_ring_t *r, fb_signal_t which);
+/* Sleeps while the signal still equals seen (timeout_ns 0: not at all, < 0: forever),
+ * then unregisters. FB_RING_OK (it moved, or a spurious return: check again),
+ * FB_RING_TIMEOUT, FB_RING_INTR (a signal arrived), FB_RING_CLOSED (the ring is closed,
+ * without sleeping if it already was), FB_RING_EINVAL (no such signal: nothing done). */
+int fb_ring_wait(fb_ring_t *r, fb_signal_t which, uint32_t seen, int64_t timeout_ns);
+/* Unregisters the waiter of a watch that no fb_ring_wait follows. */
+void fb_ring_unwatch(fb_ring_t *r, fb_signal_t which);
+/* Any thread: bumps the signal and wakes all its sleepers so they re-check (a closed
+ * subscription, a cancel flag, a moved user counter); they see the caller's stores
+ * made before the call. */
+void fb_ring_wake(fb_ring_t *r, fb_signal_t which);
 /* Sets the close flag and wakes every waiter. */
 void fb_ring_close(fb_ring_t *r);
 int fb_ring_is_closed(const fb_ring_t *r);
@@ -285,19 +301,15 @@ int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t 
 int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len);
 
 /* Counters for the embedding layer (e.g. a queue's unfinished tasks) in the header,
- * with one futex word to wait on: index < FB_RING_USER_COUNTERS. */
+ * index < FB_RING_USER_COUNTERS. Waiters watch FB_SIGNAL_USER, which only
+ * fb_ring_wake moves: whoever moves a counter wakes them. */
 uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta); /* returns the new value */
 /* Decrements counter i unless it is 0: FB_RING_OK (new value in *out) or FB_RING_EMPTY. */
 int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out);
 uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i);
-uint32_t fb_ring_user_signal(const fb_ring_t *r);
-/* Bumps the signal and wakes every fb_ring_user_wait. */
-void fb_ring_user_wake(fb_ring_t *r);
-/* Sleeps while the signal still equals seen: OK, FB_RING_TIMEOUT or FB_RING_INTR. */
-int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
 
 /* One counter per topic id (>= 1) for the embedding layer, e.g. a DataPort's credits,
- * with one futex word for waiters. add wakes waiters (when any are registered);
+ * waited for through FB_SIGNAL_COUNTER. add wakes waiters (when any are registered);
  * take removes min(value, max) at once and returns it; exchange sets a value and
  * returns the old one. An id outside the table: add/take/exchange/get return 0. */
 uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta);
@@ -306,15 +318,6 @@ uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value);
 /* Raises the counter to value if it is below (waking waiters); returns the result. */
 uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value);
 uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id);
-/* Waiting for a counter to move: fb_ring_counter_signal registers a waiter and returns
- * the signal; fb_ring_counter_wait (which must follow: it unregisters) sleeps until an
- * add after it, fb_ring_counter_wake, a close, or the timeout; or fb_ring_counter_unwatch
- * follows instead. */
-uint32_t fb_ring_counter_signal(fb_ring_t *r);
-int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-/* Unregisters a waiter that found what it wanted without waiting. */
-void fb_ring_counter_unwatch(fb_ring_t *r);
-void fb_ring_counter_wake(fb_ring_t *r);
 
 uint64_t fb_now_ns(void);      /* CLOCK_REALTIME, as time.time_ns() */
 uint64_t fb_mono_ns(void);     /* CLOCK_MONOTONIC */
