@@ -514,10 +514,10 @@ cdef class Ring:
         self._closed = True
         if self.ring != NULL:
             if self.shared:
-                fb_ring_wake_readers(self.ring)
-                fb_ring_wake_writers(self.ring)
-                fb_ring_user_wake(self.ring)
-                fb_ring_wake_transition_watchers(self.ring)
+                fb_ring_wake(self.ring, FB_SIGNAL_DATA)
+                fb_ring_wake(self.ring, FB_SIGNAL_SPACE)
+                fb_ring_wake(self.ring, FB_SIGNAL_USER)
+                fb_ring_wake(self.ring, FB_SIGNAL_TRANSITION)
             else:
                 fb_ring_close(self.ring)
         self._unmap()
@@ -924,7 +924,7 @@ cdef class Ring:
     def _wait_data_signal_register(self):
         """Register as a data waiter; returns the signal value to wait on."""
         self._ensure_open()
-        return fb_ring_data_signal(self.ring)
+        return fb_ring_watch(self.ring, FB_SIGNAL_DATA)
 
     def _wait_data_signal(self, uint32_t seen, timeout):
         """Sleep until the data signal moves (GIL released); unregisters. Returns a code."""
@@ -934,7 +934,7 @@ cdef class Ring:
             return FB_RING_CLOSED
         self.active += 1
         with nogil:
-            rc = fb_ring_wait_data_signal(self.ring, seen, t)
+            rc = fb_ring_wait(self.ring, FB_SIGNAL_DATA, seen, t)
         self._leave_nogil()
         return rc
 
@@ -946,16 +946,16 @@ cdef class Ring:
         cdef int rc
         if self.ring == NULL or self._closed:
             return False
-        seen = fb_ring_transition_signal(self.ring)
+        seen = fb_ring_watch(self.ring, FB_SIGNAL_TRANSITION)
         try:
             if self.transition_cb is not None:
                 self.transition_cb()  # whatever happened before registering
         except BaseException:
-            fb_ring_wait_transition(self.ring, seen, 0)  # unregisters
+            fb_ring_unwatch(self.ring, FB_SIGNAL_TRANSITION)
             raise
         self.active += 1
         with nogil:
-            rc = fb_ring_wait_transition(self.ring, seen, t)
+            rc = fb_ring_wait(self.ring, FB_SIGNAL_TRANSITION, seen, t)
         self._leave_nogil()
         if rc == FB_RING_INTR:
             PyErr_CheckSignals()
@@ -973,7 +973,7 @@ cdef class Ring:
 
     def _wake_readers(self):
         if self.ring != NULL and not self._closed:
-            fb_ring_wake_readers(self.ring)
+            fb_ring_wake(self.ring, FB_SIGNAL_DATA)
 
     # --------------------------- counters in the header for the layers above (task counts)
 
@@ -1003,7 +1003,7 @@ cdef class Ring:
     def _user_wake(self):
         """Wakes every process waiting in _user_wait."""
         self._ensure_open()
-        fb_ring_user_wake(self.ring)
+        fb_ring_wake(self.ring, FB_SIGNAL_USER)
 
     def _user_wait(self, uint32_t i, uint64_t target, timeout=None, bint at_least=False):
         """Waits (GIL released) until counter i equals target (or, with at_least, reaches
@@ -1019,16 +1019,18 @@ cdef class Ring:
             deadline = fb_mono_ns() + <uint64_t>timeout_ns
         while True:
             # the signal first: a wake after this load makes the futex wait return
-            seen = fb_ring_user_signal(self.ring)
+            seen = fb_ring_watch(self.ring, FB_SIGNAL_USER)
             v = fb_ring_user_get(self.ring, i)
             if v == target or (at_least and v > target):
+                fb_ring_unwatch(self.ring, FB_SIGNAL_USER)
                 return True
             left = _left(timeout_ns, deadline)
             if left == 0:
+                fb_ring_unwatch(self.ring, FB_SIGNAL_USER)
                 return False
             self.active += 1
             with nogil:
-                rc = fb_ring_user_wait(self.ring, seen, left)
+                rc = fb_ring_wait(self.ring, FB_SIGNAL_USER, seen, left)
             self._leave_nogil()
             if rc == FB_RING_INTR:
                 PyErr_CheckSignals()
@@ -1080,7 +1082,7 @@ cdef class Ring:
     def _counter_wake(self):
         """Wakes every _counter_take waiting on this ring (e.g. to see a close)."""
         self._ensure_open()
-        fb_ring_counter_wake(self.ring)
+        fb_ring_wake(self.ring, FB_SIGNAL_COUNTER)
 
     cdef uint64_t _await_counter(self, uint32_t tid, uint64_t n, bint take,
                                  int64_t timeout_ns, object cancel) except? 0xFFFFFFFFFFFFFFFF:
@@ -1097,19 +1099,19 @@ cdef class Ring:
             deadline = fb_mono_ns() + <uint64_t>timeout_ns
         while True:
             # register first: an add after this makes the futex wait return
-            seen = fb_ring_counter_signal(self.ring)
+            seen = fb_ring_watch(self.ring, FB_SIGNAL_COUNTER)
             if take:
                 got = fb_ring_counter_take(self.ring, tid, n)
             else:
                 got = fb_ring_counter_get(self.ring, tid) >= n
             left = _left(timeout_ns, deadline)
             if got or left == 0 or self._closed or (cancel is not None and cancel):
-                fb_ring_counter_unwatch(self.ring)
+                fb_ring_unwatch(self.ring, FB_SIGNAL_COUNTER)
                 self._ensure_open()
                 return got
             self.active += 1
             with nogil:
-                rc = fb_ring_counter_wait(self.ring, seen, left)
+                rc = fb_ring_wait(self.ring, FB_SIGNAL_COUNTER, seen, left)
             self._leave_nogil()
             if rc == FB_RING_INTR:
                 PyErr_CheckSignals()
@@ -1309,7 +1311,7 @@ cdef class Reader:
         self.cancelled = 1  # before the wake (a seq_cst RMW), so a woken wait sees it
         if self.ring.ring != NULL and not self.ring._closed:
             rc = fb_ring_reader_close(self.ring.ring, self.slot)
-            fb_ring_wake_readers(self.ring.ring)
+            fb_ring_wake(self.ring.ring, FB_SIGNAL_DATA)
             if rc == FB_RING_RESUMED:
                 self.ring._transition()
 

@@ -45,8 +45,10 @@ typedef struct {
 
 _Static_assert(sizeof(fb_rec_t) == FB_RING_RECORD_HEADER, "record header is 32 bytes");
 
+/* A wait queue in the header: a futex word, bumped by every wake and by every notify
+ * while a waiter is registered, and the number of registered waiters. */
 typedef struct {
-    uint32_t signal; /* futex word: bumped when a waiter is registered */
+    uint32_t signal; /* futex word */
     uint32_t waiters;
 } fb_waitq_t;
 
@@ -113,8 +115,8 @@ struct fb_ring {
     } geo;
     fb_pair_t tail FB_ALIGNED(FB_CACHE_LINE);      /* producers: next (position, seq) */
     fb_pair_t min_cache FB_ALIGNED(FB_CACHE_LINE); /* producers: a lower bound of the readers' cursors */
-    fb_waitq_t data_q FB_ALIGNED(FB_CACHE_LINE);   /* readers wait for frames */
-    fb_waitq_t space_q FB_ALIGNED(FB_CACHE_LINE);  /* producers wait for space */
+    fb_waitq_t data_q FB_ALIGNED(FB_CACHE_LINE);   /* FB_SIGNAL_DATA: readers wait for frames */
+    fb_waitq_t space_q FB_ALIGNED(FB_CACHE_LINE);  /* FB_SIGNAL_SPACE: producers wait for space */
     struct FB_ALIGNED(FB_CACHE_LINE) {
         uint32_t paused;
         uint32_t closed;
@@ -132,9 +134,11 @@ struct fb_ring {
     } ctr;
     struct FB_ALIGNED(FB_CACHE_LINE) {
         uint64_t value[FB_RING_USER_COUNTERS];
-        uint32_t signal;
-        fb_waitq_t transitions; /* watchers of pause/resume (e.g. other processes' callbacks) */
-        fb_waitq_t counters;    /* waiters for a topic counter to grow */
+        uint32_t signal;        /* FB_SIGNAL_USER's futex word */
+        fb_waitq_t transitions; /* FB_SIGNAL_TRANSITION: watchers of pause/resume */
+        fb_waitq_t counters;    /* FB_SIGNAL_COUNTER: waiters for a topic counter to grow */
+        uint32_t waiters;       /* FB_SIGNAL_USER's waiters: last, in what layout 3 left as
+                                   padding (zero in every ring), so no other field moves */
     } user;
     /* Processes holding a mapping (pid, start time), for `framebus gc`. */
     struct {
@@ -146,6 +150,13 @@ struct fb_ring {
 _Static_assert(sizeof(struct fb_ring) <= FB_RING_META_OFFSET, "header leaves the meta area free");
 _Static_assert(FB_RING_META_OFFSET + FB_RING_META_BYTES == HEADER_BYTES, "meta area ends the page");
 _Static_assert(offsetof(struct fb_ring, geo) == 0, "magic first");
+/* The futex words keep their layout-3 places: processes of builds before and after the
+ * user queue got its waiters count still wait on and wake the same words. */
+#define USER_AT(field) (offsetof(struct fb_ring, user.field) - offsetof(struct fb_ring, user))
+_Static_assert(USER_AT(signal) == 32 && USER_AT(transitions) == 36 && USER_AT(counters) == 44 &&
+                   USER_AT(waiters) == 52 && sizeof(((struct fb_ring *)0)->user) == FB_CACHE_LINE,
+               "the user line's futex words stay where layout 3 put them");
+#undef USER_AT
 
 static inline uint8_t *base(const fb_ring_t *r) { return (uint8_t *)r; }
 static inline fb_slot_t *slot_at(const fb_ring_t *r, uint32_t i)
@@ -205,27 +216,71 @@ static void futex_wake_all(uint32_t *word, int shared)
 
 static inline int shared_ring(const fb_ring_t *r) { return (r->geo.flags & FB_RING_SHARED) != 0; }
 
+/* A wait queue as the helpers below see it: its futex word and its waiters count.
+ * Every signal of fb_signal_t is one (see signal_queue). */
+typedef struct {
+    uint32_t *word;
+    uint32_t *waiters;
+} waitq_t;
+
+static inline waitq_t signal_queue(fb_ring_t *r, fb_signal_t which)
+{
+    switch (which) {
+    case FB_SIGNAL_DATA:
+        return (waitq_t){&r->data_q.signal, &r->data_q.waiters};
+    case FB_SIGNAL_SPACE:
+        return (waitq_t){&r->space_q.signal, &r->space_q.waiters};
+    case FB_SIGNAL_TRANSITION:
+        return (waitq_t){&r->user.transitions.signal, &r->user.transitions.waiters};
+    case FB_SIGNAL_USER:
+        return (waitq_t){&r->user.signal, &r->user.waiters};
+    case FB_SIGNAL_COUNTER:
+        return (waitq_t){&r->user.counters.signal, &r->user.counters.waiters};
+    }
+    return (waitq_t){NULL, NULL};
+}
+
 /* Wakes the queue's sleepers if any registered. The caller's preceding store
  * (commit or cursor) must be ordered before the waiters load: the seq_cst
  * fence pairs with the fence in waitq_register (a Dekker pair: either the
  * waiter sees our store, or we see its registration). */
-static inline void waitq_notify(fb_ring_t *r, fb_waitq_t *q)
+static inline void waitq_notify(fb_ring_t *r, waitq_t q)
 {
     fb_fence_seq_cst();
-    if (fb_load32_relaxed(&q->waiters) != 0) {
-        fb_fetch_add32(&q->signal, 1);
-        futex_wake_all(&q->signal, shared_ring(r));
+    if (fb_load32_relaxed(q.waiters) != 0) {
+        fb_fetch_add32(q.word, 1);
+        futex_wake_all(q.word, shared_ring(r));
     }
 }
 
-static inline uint32_t waitq_register(fb_waitq_t *q)
+/* Bumps the word and wakes every sleeper, registered or not (fb_ring_wake, close).
+ * The bump is a seq_cst RMW: a waiter that loads it (acquire, in waitq_register)
+ * sees what the caller stored before, e.g. a cancel flag or the close flag. */
+static inline void waitq_wake(fb_ring_t *r, waitq_t q)
 {
-    fb_fetch_add32(&q->waiters, 1);
-    fb_fence_seq_cst(); /* pairs with the fence in waitq_notify */
-    return fb_load32_relaxed(&q->signal);
+    fb_fetch_add32(q.word, 1);
+    futex_wake_all(q.word, shared_ring(r));
 }
 
-static inline void waitq_unregister(fb_waitq_t *q) { fb_fetch_sub32(&q->waiters, 1); }
+static inline uint32_t waitq_register(waitq_t q)
+{
+    fb_fetch_add32(q.waiters, 1);
+    fb_fence_seq_cst(); /* pairs with the fence in waitq_notify */
+    /* acquire: pairs with the bump (a seq_cst RMW) in waitq_notify and the wakes; a
+     * waiter that loads a bumped value then sees what the waker stored before it, so
+     * its re-check cannot miss the change and sleep on a signal nobody bumps again */
+    return fb_load32_acquire(q.word);
+}
+
+static inline void waitq_unregister(waitq_t q) { fb_fetch_sub32(q.waiters, 1); }
+
+/* Sleeps while the word still holds seen, then unregisters (the register must precede). */
+static inline int waitq_sleep(fb_ring_t *r, waitq_t q, uint32_t seen, int64_t timeout_ns)
+{
+    int w = futex_wait(q.word, seen, timeout_ns, shared_ring(r));
+    waitq_unregister(q);
+    return w;
+}
 
 static inline int64_t remaining_ns(int64_t timeout_ns, uint64_t deadline)
 {
@@ -416,7 +471,7 @@ static int maybe_pause(fb_ring_t *r, uint64_t end_pos, uint64_t end_seq)
     if (!fb_cas_u32(&r->st.paused, &expect, 1))
         return FB_RING_OK;
     fb_fetch_add(&r->ctr.pause_events, 1);
-    waitq_notify(r, &r->user.transitions);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_TRANSITION));
     return FB_RING_PAUSED;
 }
 
@@ -432,7 +487,7 @@ static int maybe_resume(fb_ring_t *r)
     if (!fb_cas_u32(&r->st.paused, &expect, 0))
         return FB_RING_OK;
     fb_fetch_add(&r->ctr.resume_events, 1);
-    waitq_notify(r, &r->user.transitions);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_TRANSITION));
     return FB_RING_RESUMED;
 }
 
@@ -451,7 +506,9 @@ static inline void write_pad(fb_ring_t *r, uint64_t pos, uint64_t bytes)
     fb_store_release(&rec->commit, pos | ST_PAD);
 }
 
-/* Layout of `n` records starting at `start`: fills end position and pads. */
+/* Where one record of `need` bytes goes with the tail at `pos`: *pad gets the bytes
+ * padded first (the room left before the end of the data area when the record does
+ * not fit in it, else 0); returns the position after the record. */
 static inline uint64_t place(const fb_ring_t *r, uint64_t pos, uint64_t need, uint64_t *pad)
 {
     uint64_t room = r->geo.data_bytes - (pos & r->geo.mask);
@@ -505,7 +562,7 @@ int fb_ring_commit(fb_ring_t *r, const fb_claim_t *c)
     fb_rec_t *rec = (fb_rec_t *)data_at(r, c->pos);
     /* release: publishes header and payload; pairs with the acquire in read_next */
     fb_store_release(&rec->commit, c->pos | ST_DATA);
-    waitq_notify(r, &r->data_q);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_DATA));
     return FB_RING_OK;
 }
 
@@ -514,7 +571,7 @@ void fb_ring_abort(fb_ring_t *r, const fb_claim_t *c)
     fb_rec_t *rec = (fb_rec_t *)data_at(r, c->pos);
     /* release: pairs with the acquire in read_next, which then skips len bytes */
     fb_store_release(&rec->commit, c->pos | ST_PAD);
-    waitq_notify(r, &r->data_q);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_DATA));
 }
 
 int fb_ring_write(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
@@ -607,7 +664,7 @@ int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t 
         pos += need;
     }
     fb_fetch_add(&r->published_bytes, wrote_bytes);
-    waitq_notify(r, &r->data_q);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_DATA));
     if (first_seq)
         *first_seq = seq;
     if (written)
@@ -648,16 +705,17 @@ int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint
     if (rc != FB_RING_FULL)
         return rc;
     uint64_t deadline = timeout_ns < 0 ? 0 : fb_mono_ns() + (uint64_t)timeout_ns;
+    waitq_t space = signal_queue(r, FB_SIGNAL_SPACE);
     for (;;) {
-        uint32_t seen = waitq_register(&r->space_q);
+        uint32_t seen = waitq_register(space);
         rc = fb_ring_write_batch(r, iov, n, ts_ns, flags, first_seq, written);
         if (rc != FB_RING_FULL) {
-            waitq_unregister(&r->space_q);
+            waitq_unregister(space);
             return rc;
         }
         int64_t left = remaining_ns(timeout_ns, deadline);
         if (left == 0) {
-            waitq_unregister(&r->space_q);
+            waitq_unregister(space);
             return FB_RING_TIMEOUT;
         }
         /* while full, look for dead readers now and then (they never free space) */
@@ -665,8 +723,7 @@ int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint
         uint64_t check = r->geo.dead_reader_timeout_ns / 4 + 1;
         if (r->geo.dead_reader_timeout_ns && (nap < 0 || (uint64_t)nap > check))
             nap = (int64_t)check;
-        int w = futex_wait(&r->space_q.signal, seen, nap, shared_ring(r));
-        waitq_unregister(&r->space_q);
+        int w = waitq_sleep(r, space, seen, nap);
         if (w == FB_RING_INTR)
             return FB_RING_INTR;
         if (cancel && *cancel)
@@ -843,7 +900,7 @@ int fb_ring_reader_close(fb_ring_t *r, uint32_t slot)
     }
     registry_unlock(r);
     int rc = maybe_resume(r);
-    waitq_notify(r, &r->space_q);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_SPACE));
     return rc;
 }
 
@@ -928,7 +985,7 @@ int fb_ring_evict_dead(fb_ring_t *r)
     }
     if (evicted) {
         maybe_resume(r);
-        waitq_notify(r, &r->space_q);
+        waitq_notify(r, signal_queue(r, FB_SIGNAL_SPACE));
     }
     return evicted;
 }
@@ -1138,7 +1195,7 @@ int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd)
     }
     int rc = maybe_resume(r);
     rd->resumed = rc == FB_RING_RESUMED;
-    waitq_notify(r, &r->space_q);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_SPACE));
     if (lapped) {
         fb_fetch_add(&r->ctr.lapped, 1);
         return FB_RING_LAPPED;
@@ -1232,26 +1289,26 @@ int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns
             return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
     }
     uint64_t deadline = timeout_ns < 0 ? 0 : fb_mono_ns() + (uint64_t)timeout_ns;
+    waitq_t data = signal_queue(r, FB_SIGNAL_DATA);
     for (;;) {
-        uint32_t seen = waitq_register(&r->data_q);
+        uint32_t seen = waitq_register(data);
         if (reader_should_wake(r, slot, &pending, cancel)) {
-            waitq_unregister(&r->data_q);
+            waitq_unregister(data);
             return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
         }
         int64_t left = remaining_ns(timeout_ns, deadline);
         if (left == 0) {
-            waitq_unregister(&r->data_q);
+            waitq_unregister(data);
             return FB_RING_TIMEOUT;
         }
         /* a pending claim may belong to a dead producer: come back in time to skip it */
         int64_t nap = left;
         if (pending && (nap < 0 || (uint64_t)nap > r->geo.unblock_timeout_ns))
             nap = (int64_t)r->geo.unblock_timeout_ns;
-        int w = futex_wait(&r->data_q.signal, seen, nap, shared_ring(r));
-        waitq_unregister(&r->data_q);
+        int w = waitq_sleep(r, data, seen, nap);
         if (w == FB_RING_INTR)
             return FB_RING_INTR;
-        if (w == FB_RING_OK) /* woken (data, wake_readers, close): the caller re-checks */
+        if (w == FB_RING_OK) /* woken (data, a wake, close): the caller re-checks */
             return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
         if (w == FB_RING_TIMEOUT && nap != left)
             return FB_RING_OK; /* the reader must look at the stalled claim */
@@ -1269,82 +1326,69 @@ int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, 
         fb_cpu_relax();
     }
     uint64_t deadline = timeout_ns < 0 ? 0 : fb_mono_ns() + (uint64_t)timeout_ns;
+    waitq_t space = signal_queue(r, FB_SIGNAL_SPACE);
     for (;;) {
-        uint32_t seen = waitq_register(&r->space_q);
+        uint32_t seen = waitq_register(space);
         if (fb_load32_relaxed(&r->st.closed) || fb_ring_writable(r, record_bytes, frames)) {
-            waitq_unregister(&r->space_q);
+            waitq_unregister(space);
             return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : FB_RING_OK;
         }
         int64_t left = remaining_ns(timeout_ns, deadline);
         if (left == 0) {
-            waitq_unregister(&r->space_q);
+            waitq_unregister(space);
             return FB_RING_TIMEOUT;
         }
-        int w = futex_wait(&r->space_q.signal, seen, left, shared_ring(r));
-        waitq_unregister(&r->space_q);
+        int w = waitq_sleep(r, space, seen, left);
         if (w == FB_RING_INTR)
             return FB_RING_INTR;
     }
 }
 
-uint32_t fb_ring_data_signal(fb_ring_t *r)
+/* ------------------------------------------------------------------ signals */
+
+uint32_t fb_ring_watch(fb_ring_t *r, fb_signal_t which)
 {
-    return waitq_register(&r->data_q);
+    waitq_t q = signal_queue(r, which);
+    return q.word ? waitq_register(q) : 0;
 }
 
-int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+int fb_ring_wait(fb_ring_t *r, fb_signal_t which, uint32_t seen, int64_t timeout_ns)
 {
-    int w = FB_RING_OK;
-    if (!fb_load32_relaxed(&r->st.closed))
-        w = futex_wait(&r->data_q.signal, seen, timeout_ns, shared_ring(r));
-    waitq_unregister(&r->data_q);
-    if (fb_load32_relaxed(&r->st.closed))
+    waitq_t q = signal_queue(r, which);
+    if (!q.word)
+        return FB_RING_EINVAL;
+    /* relaxed: close stores the flag before it bumps every word, so a wait that
+     * misses the flag here finds the word moved (or is woken) and re-reads it below */
+    if (fb_load32_relaxed(&r->st.closed)) {
+        waitq_unregister(q);
         return FB_RING_CLOSED;
-    return w;
+    }
+    int w = waitq_sleep(r, q, seen, timeout_ns);
+    return fb_load32_relaxed(&r->st.closed) ? FB_RING_CLOSED : w;
 }
 
-uint32_t fb_ring_transition_signal(fb_ring_t *r)
+void fb_ring_unwatch(fb_ring_t *r, fb_signal_t which)
 {
-    return waitq_register(&r->user.transitions);
+    waitq_t q = signal_queue(r, which);
+    if (q.word)
+        waitq_unregister(q);
 }
 
-int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
+void fb_ring_wake(fb_ring_t *r, fb_signal_t which)
 {
-    int w = futex_wait(&r->user.transitions.signal, seen, timeout_ns, shared_ring(r));
-    waitq_unregister(&r->user.transitions);
-    return w;
-}
-
-void fb_ring_wake_transition_watchers(fb_ring_t *r)
-{
-    fb_fetch_add32(&r->user.transitions.signal, 1);
-    futex_wake_all(&r->user.transitions.signal, shared_ring(r));
-}
-
-void fb_ring_wake_readers(fb_ring_t *r)
-{
-    fb_fetch_add32(&r->data_q.signal, 1);
-    futex_wake_all(&r->data_q.signal, shared_ring(r));
-}
-
-void fb_ring_wake_writers(fb_ring_t *r)
-{
-    fb_fetch_add32(&r->space_q.signal, 1);
-    futex_wake_all(&r->space_q.signal, shared_ring(r));
+    waitq_t q = signal_queue(r, which);
+    if (q.word)
+        waitq_wake(r, q);
 }
 
 uint32_t fb_ring_layout_version(const void *mem) { return ((const fb_ring_t *)mem)->geo.version; }
 
 void fb_ring_close(fb_ring_t *r)
 {
+    /* seq_cst, before the bumps: a waiter woken by one (or loading it) sees the flag */
     __atomic_store_n(&r->st.closed, 1, __ATOMIC_SEQ_CST);
-    fb_fetch_add32(&r->data_q.signal, 1);
-    fb_fetch_add32(&r->space_q.signal, 1);
-    futex_wake_all(&r->data_q.signal, shared_ring(r));
-    futex_wake_all(&r->space_q.signal, shared_ring(r));
-    fb_ring_user_wake(r);
-    fb_ring_wake_transition_watchers(r);
-    fb_ring_counter_wake(r);
+    for (int which = FB_SIGNAL_DATA; which <= FB_SIGNAL_COUNTER; which++)
+        waitq_wake(r, signal_queue(r, (fb_signal_t)which));
 }
 
 void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes)
@@ -1486,22 +1530,6 @@ uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)
     return __atomic_load_n(&r->user.value[i % FB_RING_USER_COUNTERS], __ATOMIC_SEQ_CST);
 }
 
-uint32_t fb_ring_user_signal(const fb_ring_t *r)
-{
-    return __atomic_load_n(&r->user.signal, __ATOMIC_SEQ_CST);
-}
-
-void fb_ring_user_wake(fb_ring_t *r)
-{
-    __atomic_fetch_add(&r->user.signal, 1, __ATOMIC_SEQ_CST);
-    futex_wake_all(&r->user.signal, shared_ring(r));
-}
-
-int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
-{
-    return futex_wait(&r->user.signal, seen, timeout_ns, shared_ring(r));
-}
-
 /* ---------------------------------------------------------- topic counters */
 
 /* seq_cst like the user counters: control-plane values a waiter must see move
@@ -1516,7 +1544,7 @@ uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta)
     if (!counter_valid(r, id))
         return 0;
     uint64_t v = __atomic_add_fetch(counter_at(r, id), delta, __ATOMIC_SEQ_CST);
-    waitq_notify(r, &r->user.counters);
+    waitq_notify(r, signal_queue(r, FB_SIGNAL_COUNTER));
     return v;
 }
 
@@ -1541,7 +1569,7 @@ uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value)
         return 0;
     uint64_t old = __atomic_exchange_n(counter_at(r, id), value, __ATOMIC_SEQ_CST);
     if (value > old)
-        waitq_notify(r, &r->user.counters);
+        waitq_notify(r, signal_queue(r, FB_SIGNAL_COUNTER));
     return old;
 }
 
@@ -1553,7 +1581,7 @@ uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value)
     uint64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
     while (v < value) {
         if (__atomic_compare_exchange_n(p, &v, value, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-            waitq_notify(r, &r->user.counters);
+            waitq_notify(r, signal_queue(r, FB_SIGNAL_COUNTER));
             return value;
         }
     }
@@ -1565,25 +1593,4 @@ uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id)
     if (!counter_valid(r, id))
         return 0;
     return __atomic_load_n(counter_at(r, id), __ATOMIC_SEQ_CST);
-}
-
-uint32_t fb_ring_counter_signal(fb_ring_t *r) { return waitq_register(&r->user.counters); }
-
-int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
-{
-    int w = FB_RING_OK;
-    if (!fb_load32_relaxed(&r->st.closed))
-        w = futex_wait(&r->user.counters.signal, seen, timeout_ns, shared_ring(r));
-    waitq_unregister(&r->user.counters);
-    if (fb_load32_relaxed(&r->st.closed))
-        return FB_RING_CLOSED;
-    return w;
-}
-
-void fb_ring_counter_unwatch(fb_ring_t *r) { waitq_unregister(&r->user.counters); }
-
-void fb_ring_counter_wake(fb_ring_t *r)
-{
-    fb_fetch_add32(&r->user.counters.signal, 1);
-    futex_wake_all(&r->user.counters.signal, shared_ring(r));
 }

@@ -2,12 +2,14 @@
  * fb_ring.h - the framebus ring: a lock-free multi-producer, multi-reader
  * broadcast ring of variable-size frames in caller-owned memory.
  *
- * Layout. One contiguous region: a header (magic, layout version, geometry,
- * the producers' tail, counters, futex words; every hot field on its own
- * 64-byte line), then max_readers reader slots, then the topic table and one
- * counter line per topic id, then the data area (a power of two of bytes). Everything is addressed by offsets from
- * the region's start, never by pointers, so the same bytes work on the heap and
- * in a POSIX shared-memory segment mapped at different addresses.
+ * Layout. One contiguous region: a header page (magic, layout version, geometry,
+ * the producers' tail, counters, the signals' futex words, the attachment table;
+ * every hot field on its own 64-byte line; its second half, from
+ * FB_RING_META_OFFSET, is the embedding layer's), then max_readers reader slots,
+ * then the topic table and one counter line per topic id, then the data area (a
+ * power of two of bytes). Everything is addressed by offsets from the region's
+ * start, never by pointers, so the same bytes work on the heap and in a POSIX
+ * shared-memory segment mapped at different addresses.
  *
  * Records. [commit u64 | len u32 | topic u32 | seq u64 | ts_ns u64 | payload],
  * 8-byte aligned, never spanning the end of the data area: a padding record
@@ -36,9 +38,12 @@
  * until end, except in overwrite mode, where end says from which position the
  * records read were intact (fb_read_t.intact_from).
  *
- * Waiting is not the ring's business beyond one mechanism: data_signal and
- * space_signal are futex words, bumped (and woken) only when a waiter has
- * registered, so an idle or unwatched ring makes no system calls.
+ * Waiting is not the ring's business beyond one mechanism, the signals
+ * (fb_signal_t: DATA, SPACE, TRANSITION, USER, COUNTER): a futex word each with a
+ * count of registered waiters, bumped (and woken) by the ring only when a waiter has
+ * registered, so an idle or unwatched ring makes no system calls. The blocking calls
+ * wait on them, and so can a caller: fb_ring_watch, then fb_ring_wait or
+ * fb_ring_unwatch; fb_ring_wake wakes a signal's sleepers.
  *
  * A producer that dies between claim and commit does not stall readers: after
  * unblock_timeout_ns a reader turns the record into padding and counts it.
@@ -182,29 +187,58 @@ typedef struct {
     uint32_t active;
 } fb_reader_info_t;
 
-/* Geometry and setup. fb_ring_required_size: bytes needed for params (0 if invalid). */
+/* Each function below says who may call it, what it returns and what it leaves behind.
+ * "Any thread" means any thread of any process that maps the ring. */
+
+/* Geometry and setup. */
+/* Any thread: the bytes a ring with params p needs, 0 if p is invalid. Pure. */
 size_t fb_ring_required_size(const fb_ring_params_t *p);
+/* Any thread: FB_RING_OK, or FB_RING_EINVAL when p breaks a rule of fb_ring_params_t. Pure. */
 int fb_ring_validate_params(const fb_ring_params_t *p);
-/* Formats mem (which must be zeroed and 4096-aligned). */
+/* The creator, once, before anyone else uses the region: formats mem (zeroed,
+ * 4096-aligned, len >= fb_ring_required_size(p)). FB_RING_OK or FB_RING_EINVAL. The
+ * meta area is left as written; the magic is stored last, publishing the ring. */
 int fb_ring_init(void *mem, size_t len, const fb_ring_params_t *p);
-/* Checks an existing region: FB_RING_BAD_MAGIC, FB_RING_BAD_VERSION or FB_RING_EINVAL. */
+/* Whoever maps an existing region, before using it: FB_RING_OK, FB_RING_BAD_MAGIC (not
+ * a ring, or not formatted yet), FB_RING_BAD_VERSION or FB_RING_EINVAL. Reads only. */
 int fb_ring_check(const void *mem, size_t len);
+/* Any thread: the ring's parameters into *out (frame_limit: the effective limit). */
 void fb_ring_params(const fb_ring_t *r, fb_ring_params_t *out);
-/* The layout version stored in a region that has the magic (for error messages). */
+/* After fb_ring_check said FB_RING_BAD_VERSION: the layout version stored in the region
+ * (for error messages). */
 uint32_t fb_ring_layout_version(const void *mem);
 
-/* Producer side. */
+/* Producer side: any thread of any process. */
+/* Takes room for one record of len payload bytes and the next sequence number.
+ * FB_RING_OK or FB_RING_PAUSED (this claim paused the ring): *out holds seq, pos and
+ * data (len bytes for the caller to fill); the space and seq are taken, and the caller
+ * must fb_ring_commit or fb_ring_abort (readers stop at the record until then, or
+ * until unblock_timeout_ns). FB_RING_FULL, FB_RING_TOO_LARGE (len > max_frame) or
+ * FB_RING_CLOSED: nothing taken. */
 int fb_ring_claim(fb_ring_t *r, uint32_t len, uint32_t topic, uint64_t ts_ns, fb_claim_t *out);
+/* The claim's holder, once: publishes the record to readers and notifies
+ * FB_SIGNAL_DATA. Always FB_RING_OK; c may be discarded after. */
 int fb_ring_commit(fb_ring_t *r, const fb_claim_t *c);
-/* Gives a claim up: readers skip it as padding (its sequence number is not delivered). */
+/* The claim's holder, once, instead of commit: gives the claim up. Readers skip it as
+ * padding (its sequence number is never delivered: a gap). */
 void fb_ring_abort(fb_ring_t *r, const fb_claim_t *c);
+/* claim + copy + commit: the claim's results; on success *seq_out (may be NULL) is the
+ * frame's sequence number and the frame is published. */
 int fb_ring_write(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                   uint64_t *seq_out);
+/* Writes n >= 1 frames with consecutive sequence numbers in one claim: all of them, or
+ * with FB_WRITE_PARTIAL the longest prefix that fits (at least one). FB_RING_OK or
+ * FB_RING_PAUSED: *first_seq and *written (either may be NULL) say which were
+ * published. FB_RING_FULL, FB_RING_TOO_LARGE (a frame > max_frame, or more than an
+ * empty ring holds), FB_RING_EINVAL (n == 0), FB_RING_CLOSED: nothing written, *written 0. */
 int fb_ring_write_batch(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                         uint32_t flags, uint64_t *first_seq, uint32_t *written);
-/* Would a record of `len` fit now (refreshing the readers' minimum)? 1 / 0. */
+/* Any thread: would `frames` frames taking `record_bytes` bytes in all (fb_ring_record_bytes
+ * of each) fit now? 1 / 0, always 1 in overwrite mode. Refreshes the cached reader minimum. */
 int fb_ring_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames);
+/* Bytes a record of len payload bytes takes in the data area (header, payload, alignment). */
 uint64_t fb_ring_record_bytes(uint32_t len);
+/* Any thread: adds n to the dropped count of fb_ring_stats (frames the caller gave up on). */
 void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
 
 /* Reader side. group_key 0 = a slot of its own. pid: the owning process, for
@@ -212,109 +246,158 @@ void fb_ring_add_dropped(fb_ring_t *r, uint64_t n);
  * its members' processes (up to 8; a group with more is never evicted) and is
  * evicted once all of them are dead. fb_ring_reader_close must be called by the
  * process that opened the member. */
+/* Any thread (slot opens and closes are serialised by a lock in the header).
+ * FB_RING_OK: *slot is a new cursor at the tail (it reads what is published from now
+ * on) or the group's existing one, holding space until fb_ring_reader_close.
+ * FB_RING_NO_SLOT: all max_readers slots are taken. */
 int fb_ring_reader_open(fb_ring_t *r, uint64_t group_key, uint64_t pid, uint32_t *slot);
 /* Releases the cursors (broadcast slots and whole groups) of reader processes that
  * have been dead (pid gone, or reused by a process with another start time) for
- * dead_reader_timeout_ns; returns how many.
- * Blocking writers call it while the ring is full. */
+ * dead_reader_timeout_ns; returns how many (0 when that timeout is 0). Any thread;
+ * blocking writers call it while the ring is full. Freed space may resume the ring
+ * and notifies FB_SIGNAL_SPACE. */
 int fb_ring_evict_dead(fb_ring_t *r);
-/* Attachment table (processes holding a mapping): register returns an entry index
- * (or FB_RING_NO_SLOT when all 64 are held by live processes); attached_alive counts
- * the live ones (pid alive with the same start time). */
+/* Attachment table (processes holding a mapping): register (a process, on attaching)
+ * returns an entry index (or FB_RING_NO_SLOT when all 64 are held by live processes)
+ * that holds pid until unregister (the same process, with the entry and pid it
+ * registered); attached_alive counts the live ones (pid alive with the same start time). */
 int fb_ring_attach_register(fb_ring_t *r, uint64_t pid);
 void fb_ring_attach_unregister(fb_ring_t *r, int entry, uint64_t pid);
 int fb_ring_attached_alive(const fb_ring_t *r);
-/* A process's start time (clock ticks since boot, /proc/<pid>/stat), 0 if unknown. */
+/* Any thread: a process's start time (clock ticks since boot, /proc/<pid>/stat), 0 if
+ * unknown. */
 uint64_t fb_proc_start_time(uint64_t pid);
-/* Closing the slowest slot may resume the ring: FB_RING_OK or FB_RING_RESUMED. */
+/* The process that opened the member, once per open: the member leaves; the last one
+ * frees the slot (its space released, FB_SIGNAL_SPACE notified). FB_RING_OK, FB_RING_RESUMED
+ * (closing the slowest slot resumed the ring) or FB_RING_EINVAL (not an open slot). It
+ * wakes no reader: one waiting on the slot is woken with fb_ring_wake(r, FB_SIGNAL_DATA). */
 int fb_ring_reader_close(fb_ring_t *r, uint32_t slot);
+/* A read is begin, next..., end, by one thread with its own fb_read_t (rd->slot set by
+ * the caller; each member of a group has its own). begin: always FB_RING_OK; rd holds a
+ * snapshot of the slot's cursor (the cursor itself does not move); next is valid until end. */
 int fb_ring_read_begin(fb_ring_t *r, fb_read_t *rd);
+/* FB_RING_OK: *out is the next committed frame (its data stays put until end; in
+ * overwrite mode producers may overwrite it meanwhile, and end tells) and rd moves
+ * past it. FB_RING_EMPTY: nothing more
+ * committed yet (a claim stalled past unblock_timeout_ns becomes padding here).
+ * FB_RING_RETRY: another group member moved the cursor, this read is stale.
+ * FB_RING_LAPPED: overwrite mode, producers overwrote the next record. After any of
+ * these but OK, stop reading; end follows in every case. */
 int fb_ring_read_next(fb_ring_t *r, fb_read_t *rd, fb_frame_t *out);
+/* Once per begin: publishes the cursor past what next went over (nothing when it
+ * moved nothing), freeing that space (FB_SIGNAL_SPACE notified). FB_RING_OK, or
+ * FB_RING_RESUMED (this read resumed the ring; rd->resumed is set too). FB_RING_RETRY:
+ * a group member moved first: nothing published, drop what was read and begin again.
+ * FB_RING_LAPPED (overwrite mode): only frames at positions >= rd->intact_from were
+ * intact; the cursor moved on anyway. */
 int fb_ring_read_end(fb_ring_t *r, fb_read_t *rd);
-/* Is a committed record (or the close flag) waiting at the slot's cursor? 1 / 0. */
+/* Any thread: is a committed record (or the close flag) waiting at the slot's cursor?
+ * 1 / 0 (1 also when the reader was lapped or a record looks torn: next tells). */
 int fb_ring_readable(fb_ring_t *r, uint32_t slot);
+/* Any thread: adds n to the slot's lagged count (frames it lost to lapping). */
 void fb_ring_reader_add_lagged(fb_ring_t *r, uint32_t slot, uint64_t n);
+/* Any thread: a snapshot of the slot into *out; FB_RING_OK, FB_RING_EINVAL (no such slot). */
 int fb_ring_reader_info(const fb_ring_t *r, uint32_t slot, fb_reader_info_t *out);
 
 /* Waiting: spin `spin` times, then sleep on the futex; timeout_ns < 0 = forever.
- * OK when the condition may hold, TIMEOUT, CLOSED, or INTR (a signal arrived). */
+ * OK when the condition may hold, TIMEOUT, CLOSED, or INTR (a signal arrived).
+ * Any thread; each registers on its signal (DATA, SPACE) only while it sleeps. */
+/* The slot's reader: OK means "read now" (also a wake, or a claim stalled long enough
+ * to skip); FB_RING_EINVAL for a slot out of range. */
 int fb_ring_wait_readable(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin);
 /* The same, also returning OK once *cancel is nonzero: a thread closing the reader sets
- * it, then calls fb_ring_wake_readers, so a wait that began just before the close ends. */
+ * it, then calls fb_ring_wake(r, FB_SIGNAL_DATA), so a wait that began just before the
+ * close ends. */
 int fb_ring_wait_readable_cancel(fb_ring_t *r, uint32_t slot, int64_t timeout_ns, uint32_t spin,
                                  const volatile int *cancel);
+/* A producer: OK once fb_ring_writable(r, record_bytes, frames) holds (another producer
+ * may take the space before the caller claims it). */
 int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames, int64_t timeout_ns,
                           uint32_t spin);
-/* Blocking writes: retry until written, FB_RING_TIMEOUT, FB_RING_CLOSED or
- * FB_RING_INTR (a signal arrived: the caller handles it and calls again). */
+/* Blocking writes: retry until written (the results of fb_ring_write / write_batch),
+ * FB_RING_TIMEOUT, FB_RING_CLOSED or FB_RING_INTR (a signal arrived: the caller
+ * handles it and calls again). While full they evict dead readers now and then (when
+ * dead_reader_timeout_ns is set). */
 int fb_ring_write_wait(fb_ring_t *r, const void *data, uint32_t len, uint32_t topic, uint64_t ts_ns,
                        uint64_t *seq_out, int64_t timeout_ns, uint32_t spin);
 /* cancel (may be NULL): a caller's flag; once it is nonzero a woken writer returns
  * FB_RING_CLOSED (how one process closes its handle on a shared ring; wake the
- * writers with fb_ring_wake_writers). */
+ * writers with fb_ring_wake(r, FB_SIGNAL_SPACE)). */
 int fb_ring_write_batch_wait(fb_ring_t *r, const fb_iov_t *iov, uint32_t n, uint64_t ts_ns,
                              uint32_t flags, uint64_t *first_seq, uint32_t *written,
                              int64_t timeout_ns, uint32_t spin, const volatile int *cancel);
-/* For a notifier thread: fb_ring_data_signal registers a waiter and returns the signal's
- * value; fb_ring_wait_data_signal (timeout 0 to not sleep) must follow: it unregisters. */
-uint32_t fb_ring_data_signal(fb_ring_t *r);
-int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-/* Watching pause/resume transitions made by any process: fb_ring_transition_signal
- * registers a watcher and returns the signal; fb_ring_wait_transition (which must
- * follow: it unregisters) sleeps until a transition after it, a wake, or the timeout. */
-uint32_t fb_ring_transition_signal(fb_ring_t *r);
-int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-void fb_ring_wake_transition_watchers(fb_ring_t *r);
-/* Wakes every waiting reader so it re-checks its state (e.g. a closed subscription). */
-void fb_ring_wake_readers(fb_ring_t *r);
-/* Wakes every writer blocked for space (they retry, or see their cancel flag). */
-void fb_ring_wake_writers(fb_ring_t *r);
-/* Sets the close flag and wakes every waiter. */
+
+/* Signals: one futex word each, with a count of registered waiters. The ring bumps a
+ * signal (and wakes its sleepers) on the events below only while a waiter is registered;
+ * fb_ring_wake and fb_ring_close bump and wake unconditionally. */
+typedef enum {
+    FB_SIGNAL_DATA = 0,   /* records committed or aborted; readers wait on it */
+    FB_SIGNAL_SPACE,      /* cursors moved, slots closed or evicted; writers wait on it */
+    FB_SIGNAL_TRANSITION, /* the ring paused or resumed (e.g. for other processes' callbacks) */
+    FB_SIGNAL_USER,       /* the user counters: moved only by fb_ring_wake */
+    FB_SIGNAL_COUNTER,    /* a topic counter grew (one signal for every id) */
+} fb_signal_t;
+/* Any thread: registers a waiter on the signal and returns its value. The caller checks
+ * its condition, then exactly one of fb_ring_wait (to sleep) or fb_ring_unwatch (done)
+ * must follow: both unregister. A change notified after the watch ends the wait, so no
+ * wake-up is lost between the check and the sleep. */
+uint32_t fb_ring_watch(fb_ring_t *r, fb_signal_t which);
+/* Sleeps while the signal still equals seen (timeout_ns 0: not at all, < 0: forever),
+ * then unregisters. FB_RING_OK (it moved, or a spurious return: check again),
+ * FB_RING_TIMEOUT, FB_RING_INTR (a signal arrived), FB_RING_CLOSED (the ring is closed,
+ * without sleeping if it already was), FB_RING_EINVAL (no such signal: nothing done). */
+int fb_ring_wait(fb_ring_t *r, fb_signal_t which, uint32_t seen, int64_t timeout_ns);
+/* The watcher: unregisters a watch that no fb_ring_wait follows. */
+void fb_ring_unwatch(fb_ring_t *r, fb_signal_t which);
+/* Any thread: bumps the signal and wakes all its sleepers so they re-check (a closed
+ * subscription, a cancel flag, a moved user counter); they see the caller's stores
+ * made before the call. */
+void fb_ring_wake(fb_ring_t *r, fb_signal_t which);
+
+/* Any thread, once or more: sets the close flag and wakes every signal. Claims and
+ * writes fail with FB_RING_CLOSED from then on and every wait returns it; what was
+ * committed can still be read. */
 void fb_ring_close(fb_ring_t *r);
+/* Any thread: the close flag and the pause state, 1 / 0. */
 int fb_ring_is_closed(const fb_ring_t *r);
 int fb_ring_is_paused(const fb_ring_t *r);
-/* The sequence number the next claim will get (published so far = next_seq - start_seq). */
+/* Any thread: the sequence number the next claim will get (published so far =
+ * next_seq - start_seq). */
 uint64_t fb_ring_next_seq(const fb_ring_t *r);
 
+/* Any thread: counters, usage and state into *out (a snapshot; it scans the reader
+ * slots and the topic table). */
 void fb_ring_stats(const fb_ring_t *r, fb_ring_stats_t *out);
-/* pause_events and resume_events only (cheap: no reader scan). */
+/* Any thread: pause_events and resume_events only (cheap: no reader scan). */
 void fb_ring_transitions(const fb_ring_t *r, uint64_t *pauses, uint64_t *resumes);
 
-/* Topic table: names (bytes, 1..FB_RING_TOPIC_MAX_LEN) to ids >= 1; id 0 is the empty topic. */
+/* Topic table: names (bytes, 1..FB_RING_TOPIC_MAX_LEN) to ids >= 1; id 0 is the empty topic.
+ * intern, any thread: FB_RING_OK (*id: the name's id, the same in every process; a new
+ * name stays in the table for good), FB_RING_TOO_LARGE or FB_RING_NO_SLOT (table full).
+ * name: FB_RING_OK (*name points into the ring, *len bytes, no terminating 0) or
+ * FB_RING_EINVAL (no such id). */
 int fb_ring_topic_intern(fb_ring_t *r, const char *name, uint32_t len, uint32_t *id);
 int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len);
 
 /* Counters for the embedding layer (e.g. a queue's unfinished tasks) in the header,
- * with one futex word to wait on: index < FB_RING_USER_COUNTERS. */
+ * index i < FB_RING_USER_COUNTERS (taken modulo it), any thread. Moving one wakes
+ * nobody: the caller follows with fb_ring_wake(r, FB_SIGNAL_USER). */
 uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta); /* returns the new value */
 /* Decrements counter i unless it is 0: FB_RING_OK (new value in *out) or FB_RING_EMPTY. */
 int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out);
 uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i);
-uint32_t fb_ring_user_signal(const fb_ring_t *r);
-/* Bumps the signal and wakes every fb_ring_user_wait. */
-void fb_ring_user_wake(fb_ring_t *r);
-/* Sleeps while the signal still equals seen: OK, FB_RING_TIMEOUT or FB_RING_INTR. */
-int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
 
-/* One counter per topic id (>= 1) for the embedding layer, e.g. a DataPort's credits,
- * with one futex word for waiters. add wakes waiters (when any are registered);
- * take removes min(value, max) at once and returns it; exchange sets a value and
- * returns the old one. An id outside the table: add/take/exchange/get return 0. */
+/* One counter per topic id (>= 1) for the embedding layer, e.g. a DataPort's credits;
+ * any thread. add, and exchange or max when they raise the value, notify
+ * FB_SIGNAL_COUNTER. add returns the new value; take removes min(value, max) at once
+ * and returns it; exchange sets a value and returns the old one. An id outside the
+ * table: add/take/exchange/max/get return 0. */
 uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta);
 uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max);
 uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value);
-/* Raises the counter to value if it is below (waking waiters); returns the result. */
+/* Raises the counter to value if it is below; returns the result. */
 uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value);
 uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id);
-/* Waiting for a counter to move: fb_ring_counter_signal registers a waiter and returns
- * the signal; fb_ring_counter_wait (which must follow: it unregisters) sleeps until an
- * add after it, fb_ring_counter_wake, a close, or the timeout; or fb_ring_counter_unwatch
- * follows instead. */
-uint32_t fb_ring_counter_signal(fb_ring_t *r);
-int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns);
-/* Unregisters a waiter that found what it wanted without waiting. */
-void fb_ring_counter_unwatch(fb_ring_t *r);
-void fb_ring_counter_wake(fb_ring_t *r);
 
 uint64_t fb_now_ns(void);      /* CLOCK_REALTIME, as time.time_ns() */
 uint64_t fb_mono_ns(void);     /* CLOCK_MONOTONIC */

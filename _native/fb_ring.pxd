@@ -29,6 +29,13 @@ cdef extern from "fb_ring.h" nogil:
         FB_RING_USER_COUNTERS
         FB_RING_LAYOUT_VERSION
 
+    ctypedef enum fb_signal_t:
+        FB_SIGNAL_DATA
+        FB_SIGNAL_SPACE
+        FB_SIGNAL_TRANSITION
+        FB_SIGNAL_USER
+        FB_SIGNAL_COUNTER
+
     ctypedef struct fb_ring_t:
         pass
 
@@ -149,10 +156,10 @@ cdef extern from "fb_ring.h" nogil:
                                      const volatile int *cancel)
     int fb_ring_wait_writable(fb_ring_t *r, uint64_t record_bytes, uint64_t frames,
                               int64_t timeout_ns, uint32_t spin)
-    uint32_t fb_ring_data_signal(fb_ring_t *r)
-    int fb_ring_wait_data_signal(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
-    void fb_ring_wake_readers(fb_ring_t *r)
-    void fb_ring_wake_writers(fb_ring_t *r)
+    uint32_t fb_ring_watch(fb_ring_t *r, fb_signal_t which)
+    int fb_ring_wait(fb_ring_t *r, fb_signal_t which, uint32_t seen, int64_t timeout_ns)
+    void fb_ring_unwatch(fb_ring_t *r, fb_signal_t which)
+    void fb_ring_wake(fb_ring_t *r, fb_signal_t which)
     uint32_t fb_ring_layout_version(const void *mem)
     void fb_ring_close(fb_ring_t *r)
     int fb_ring_is_closed(const fb_ring_t *r)
@@ -164,23 +171,13 @@ cdef extern from "fb_ring.h" nogil:
     int fb_ring_topic_name(const fb_ring_t *r, uint32_t id, const char **name, uint32_t *len)
 
     uint64_t fb_now_ns()
-    uint32_t fb_ring_transition_signal(fb_ring_t *r)
-    int fb_ring_wait_transition(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
-    void fb_ring_wake_transition_watchers(fb_ring_t *r)
     uint64_t fb_ring_next_seq(const fb_ring_t *r)
     uint64_t fb_ring_user_add(fb_ring_t *r, uint32_t i, uint64_t delta)
     int fb_ring_user_dec(fb_ring_t *r, uint32_t i, uint64_t *out)
     uint64_t fb_ring_user_get(const fb_ring_t *r, uint32_t i)
-    uint32_t fb_ring_user_signal(const fb_ring_t *r)
-    void fb_ring_user_wake(fb_ring_t *r)
-    int fb_ring_user_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
     uint64_t fb_ring_counter_add(fb_ring_t *r, uint32_t id, uint64_t delta)
     uint64_t fb_ring_counter_take(fb_ring_t *r, uint32_t id, uint64_t max)
     uint64_t fb_ring_counter_exchange(fb_ring_t *r, uint32_t id, uint64_t value)
     uint64_t fb_ring_counter_max(fb_ring_t *r, uint32_t id, uint64_t value)
     uint64_t fb_ring_counter_get(const fb_ring_t *r, uint32_t id)
-    uint32_t fb_ring_counter_signal(fb_ring_t *r)
-    int fb_ring_counter_wait(fb_ring_t *r, uint32_t seen, int64_t timeout_ns)
-    void fb_ring_counter_wake(fb_ring_t *r)
-    void fb_ring_counter_unwatch(fb_ring_t *r)
     uint64_t fb_mono_ns()

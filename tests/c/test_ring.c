@@ -1962,7 +1962,7 @@ typedef struct {
     ring_t *R;
     uint32_t slot;
     int64_t timeout;
-    int kind; /* 0 wait_readable, 1 wait_writable, 2 wait_data_signal, 3 write_wait */
+    int kind; /* 0 wait_readable, 1 wait_writable, 2 wait on FB_SIGNAL_DATA, 3 write_wait */
     uint32_t seen;
     uint64_t record_bytes;
     volatile int started, done;
@@ -1985,7 +1985,7 @@ static void *waiter_main(void *arg)
         } while (w->rc == FB_RING_OK && !fb_ring_writable(w->R->r, w->record_bytes, 1));
         break;
     case 2:
-        w->rc = fb_ring_wait_data_signal(w->R->r, w->seen, w->timeout);
+        w->rc = fb_ring_wait(w->R->r, FB_SIGNAL_DATA, w->seen, w->timeout);
         break;
     case 3: {
         uint8_t buf[1000];
@@ -2035,7 +2035,7 @@ static void test_close(void)
     CHECK_EQ(pc_drain(&pc), 4); /* pc's slot is empty; slot2 still holds the space */
     CHECK_RC(pc_put(&pc, 992), FB_RING_FULL);
     waiter_t ww = {.R = &R, .timeout = -1, .kind = 1, .record_bytes = 1024};
-    waiter_t wd = {.R = &R, .timeout = -1, .kind = 2, .seen = fb_ring_data_signal(R.r)};
+    waiter_t wd = {.R = &R, .timeout = -1, .kind = 2, .seen = fb_ring_watch(R.r, FB_SIGNAL_DATA)};
     waiter_t wb = {.R = &R, .timeout = -1, .kind = 3, .record_bytes = 1024};
     pthread_t t_ww, t_wd, t_wb;
     REQUIRE_EQ(waiter_start(&ww, &t_ww), 0);
@@ -2090,8 +2090,8 @@ static void test_close(void)
 }
 
 /*
- * fb_ring_wake_readers "wakes every waiting reader so it re-checks its state
- * (e.g. a closed subscription)": a reader blocked in fb_ring_wait_readable must
+ * fb_ring_wake(r, FB_SIGNAL_DATA) wakes every waiting reader so it re-checks its
+ * state (e.g. a closed subscription): a reader blocked in fb_ring_wait_readable must
  * return promptly after its subscription is closed and the readers are woken,
  * for a slot of its own and for a group member. (The waits use a 1.5 s timeout
  * so that a failure does not hang the suite.)
@@ -2115,7 +2115,7 @@ static void test_wake_readers(void)
         CHECK(!is_done(&w));
         uint64_t t0 = now_ns();
         CHECK_RC(fb_ring_reader_close(R.r, slot), FB_RING_OK);
-        fb_ring_wake_readers(R.r);
+        fb_ring_wake(R.r, FB_SIGNAL_DATA);
         pthread_join(th, NULL);
         uint64_t el = w.t_done - t0;
         CHECK(el < SEC / 2);
@@ -2125,6 +2125,177 @@ static void test_wake_readers(void)
                    rc_name(w.rc), (double)el / 1e9);
     }
     ring_free(&R);
+}
+
+/*
+ * The signal family, for every signal, on a private and on a shared-futex ring:
+ * a wait with nothing happening times out; the ring's own event for a signal moves
+ * it only while a waiter is watching (so fb_ring_wait and fb_ring_unwatch both
+ * unregister), and never moves FB_SIGNAL_USER; fb_ring_wake moves it and releases
+ * a sleeper; fb_ring_close releases every sleeper with CLOSED, and a wait after it
+ * returns CLOSED at once.
+ */
+static const fb_signal_t all_signals[] = {FB_SIGNAL_DATA, FB_SIGNAL_SPACE, FB_SIGNAL_TRANSITION,
+                                          FB_SIGNAL_USER, FB_SIGNAL_COUNTER};
+#define N_SIGNALS ((int)(sizeof all_signals / sizeof all_signals[0]))
+
+typedef struct {
+    ring_t *R;
+    fb_signal_t which;
+    int64_t timeout;
+    volatile int started, done;
+    int rc;
+    uint64_t t_done;
+} sig_waiter_t;
+
+static void *sig_waiter_main(void *arg)
+{
+    sig_waiter_t *w = arg;
+    uint32_t seen = fb_ring_watch(w->R->r, w->which);
+    __atomic_store_n(&w->started, 1, __ATOMIC_RELEASE);
+    w->rc = fb_ring_wait(w->R->r, w->which, seen, w->timeout);
+    w->t_done = now_ns();
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static int sig_waiter_start(sig_waiter_t *w, pthread_t *th)
+{
+    w->started = w->done = 0;
+    w->rc = 12345;
+    if (pthread_create(th, NULL, sig_waiter_main, w) != 0)
+        return -1;
+    while (!__atomic_load_n(&w->started, __ATOMIC_ACQUIRE))
+        sleep_ns(100000);
+    return 0;
+}
+
+/* What the ring does by itself that notifies `which` (FB_SIGNAL_USER: nothing does;
+ * a user counter moving is tried instead). */
+static void ring_event(pc_t *pc, uint32_t tid, fb_signal_t which)
+{
+    fb_ring_t *r = pc->R->r;
+    switch (which) {
+    case FB_SIGNAL_DATA:
+        CHECK_OKISH(pc_put(pc, 8)); /* a commit */
+        break;
+    case FB_SIGNAL_SPACE:
+        CHECK_OKISH(pc_put(pc, 8));
+        CHECK(pc_drain(pc) >= 1); /* a read's end moves the cursor */
+        break;
+    case FB_SIGNAL_TRANSITION: {
+        pc_drain(pc);
+        int rc = FB_RING_OK;
+        for (int i = 0; i < 8 && rc == FB_RING_OK; i++)
+            rc = pc_put(pc, 992);
+        CHECK_RC(rc, FB_RING_PAUSED); /* a pause ... */
+        CHECK(pc_drain(pc) >= 1);     /* ... and a resume */
+        CHECK_EQ(fb_ring_is_paused(r), 0);
+        break;
+    }
+    case FB_SIGNAL_USER:
+        fb_ring_user_add(r, 0, 1);
+        break;
+    case FB_SIGNAL_COUNTER:
+        fb_ring_counter_add(r, tid, 1);
+        break;
+    }
+}
+
+static void signals_on(uint32_t flags)
+{
+    fb_ring_params_t p = mkparams(4096, 64, 1000); /* pauses at 3 records of 992 bytes */
+    p.flags = flags;
+    ring_t R;
+    RING(R, p);
+    static pc_t pc;
+    pc_init(&pc, &R, 1);
+    uint32_t tid = 0;
+    REQUIRE_RC(fb_ring_topic_intern(R.r, "credits", 7, &tid), FB_RING_OK);
+    for (int k = 0; k < N_SIGNALS; k++) {
+        fb_signal_t which = all_signals[k];
+        /* nothing happens: the wait times out (and, with timeout 0, does not sleep) */
+        uint64_t t0 = now_ns();
+        CHECK_RC(fb_ring_wait(R.r, which, fb_ring_watch(R.r, which), 10 * MS), FB_RING_TIMEOUT);
+        CHECK(now_ns() - t0 >= 9 * MS);
+        CHECK_RC(fb_ring_wait(R.r, which, fb_ring_watch(R.r, which), 0), FB_RING_TIMEOUT);
+
+        /* nobody watching (the waits above and this unwatch unregistered): the ring's
+         * event leaves the signal where it was */
+        uint32_t v0 = fb_ring_watch(R.r, which);
+        fb_ring_unwatch(R.r, which);
+        ring_event(&pc, tid, which);
+        uint32_t v1 = fb_ring_watch(R.r, which);
+        CHECK_EQ(v1, v0);
+        /* watched: the event moves it, and a wait on the value seen returns at once */
+        ring_event(&pc, tid, which);
+        t0 = now_ns();
+        if (which == FB_SIGNAL_USER) {
+            CHECK_RC(fb_ring_wait(R.r, which, v1, 0), FB_RING_TIMEOUT); /* only wake moves it */
+        } else {
+            CHECK_RC(fb_ring_wait(R.r, which, v1, 5 * (int64_t)SEC), FB_RING_OK);
+            CHECK(now_ns() - t0 < SEC);
+        }
+
+        /* fb_ring_wake moves it, watched or not */
+        v0 = fb_ring_watch(R.r, which);
+        fb_ring_unwatch(R.r, which);
+        fb_ring_wake(R.r, which);
+        v1 = fb_ring_watch(R.r, which);
+        CHECK(v1 != v0);
+        CHECK_RC(fb_ring_wait(R.r, which, v0, 5 * (int64_t)SEC), FB_RING_OK);
+
+        /* and releases a sleeper */
+        sig_waiter_t w = {.R = &R, .which = which, .timeout = 5 * (int64_t)SEC};
+        pthread_t th;
+        REQUIRE_EQ(sig_waiter_start(&w, &th), 0);
+        sleep_ns(30 * MS);
+        CHECK(!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE));
+        uint64_t t_wake = now_ns();
+        fb_ring_wake(R.r, which);
+        pthread_join(th, NULL);
+        CHECK_RC(w.rc, FB_RING_OK);
+        CHECK(w.t_done - t_wake < SEC);
+    }
+
+    /* no such signal */
+    CHECK_EQ(fb_ring_watch(R.r, (fb_signal_t)N_SIGNALS), 0);
+    CHECK_RC(fb_ring_wait(R.r, (fb_signal_t)N_SIGNALS, 0, 0), FB_RING_EINVAL);
+    fb_ring_unwatch(R.r, (fb_signal_t)N_SIGNALS);
+    fb_ring_wake(R.r, (fb_signal_t)N_SIGNALS);
+
+    /* close releases a sleeper on every signal */
+    sig_waiter_t ws[N_SIGNALS];
+    pthread_t ths[N_SIGNALS];
+    for (int k = 0; k < N_SIGNALS; k++) {
+        ws[k] = (sig_waiter_t){.R = &R, .which = all_signals[k], .timeout = 5 * (int64_t)SEC};
+        REQUIRE_EQ(sig_waiter_start(&ws[k], &ths[k]), 0);
+    }
+    sleep_ns(30 * MS);
+    for (int k = 0; k < N_SIGNALS; k++)
+        CHECK(!__atomic_load_n(&ws[k].done, __ATOMIC_ACQUIRE));
+    uint64_t t_close = now_ns();
+    fb_ring_close(R.r);
+    for (int k = 0; k < N_SIGNALS; k++) {
+        pthread_join(ths[k], NULL);
+        CHECK_RC(ws[k].rc, FB_RING_CLOSED);
+        CHECK(ws[k].t_done - t_close < SEC);
+    }
+    /* after the close a wait returns CLOSED without sleeping */
+    for (int k = 0; k < N_SIGNALS; k++) {
+        uint64_t t0 = now_ns();
+        CHECK_RC(fb_ring_wait(R.r, all_signals[k], fb_ring_watch(R.r, all_signals[k]),
+                              5 * (int64_t)SEC),
+                 FB_RING_CLOSED);
+        CHECK(now_ns() - t0 < SEC);
+    }
+    ring_free(&R);
+}
+
+static void test_signals(void)
+{
+    signals_on(0);
+    signals_on(FB_RING_SHARED);
 }
 
 static void test_waits(void)
@@ -2151,7 +2322,8 @@ static void test_waits(void)
         CHECK_RC(fb_ring_wait_readable_cancel(R.r, pc.slot, -1, 0, &cancel), FB_RING_OK);
     }
     t0 = now_ns();
-    CHECK_RC(fb_ring_wait_data_signal(R.r, fb_ring_data_signal(R.r), 10 * MS), FB_RING_TIMEOUT);
+    CHECK_RC(fb_ring_wait(R.r, FB_SIGNAL_DATA, fb_ring_watch(R.r, FB_SIGNAL_DATA), 10 * MS),
+             FB_RING_TIMEOUT);
     CHECK(now_ns() - t0 >= 9 * MS);
     CHECK_RC(fb_ring_wait_writable(R.r, 40, 1, 10 * MS, 0), FB_RING_OK); /* plenty of room */
 
@@ -2171,7 +2343,7 @@ static void test_waits(void)
     CHECK_EQ(pc_drain(&pc), 1);
 
     /* the same through the data signal (a notifier thread) */
-    waiter_t wd = {.R = &R, .timeout = 5 * SEC, .kind = 2, .seen = fb_ring_data_signal(R.r)};
+    waiter_t wd = {.R = &R, .timeout = 5 * SEC, .kind = 2, .seen = fb_ring_watch(R.r, FB_SIGNAL_DATA)};
     REQUIRE_EQ(waiter_start(&wd, &th), 0);
     sleep_ns(50 * MS);
     CHECK(!is_done(&wd));
@@ -2385,11 +2557,11 @@ static void *credit_taker(void *arg)
     for (;;) {
         uint64_t got = fb_ring_counter_take(t->R->r, t->id, 3);
         if (got == 0) {
-            uint32_t seen = fb_ring_counter_signal(t->R->r);
+            uint32_t seen = fb_ring_watch(t->R->r, FB_SIGNAL_COUNTER);
             got = fb_ring_counter_take(t->R->r, t->id, 3);
             if (got) {
-                fb_ring_counter_unwatch(t->R->r);
-            } else if (fb_ring_counter_wait(t->R->r, seen, 20000000) == FB_RING_CLOSED) {
+                fb_ring_unwatch(t->R->r, FB_SIGNAL_COUNTER);
+            } else if (fb_ring_wait(t->R->r, FB_SIGNAL_COUNTER, seen, 20000000) == FB_RING_CLOSED) {
                 got = fb_ring_counter_take(t->R->r, t->id, 3);
                 if (got == 0)
                     break;
@@ -2427,11 +2599,11 @@ static void test_topic_counters(void)
     CHECK_EQ(fb_ring_counter_get(R.r, 8), 0);
     CHECK_EQ(fb_ring_counter_add(R.r, 8, 2), 2); /* the last id has one */
     /* a wait with nothing added times out */
-    uint32_t seen = fb_ring_counter_signal(R.r);
-    CHECK_RC(fb_ring_counter_wait(R.r, seen, 1000000), FB_RING_TIMEOUT);
-    seen = fb_ring_counter_signal(R.r);
+    uint32_t seen = fb_ring_watch(R.r, FB_SIGNAL_COUNTER);
+    CHECK_RC(fb_ring_wait(R.r, FB_SIGNAL_COUNTER, seen, 1000000), FB_RING_TIMEOUT);
+    seen = fb_ring_watch(R.r, FB_SIGNAL_COUNTER);
     fb_ring_counter_add(R.r, a, 1); /* an add after registering: the wait returns at once */
-    CHECK_RC(fb_ring_counter_wait(R.r, seen, 5000000000), FB_RING_OK);
+    CHECK_RC(fb_ring_wait(R.r, FB_SIGNAL_COUNTER, seen, 5000000000), FB_RING_OK);
 
     /* concurrent takers while the main thread adds: nothing created or lost */
     credit_thread_t t[CREDIT_THREADS];
@@ -2906,6 +3078,7 @@ static const test_t tests[] = {
     {"close", test_close},
     {"waits", test_waits},
     {"wake_readers", test_wake_readers},
+    {"signals", test_signals},
     {"topics", test_topics},
     {"topics_concurrent", test_topics_concurrent},
     {"topic_counters", test_topic_counters},
