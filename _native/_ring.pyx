@@ -930,7 +930,10 @@ cdef class Ring:
         """Sleep until the data signal moves (GIL released); unregisters. Returns a code."""
         cdef int64_t t = _timeout_ns(timeout)
         cdef int rc
-        if self.ring == NULL or self._closed:
+        if self.ring == NULL:
+            return FB_RING_CLOSED
+        if self._closed:
+            fb_ring_unwatch(self.ring, FB_SIGNAL_DATA)  # else a shared ring keeps a waiter
             return FB_RING_CLOSED
         self.active += 1
         with nogil:
@@ -1080,7 +1083,7 @@ cdef class Ring:
         return fb_ring_counter_take(self.ring, tid, delta)
 
     def _counter_wake(self):
-        """Wakes every _counter_take waiting on this ring (e.g. to see a close)."""
+        """Wakes every topic-counter wait on this ring (e.g. to see a close)."""
         self._ensure_open()
         fb_ring_wake(self.ring, FB_SIGNAL_COUNTER)
 
