@@ -102,6 +102,7 @@ cdef class PortCore:
         space (the bus's overflow mode applies), not for credit."""
         cdef object topic = self.topic
         cdef object env = None
+        cdef bint written = False
         self._check()
         if self.held == 0:
             if self.ring.c_counter_take(self.credit_id, 1) == 0:
@@ -113,9 +114,12 @@ cdef class PortCore:
             data = env.encode()
         self.held -= 1
         try:
-            seq = self.ring._write_one(data, topic, self.ring.overflow, timeout, env)
+            seq = self.ring._write_one(data, topic, self.ring.overflow, timeout, env, &written)
         except BaseException:
-            self.held += 1
+            if written:
+                self.sent += 1  # in the ring, not durable (WalError): the credit is spent
+            else:
+                self.held += 1
             raise
         if seq < 0:
             self.held += 1  # dropped (drop mode): the credit was not spent
@@ -131,6 +135,7 @@ cdef class PortCore:
         cdef Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj)
         cdef Py_ssize_t i, nenv = 0
         cdef uint64_t k
+        cdef bint written = False
         self._check()
         if n == 0:
             raise ValueError("send_batch needs at least one frame, got an empty sequence")
@@ -149,9 +154,12 @@ cdef class PortCore:
         self.held -= k
         try:
             first = self.ring._publish_many(batch, self.env_topic if nenv else self.topic,
-                                            timeout, False)
+                                            timeout, False, &written)
         except BaseException:
-            self.held += k
+            if written:
+                self.sent += k  # in the ring, not durable (WalError): the credits are spent
+            else:
+                self.held += k
             raise
         if first < 0:
             self.held += k

@@ -634,7 +634,7 @@ cdef class Ring:
         return self._write_one(data, topic, overflow, timeout, env)
 
     cdef object _write_one(self, object data, object topic, int overflow, object timeout,
-                           object env):
+                           object env, bint *written=NULL):
         """The one single-frame write path: ``data`` (bytes-like; ``env``'s encoding when
         env is an Envelope, which gets the record's seq and ts_ns) on ``topic``. Returns
         the sequence number, -1 when not written; on a durable bus, once it is durable."""
@@ -674,6 +674,8 @@ cdef class Ring:
         finally:
             if has_view:
                 PyBuffer_Release(&view)
+        if written != NULL:
+            written[0] = True
         if env is not None:
             env.seq = seq
             env.ts_ns = ts
@@ -690,7 +692,7 @@ cdef class Ring:
         return self._publish_many(frames, topic, timeout, True)
 
     cdef object _publish_many(self, object frames, object topic, object timeout,
-                              bint envelopes_own_topic):
+                              bint envelopes_own_topic, bint *written_out=NULL):
         """The one batch write path. Envelopes among ``frames`` are encoded and get their
         record's seq and ts_ns; they go on their own topic (``envelopes_own_topic``) or
         on ``topic``. On a durable bus it returns once the batch is durable."""
@@ -760,6 +762,8 @@ cdef class Ring:
             self.hist_batch_frames.add(<uint64_t>n)
             self.hist_batch_bytes.add(total)
             self.hist_batch_ticks.add(fb_ticks() - t0)
+            if written_out != NULL:
+                written_out[0] = True
             if envs is not None:
                 for i, item in envs:
                     if i < <Py_ssize_t>written:

@@ -79,10 +79,12 @@ cdef class Ring:
     cdef int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1
     cdef int64_t _publish_timeout(self, object timeout) except -2
     cdef object _publish_one(self, object data, object topic, int overflow, object timeout)
+    # written (if given) turns true once the frames are in the ring: an error raised
+    # after that (the durability wait) leaves them there
     cdef object _write_one(self, object data, object topic, int overflow, object timeout,
-                           object env)
+                           object env, bint *written=*)
     cdef object _publish_many(self, object frames, object topic, object timeout,
-                              bint envelopes_own_topic)
+                              bint envelopes_own_topic, bint *written_out=*)
     cdef int _write_batch(self, fb_iov_t *iov, uint32_t n, uint64_t total, uint64_t *first,
                           uint32_t *written, object timeout, uint64_t *ts_out=*) except? -100
     cdef int _write_wait(self, fb_iov_t *iov, uint32_t n, uint32_t flags, uint64_t *first,

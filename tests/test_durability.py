@@ -158,3 +158,23 @@ def test_envelope_timestamp_is_the_ring_records(make_bus: Any) -> None:
     bus.publish(env)
     frame = plain.recv(timeout=5)
     assert frame is not None and (frame.seq, frame.ts_ns) == (env.seq, env.ts_ns)
+
+
+class _Failing:
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        raise fb.WalError(f"frame {seq} is not durable: the WAL stopped writing")
+
+
+def test_a_send_that_is_written_but_not_durable_spends_its_credit(make_bus: Any) -> None:
+    bus = make_bus(preset="memory_optimized")
+    port = bus.data_port("degraded", window=8)
+    port.recv_batch(1, timeout=0)
+    bus._set_durability(_Failing())
+    with pytest.raises(fb.WalError, match="not durable"):
+        port.send_frame(b"a")
+    with pytest.raises(fb.WalError, match="not durable"):
+        port.send_batch([b"b", b"c"])
+    # the frames are in the ring, counted as sent, their credits spent
+    assert (port.sent, port.held, port.available) == (3, 0, 5)
+    bus._set_durability(None)
+    assert [f.payload for f in port.recv_batch(10, timeout=5)] == [b"a", b"b", b"c"]
