@@ -22,7 +22,8 @@ KiB = 1 << 10
 
 OVERFLOW_MODES: tuple[str, ...] = ("block", "error", "drop", "overwrite")
 
-# Fixed part of a ring record: length, type/flags, seq, ts_ns, topic id.
+# Fixed part of a ring record: commit word, length, topic id, seq, ts_ns (the layout
+# is stated in _native/fb_ring.h; the WAL's records are another format, in wal/_format.py).
 RECORD_HEADER = 32
 RECORD_ALIGN = 8
 
