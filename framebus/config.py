@@ -137,11 +137,20 @@ class BusConfig:
     spin: int = 1000
     unblock_timeout: float = 1.0
     dead_reader_timeout: float = 2.0
+    # The write-ahead log. wal_dir: its directory, or None for no WAL.
     wal_dir: str | None = None
-    wal_sync: bool = False
-    wal_flush_ms: int = 10
-    wal_max_bytes: int = 8 * GiB
-    async_write_queue_size: int = 100_000
+    wal_sync: bool = False  # publishers wait until their frames are fsynced
+    wal_flush_ms: int = 10  # the idle WAL thread wakes this often (ms) to notice a stop
+    wal_max_bytes: int = 8 * GiB  # retention: the oldest frames go past this
+    async_write_queue_size: int = 100_000  # with a WAL, at most this many frames in the ring
+    # One WAL write (a RocksDB WriteBatch; one fsync with wal_sync) takes the frames
+    # waiting in the ring, and is written as soon as it holds max_batch_size frames or
+    # max_memory_bytes bytes of records (payload, topic and 20 bytes of header and CRC
+    # each: what wal_bytes counts, less the 8-byte keys; a single larger frame is a
+    # write of its own), or flush_interval seconds after its first frame was taken
+    # while frames keep arriving, or as soon as no more frames are waiting, whichever
+    # comes first: the writer never waits for frames to fill a batch, so an idle ring
+    # adds no delay to wal_sync publishers.
     max_batch_size: int = 2000
     flush_interval: float = 0.001
     max_memory_bytes: int = 8 << 20
