@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["OVERFLOW_MODES", "PRESETS", "BusConfig", "record_size"]
+__all__ = ["OVERFLOW_MODES", "PRESETS", "WAL_DIR_ENV", "BusConfig", "record_size"]
 
 GiB = 1 << 30
 KiB = 1 << 10
@@ -82,6 +82,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The WAL directory of a config built without wal_dir (see BusConfig.wal_dir).
+WAL_DIR_ENV = "FRAMEBUS_WAL_DIR"
+
+
+def _wal_dir_from_env() -> str | None:
+    return os.environ.get(WAL_DIR_ENV) or None
+
+
 def record_size(payload_bytes: int) -> int:
     """Bytes one frame of `payload_bytes` occupies in the ring (header + payload, aligned)."""
     return (RECORD_HEADER + payload_bytes + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
@@ -137,8 +145,11 @@ class BusConfig:
     spin: int = 1000
     unblock_timeout: float = 1.0
     dead_reader_timeout: float = 2.0
-    # The write-ahead log. wal_dir: its directory, or None for no WAL.
-    wal_dir: str | None = None
+    # The write-ahead log. wal_dir: its directory, or None for no WAL. When wal_dir
+    # is not passed at all, it is $FRAMEBUS_WAL_DIR if that is set and not empty
+    # (read when the config is built); wal_dir=None passed explicitly means no WAL
+    # whatever the environment.
+    wal_dir: str | None = dataclasses.field(default_factory=_wal_dir_from_env)
     wal_sync: bool = False  # publishers wait until their frames are fsynced
     wal_flush_ms: int = 10  # the idle WAL thread wakes this often (ms) to notice a stop
     wal_max_bytes: int = 8 * GiB  # retention: the oldest frames go past this

@@ -1,6 +1,6 @@
 """The WAL writer's batches: max_batch_size, max_memory_bytes and flush_interval (a
 batch is written at whichever it reaches first, or as soon as the ring has nothing
-more waiting), and the flush histogram."""
+more waiting), the flush histogram, and FRAMEBUS_WAL_DIR."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import framebus as fb
 import framebus.metrics
 from framebus import _walbus
 from framebus._walbus import gather, split
+from framebus.config import WAL_DIR_ENV, BusConfig
+from framebus.queue import queue_config
 from framebus.wal import WalLog
 
 TOPIC = "t"
@@ -276,3 +278,57 @@ def test_flush_histogram_counts_each_write(tmp_path: Path, held: Held) -> None:
     assert samples[("framebus_wal_batch_frames_bucket", "4.0")] == 0
     assert samples[("framebus_wal_batch_frames_bucket", "16.0")] == 4
     assert not any(name.startswith("framebus_wal_batch_flush") for name, _ in samples)
+
+
+# ------------------------------------------------------------ FRAMEBUS_WAL_DIR
+
+
+def test_wal_dir_env_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_dir = str(tmp_path / "env-wal")
+    monkeypatch.setenv(WAL_DIR_ENV, env_dir)
+    assert BusConfig().wal_dir == env_dir
+    for name in BusConfig.presets():
+        assert BusConfig.preset(name).wal_dir == env_dir
+    assert BusConfig(wal_dir="other").wal_dir == "other"
+    assert BusConfig.preset("default", wal_dir=tmp_path / "p").wal_dir == str(tmp_path / "p")
+    # passed explicitly, None means no WAL whatever the environment
+    assert BusConfig(wal_dir=None).wal_dir is None
+    assert BusConfig.preset("low_latency", wal_dir=None).wal_dir is None
+    cfg = BusConfig.preset("default")
+    assert cfg.replace(spin=1).wal_dir == env_dir
+    assert BusConfig(**cfg.to_dict()) == cfg
+    # read when the config is built
+    monkeypatch.setenv(WAL_DIR_ENV, "later")
+    assert cfg.wal_dir == env_dir
+    assert BusConfig().wal_dir == "later"
+    # framebus.Queue's rings never have a WAL
+    assert queue_config(10).wal_dir is None
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_wal_dir_env_unset_or_empty_means_no_wal(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv(WAL_DIR_ENV, raising=False)
+    else:
+        monkeypatch.setenv(WAL_DIR_ENV, value)
+    assert BusConfig().wal_dir is None
+    assert BusConfig.preset("high_throughput").wal_dir is None
+
+
+def test_a_bus_writes_its_wal_in_the_env_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(WAL_DIR_ENV, "rel-wal")  # relative: to the cwd at creation
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        assert bus.config.wal_dir == str(tmp_path / "rel-wal")
+        assert bus.publish(b"a", topic=TOPIC) == 0
+        assert bus.flush(timeout=60)
+    with WalLog(tmp_path / "rel-wal", read_only=True) as wal:
+        assert [(f.seq, f.topic, f.payload) for f in wal.read()] == [(0, TOPIC, b"a")]
+    with fb.FrameBus(preset="memory_optimized", wal_dir=None) as bus:
+        assert bus.config.wal_dir is None
+        with pytest.raises(fb.FrameBusError, match="needs a write-ahead log"):
+            bus.replay()
