@@ -135,6 +135,7 @@ def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
 # ---------------------------------------------------------------------- bench
 
 
+@pytest.mark.bench_smoke
 def test_bench_quick_json_through_main(tmp_path, capsys):
     path = tmp_path / "quick.json"
     assert main(["bench", "--quick", "--json", str(path)]) == 0
@@ -152,6 +153,7 @@ def test_bench_quick_json_through_main(tmp_path, capsys):
     assert report["command"] == ["framebus", "bench", "--quick", "--json", str(path)]
 
 
+@pytest.mark.bench_smoke
 def test_bench_options_reach_the_run(tmp_path, capsys):
     path = tmp_path / "small.json"
     argv = [
@@ -181,6 +183,8 @@ def test_bench_options_reach_the_run(tmp_path, capsys):
     _check_report(report, 1234, 2, [100, 1024])
 
 
+@pytest.mark.xproc
+@pytest.mark.bench_smoke
 def test_python_m_framebus_bench_quick(tmp_path):
     path = tmp_path / "sub.json"
     proc = subprocess.run(
@@ -207,6 +211,7 @@ def test_python_m_framebus_bench_quick(tmp_path):
     ]
 
 
+@pytest.mark.xproc
 def test_python_m_framebus_version_and_bad_args(tmp_path):
     run = [sys.executable, "-m", "framebus"]
     proc = subprocess.run(
@@ -226,6 +231,7 @@ def test_python_m_framebus_version_and_bad_args(tmp_path):
     assert "error: argument --count" in proc.stderr
 
 
+@pytest.mark.xproc
 def test_console_script_if_installed(tmp_path):
     import shutil
 
