@@ -148,7 +148,7 @@ class BusConfig:
     # The write-ahead log. wal_dir: its directory, or None for no WAL. When wal_dir
     # is not passed at all, it is $FRAMEBUS_WAL_DIR if that is set and not empty
     # (read when the config is built); wal_dir=None passed explicitly means no WAL
-    # whatever the environment.
+    # whatever the environment. The directory is locked: one bus at a time.
     wal_dir: str | None = dataclasses.field(default_factory=_wal_dir_from_env)
     wal_sync: bool = False  # publishers wait until their frames are fsynced
     wal_flush_ms: int = 10  # the idle WAL thread wakes this often (ms) to notice a stop

@@ -332,3 +332,15 @@ def test_a_bus_writes_its_wal_in_the_env_dir(
         assert bus.config.wal_dir is None
         with pytest.raises(fb.FrameBusError, match="needs a write-ahead log"):
             bus.replay()
+
+
+def test_the_env_dir_takes_one_bus_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(WAL_DIR_ENV, str(tmp_path / "wal"))
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        assert bus.config.wal_dir == str(tmp_path / "wal")
+        with pytest.raises(fb.WalError, match="already open"):
+            fb.FrameBus(preset="memory_optimized")
+        with fb.FrameBus(preset="memory_optimized", wal_dir=None) as other:
+            assert other.config.wal_dir is None
