@@ -162,10 +162,6 @@ cdef uint64_t group_key_of(bytes name):
     return h if h != 0 else 1
 
 
-def group_key(name):
-    return group_key_of(name.encode("utf-8"))
-
-
 @cython.freelist(2048)
 @cython.no_gc
 @cython.final

@@ -3,9 +3,12 @@ batches of frames through `framebus.wal.WalLog`.
 
 Because it is a ring reader, a WAL that falls behind holds the ring's space like
 any slow subscriber (backpressure and hysteresis reach the publishers), and
-batching comes for free: each write takes what the ring holds, up to
-``max_batch_size`` frames. With ``wal_sync=True`` every write is fsynced and the
-publishers wait for their frame's write: all publishers whose frames are in one
+batching comes for free: each write takes what the ring holds. A batch is written
+once it holds ``max_batch_size`` frames or ``max_memory_bytes`` bytes of records,
+once ``flush_interval`` seconds have passed since its first frame was taken, or as
+soon as the ring has no more frames waiting, whichever comes first: the writer never
+waits for frames to fill a batch. With ``wal_sync=True`` every write is fsynced and
+the publishers wait for their frame's write: all publishers whose frames are in one
 batch share one fsync (group commit).
 """
 
@@ -16,14 +19,16 @@ import logging
 import threading
 import time
 import weakref
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from . import _ring
 from ._internal import HeaderCounter, TopicCounter, topic_table
 from ._reserved import WAL_COMMIT_ASK, WAL_COMMIT_DONE, Counter
-from ._walcodec import read_ring_batch
+from ._walcodec import read_ring_batch, wal_encode
 from .errors import BusClosed, WalError
 from .topics import TopicFilter
 
@@ -41,6 +46,58 @@ RETAIN_FRACTION = 0.9  # retention trims to this share of wal_max_bytes, not to 
 COMMIT_TIMEOUT = 30.0  # seconds a commit from another process waits for the writer
 STATE_NONE, STATE_WRITING, STATE_DEGRADED = 0, 1, 2
 
+# A batch as the ring gives it to the WAL: keys, values (records in framebus.wal's
+# format), the values' total size in bytes, first and last sequence number.
+Encoded = tuple[list[bytes], list[bytes], int, int, int]
+# take(max_frames, timeout): the next records waiting in the ring, or None
+Take = Callable[[int, float], Encoded | None]
+
+
+def gather(
+    got: Encoded,
+    take: Take,
+    max_frames: int,
+    max_bytes: int,
+    interval: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Encoded:
+    """Grow the batch `got`, just taken from the ring, with what else is waiting there
+    (`take` without waiting) while it holds fewer than `max_frames` frames and
+    `max_bytes` bytes and less than `interval` seconds have passed: it stops at the
+    first take that finds the ring empty. The bytes may overshoot (by the last
+    take): `split` cuts the result. Per take, not per frame."""
+    keys, values, nbytes, first, last = got
+    if len(keys) < max_frames and nbytes < max_bytes:
+        deadline = clock() + interval
+        while len(keys) < max_frames and nbytes < max_bytes and clock() < deadline:
+            more = take(max_frames - len(keys), 0)
+            if more is None:
+                break  # nothing more is waiting: write now, never wait to fill a batch
+            keys += more[0]
+            values += more[1]
+            nbytes += more[2]
+            last = more[4]
+    return keys, values, nbytes, first, last
+
+
+def split(batch: Encoded, max_bytes: int) -> list[Encoded]:
+    """`batch` cut, in order, into batches of at most `max_bytes` bytes of values (a
+    single record larger than that is a batch of its own)."""
+    keys, values, nbytes, first, last = batch
+    if nbytes <= max_bytes or len(keys) == 1:
+        return [batch]
+    ends = list(accumulate(map(len, values)))  # in C: one pass per batch
+    parts: list[Encoded] = []
+    start = base = 0
+    while start < len(keys):
+        end = max(bisect_right(ends, base + max_bytes, start), start + 1)
+        top = ends[end - 1]
+        a = first if start == 0 else int.from_bytes(keys[start], "big")
+        b = last if end == len(keys) else int.from_bytes(keys[end - 1], "big")
+        parts.append((keys[start:end], values[start:end], top - base, a, b))
+        start, base = end, top
+    return parts
+
 
 class WalWriter:
     """Owns the WalLog of one bus and the thread that feeds it."""
@@ -53,7 +110,10 @@ class WalWriter:
         self.wal = WalLog(config.wal_dir, max_bytes=config.wal_max_bytes)
         self.sync = config.wal_sync
         self.wait_s = config.wal_flush_ms / 1000
+        # a batch is written at whichever of these it reaches first (or an idle ring)
         self.batch = config.max_batch_size
+        self.batch_bytes = config.max_memory_bytes
+        self.interval = config.flush_interval
         self.start_seq = self.wal.next_seq  # the ring numbers on from the log
         last = self.wal.last_seq
         self.durable = -1 if last is None else last  # highest seq in the log
@@ -91,47 +151,47 @@ class WalWriter:
     def _run(self) -> None:
         sub = self._sub
         assert sub is not None
-        # records straight from the ring, without Frame objects (not for overwrite mode,
-        # whose lapped reads must be checked after the fact)
-        direct = sub._bus.config.overflow != "overwrite"
         topics = self.wal._topic_enc
+        take: Take
+        if sub._bus.config.overflow != "overwrite":
+            # records straight from the ring, without Frame objects
+            def take(n: int, timeout: float) -> Encoded | None:
+                return read_ring_batch(sub, n, topics, timeout=timeout)
+
+        else:
+            # overwrite mode: lapped reads are checked after the fact, on Frames
+            def take(n: int, timeout: float) -> Encoded | None:
+                frames = sub.recv_batch(n, timeout=timeout)
+                if not frames:
+                    return None
+                first, last = frames[0].seq, frames[-1].seq
+                encoded = wal_encode(frames, topics, None)
+                if encoded is None:
+                    raise WalError(f"frames {first}..{last} do not fit the WAL's record format")
+                return (*encoded, first, last)
+
         while True:
             try:
                 if self._shared_bus is not None:
                     self._apply_remote_commits(self._shared_bus)
-                if direct:
-                    got = read_ring_batch(sub, self.batch, topics, timeout=self.wait_s)
-                    if got is not None:
-                        self._write_encoded(got)
-                        continue
-                else:
-                    frames = sub.recv_batch(self.batch, timeout=self.wait_s)
-                    if frames:
-                        self._write(frames)
-                        continue
+                got = take(self.batch, self.wait_s)
+                if got is not None:
+                    got = gather(got, take, self.batch, self.batch_bytes, self.interval)
+                    for part in split(got, self.batch_bytes):
+                        self._write_encoded(part)
+                    continue
             except BusClosed:
                 break
+            except WalError as exc:
+                self._degrade(exc)
+                continue
             if self._stopping:
                 break
         with self.cond:
             self._stopped = True
             self.cond.notify_all()
 
-    def _write(self, frames: list[Any]) -> None:
-        if self.degraded is None:
-            t0 = time.perf_counter_ns()
-            try:
-                self.wal.append_frames(frames, sync=self.sync)
-            except WalError as exc:
-                self._degrade(exc)
-            else:
-                self.flush_ns.observe(time.perf_counter_ns() - t0)
-                self.batch_frames.observe(len(frames))
-                self._written(frames[-1].seq)
-        # degraded: the frames stay in memory only; the cursor moves on so that
-        # the bus keeps running
-
-    def _write_encoded(self, got: tuple[list[bytes], list[bytes], int, int, int]) -> None:
+    def _write_encoded(self, got: Encoded) -> None:
         keys, values, nbytes, first, last = got
         if self.degraded is None:
             t0 = time.perf_counter_ns()

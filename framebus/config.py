@@ -15,14 +15,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["OVERFLOW_MODES", "PRESETS", "BusConfig", "record_size"]
+__all__ = ["OVERFLOW_MODES", "PRESETS", "WAL_DIR_ENV", "BusConfig", "record_size"]
 
 GiB = 1 << 30
 KiB = 1 << 10
 
 OVERFLOW_MODES: tuple[str, ...] = ("block", "error", "drop", "overwrite")
 
-# Fixed part of a ring record: length, type/flags, seq, ts_ns, topic id.
+# Fixed part of a ring record: commit word, length, topic id, seq, ts_ns (the layout
+# is stated in _native/fb_ring.h; the WAL's records are another format, in wal/_format.py).
 RECORD_HEADER = 32
 RECORD_ALIGN = 8
 
@@ -81,6 +82,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The WAL directory of a config built without wal_dir (see BusConfig.wal_dir).
+WAL_DIR_ENV = "FRAMEBUS_WAL_DIR"
+
+
+def _wal_dir_from_env() -> str | None:
+    return os.environ.get(WAL_DIR_ENV) or None
+
+
 def record_size(payload_bytes: int) -> int:
     """Bytes one frame of `payload_bytes` occupies in the ring (header + payload, aligned)."""
     return (RECORD_HEADER + payload_bytes + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
@@ -136,11 +145,23 @@ class BusConfig:
     spin: int = 1000
     unblock_timeout: float = 1.0
     dead_reader_timeout: float = 2.0
-    wal_dir: str | None = None
-    wal_sync: bool = False
-    wal_flush_ms: int = 10
-    wal_max_bytes: int = 8 * GiB
-    async_write_queue_size: int = 100_000
+    # The write-ahead log. wal_dir: its directory, or None for no WAL. When wal_dir
+    # is not passed at all, it is $FRAMEBUS_WAL_DIR if that is set and not empty
+    # (read when the config is built); wal_dir=None passed explicitly means no WAL
+    # whatever the environment. The directory is locked: one bus at a time.
+    wal_dir: str | None = dataclasses.field(default_factory=_wal_dir_from_env)
+    wal_sync: bool = False  # publishers wait until their frames are fsynced
+    wal_flush_ms: int = 10  # the idle WAL thread wakes this often (ms) to notice a stop
+    wal_max_bytes: int = 8 * GiB  # retention: the oldest frames go past this
+    async_write_queue_size: int = 100_000  # with a WAL, at most this many frames in the ring
+    # One WAL write (a RocksDB WriteBatch; one fsync with wal_sync) takes the frames
+    # waiting in the ring, and is written as soon as it holds max_batch_size frames or
+    # max_memory_bytes bytes of records (payload, topic and 20 bytes of header and CRC
+    # each: what wal_bytes counts, less the 8-byte keys; a single larger frame is a
+    # write of its own), or flush_interval seconds after its first frame was taken
+    # while frames keep arriving, or as soon as no more frames are waiting, whichever
+    # comes first: the writer never waits for frames to fill a batch, so an idle ring
+    # adds no delay to wal_sync publishers.
     max_batch_size: int = 2000
     flush_interval: float = 0.001
     max_memory_bytes: int = 8 << 20

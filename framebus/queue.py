@@ -166,6 +166,7 @@ def queue_config(maxsize: int, ring_bytes: int | None = None) -> BusConfig:
         max_readers=4,
         max_topics=4,
         overflow="block",
+        wal_dir=None,  # never a WAL, whatever FRAMEBUS_WAL_DIR says
     )
 
 

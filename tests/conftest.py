@@ -48,6 +48,13 @@ def record_size(n: int) -> int:
     return (32 + n + 7) & ~7
 
 
+@pytest.fixture(autouse=True)
+def _no_wal_dir_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buses built without wal_dir have no WAL here, even with FRAMEBUS_WAL_DIR exported
+    (also in the processes a test starts, which inherit this environment)."""
+    monkeypatch.delenv("FRAMEBUS_WAL_DIR", raising=False)
+
+
 @pytest.fixture
 def make_bus() -> Iterator[Callable[..., fb.FrameBus]]:
     """Factory for buses that are closed at teardown even when a test fails."""

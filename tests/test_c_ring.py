@@ -39,7 +39,8 @@ def _time_budget() -> float:
     return 300.0 + 300.0 * scale
 
 
-pytestmark = []
+# the C suite: built and run in processes of its own, under sanitizers
+pytestmark = [pytest.mark.c, pytest.mark.slow, pytest.mark.xproc]
 if importlib.util.find_spec("pytest_timeout") is not None:
     # the project default (300 s) is too short for large stress scales
     pytestmark.append(pytest.mark.timeout(_time_budget() + 60))

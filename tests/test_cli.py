@@ -168,6 +168,7 @@ print("loaded:", json.dumps(loaded))
 # ---------------------------------------------------------------------- bench
 
 
+@pytest.mark.bench_smoke
 def test_bench_quick_json_through_main(tmp_path, capsys):
     path = tmp_path / "quick.json"
     assert main(["bench", "--quick", "--json", str(path)]) == 0
@@ -185,6 +186,7 @@ def test_bench_quick_json_through_main(tmp_path, capsys):
     assert report["command"] == ["framebus", "bench", "--quick", "--json", str(path)]
 
 
+@pytest.mark.bench_smoke
 def test_bench_options_reach_the_run(tmp_path, capsys):
     path = tmp_path / "small.json"
     argv = [
@@ -214,6 +216,8 @@ def test_bench_options_reach_the_run(tmp_path, capsys):
     _check_report(report, 1234, 2, [100, 1024])
 
 
+@pytest.mark.xproc
+@pytest.mark.bench_smoke
 def test_python_m_framebus_bench_quick(tmp_path):
     path = tmp_path / "sub.json"
     proc = subprocess.run(
@@ -240,6 +244,7 @@ def test_python_m_framebus_bench_quick(tmp_path):
     ]
 
 
+@pytest.mark.xproc
 def test_python_m_framebus_version_and_bad_args(tmp_path):
     run = [sys.executable, "-m", "framebus"]
     proc = subprocess.run(
@@ -259,6 +264,7 @@ def test_python_m_framebus_version_and_bad_args(tmp_path):
     assert "error: argument --count" in proc.stderr
 
 
+@pytest.mark.xproc
 def test_console_script_if_installed(tmp_path):
     import shutil
 

@@ -372,6 +372,7 @@ def _start_receiver(name: str, count: int) -> tuple[Any, Any, Any]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_port_between_processes(name: str) -> None:
     count = 3000
     bus = fb.FrameBus.create_shared(name, preset="default")
@@ -392,6 +393,7 @@ def test_port_between_processes(name: str) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_sender_here_receiver_there(name: str) -> None:
     count = 500
     bus = fb.FrameBus.create_shared(name, preset="default")

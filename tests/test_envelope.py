@@ -109,6 +109,7 @@ def test_design_example() -> None:
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes())
+@pytest.mark.slow
 def test_round_trip(env: Envelope) -> None:
     data = env.encode()
     back = Envelope.decode(data)
@@ -387,6 +388,7 @@ SEEDS = [
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.binary(max_size=400))
+@pytest.mark.slow
 def test_fuzz_random_bytes(data: bytes) -> None:
     check_decode(data)
     # random bytes behind a valid magic/version to get past the first checks
@@ -395,6 +397,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.sampled_from(SEEDS) | envelopes().map(Envelope.encode), st.randoms(use_true_random=False))
+@pytest.mark.slow
 def test_fuzz_mutated_encodings(data: bytes, rng: random.Random) -> None:
     check_decode(mutate(rng, data))
 

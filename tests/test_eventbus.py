@@ -601,6 +601,7 @@ def test_stats_counters(bus: fb.FrameBus) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_across_processes(name: str) -> None:
     ctx = mp.get_context("spawn")
     bus = fb.FrameBus.create_shared(name, preset="default")
@@ -644,6 +645,8 @@ def test_across_processes(name: str) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_killed_responder_leaves_its_count(name: str) -> None:
     # documented limitation: SIGKILL skips the unregistering, so requests time out
     ctx = mp.get_context("spawn")

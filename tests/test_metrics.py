@@ -407,6 +407,7 @@ def test_cli_stats_bad_interval(capsys) -> None:
     assert exc.value.code == 2
 
 
+@pytest.mark.xproc
 def test_cli_stats_refreshes_until_interrupted(shared) -> None:
     import signal
     import time

@@ -626,6 +626,7 @@ def test_unbounded_overflow_with_spilled_objects() -> None:
     q.join_thread()
 
 
+@pytest.mark.xproc
 def test_close_keeps_feeding_another_process(procs: list[Any]) -> None:
     """Objects waiting in the feeder at close() still reach the ring (join_thread waits)."""
     ctx = mp.get_context("fork")
@@ -641,6 +642,7 @@ def test_close_keeps_feeding_another_process(procs: list[Any]) -> None:
     finish(p)
 
 
+@pytest.mark.slow
 def test_join_thread_returns_when_nobody_can_drain() -> None:
     # multiprocessing.Queue would wait forever here; framebus gives up once no other
     # process holds the queue (the objects left in the feeder are lost)
@@ -757,6 +759,7 @@ def test_same_messages_as_multiprocessing() -> None:
 # ------------------------------------------------------------ 4. child processes
 
 
+@pytest.mark.xproc
 def test_child_gets(ctx: Any, procs: list[Any]) -> None:
     q = fb.Queue()
     out = fb.Queue()
@@ -773,6 +776,7 @@ def test_child_gets(ctx: Any, procs: list[Any]) -> None:
     assert spill_files(q._name) == []
 
 
+@pytest.mark.xproc
 def test_child_puts_and_its_feeder_is_flushed_at_exit(ctx: Any, procs: list[Any]) -> None:
     """The child returns right after its puts, most of which still wait in its feeder
     thread (the ring holds ~1500 of them): its exit must flush them, as mp's does."""
@@ -785,6 +789,7 @@ def test_child_puts_and_its_feeder_is_flushed_at_exit(ctx: Any, procs: list[Any]
     assert q.empty()
 
 
+@pytest.mark.xproc
 def test_child_puts_then_parent_sees_sizes(ctx: Any, procs: list[Any]) -> None:
     q = fb.Queue(10)
     p = launch(procs, ctx, w.put_range, q, 10)
@@ -795,6 +800,7 @@ def test_child_puts_then_parent_sees_sizes(ctx: Any, procs: list[Any]) -> None:
     assert [q.get_nowait() for _ in range(10)] == list(range(10))
 
 
+@pytest.mark.xproc
 def test_hand_built_pool(ctx: Any, procs: list[Any]) -> None:
     tasks = fb.Queue()
     results = fb.Queue()
@@ -814,6 +820,7 @@ def test_hand_built_pool(ctx: Any, procs: list[Any]) -> None:
     assert tasks.empty() and results.empty()
 
 
+@pytest.mark.xproc
 def test_joinable_queue_across_processes(ctx: Any, procs: list[Any]) -> None:
     tasks = fb.JoinableQueue()
     results = fb.Queue()
@@ -835,6 +842,7 @@ def test_joinable_queue_across_processes(ctx: Any, procs: list[Any]) -> None:
         tasks.task_done()
 
 
+@pytest.mark.xproc
 def test_close_right_after_starting_a_child(ctx: Any, procs: list[Any]) -> None:
     """multiprocessing's close() only ends this process's use of the queue: a child
     started just before still gets every object."""
@@ -854,6 +862,7 @@ def test_close_right_after_starting_a_child(ctx: Any, procs: list[Any]) -> None:
 
 @pytest.mark.timeout(max(120, PER // 200))
 @pytest.mark.parametrize("maxsize", [0, 64], ids=["unbounded-small-ring", "bounded-64"])
+@pytest.mark.xproc
 def test_two_producers_two_consumers(maxsize: int, procs: list[Any]) -> None:
     ctx = mp.get_context("forkserver")
     q = fb.Queue(maxsize, ring_bytes=SMALL_RING if maxsize == 0 else None)
@@ -941,6 +950,7 @@ def test_threads_bounded_blocking_both_ways() -> None:
 # -------------------------------------------------------------- 7. passing a queue
 
 
+@pytest.mark.xproc
 def test_queues_through_a_queue_to_a_child(procs: list[Any]) -> None:
     ctx = mp.get_context("spawn")
     outer = fb.Queue()
@@ -1010,6 +1020,7 @@ def wait_child(pid: int) -> int:
     raise AssertionError(f"forked child {pid} still running after 60 s")
 
 
+@pytest.mark.xproc
 def test_os_fork_child_uses_the_inherited_queues() -> None:
     down = fb.Queue()  # parent -> child
     up = fb.Queue(2)  # child -> parent
@@ -1030,6 +1041,7 @@ def test_os_fork_child_uses_the_inherited_queues() -> None:
     assert down.get(timeout=QUICK) == "parent still works"
 
 
+@pytest.mark.xproc
 def test_os_fork_with_a_closed_queue_alive() -> None:
     """A queue closed (and so released) by its creator but still referenced must not
     break the at-fork re-attachment of the other queues in the child."""
@@ -1075,6 +1087,7 @@ def test_close_and_delete_removes_segment_and_spill_files(cls: type[fb.Queue]) -
     assert spill_files(name) == []
 
 
+@pytest.mark.slow
 def test_garbage_collected_queue_is_removed() -> None:
     q = fb.Queue(ring_bytes=SMALL_RING)
     name = q._name
@@ -1087,6 +1100,7 @@ def test_garbage_collected_queue_is_removed() -> None:
     assert spill_files(name) == []
 
 
+@pytest.mark.xproc
 def test_queue_is_removed_at_interpreter_exit(tmp_path: Any) -> None:
     code = (
         "import framebus as fb\n"
@@ -1107,6 +1121,8 @@ def test_queue_is_removed_at_interpreter_exit(tmp_path: Any) -> None:
     assert res.stderr == ""
 
 
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_killed_child_does_not_prevent_cleanup(ctx: Any, procs: list[Any]) -> None:
     q = fb.Queue()
     ready = fb.Queue()
@@ -1129,6 +1145,7 @@ def test_killed_child_does_not_prevent_cleanup(ctx: Any, procs: list[Any]) -> No
     assert spill_files(name) == []
 
 
+@pytest.mark.xproc
 def test_spill_files_removed_when_a_child_is_the_last_holder(ctx: Any, procs: list[Any]) -> None:
     """The creator drops the queue while a child still holds it: the child, last out,
     removes the spill files of objects never got (under every start method)."""
@@ -1258,6 +1275,7 @@ def test_a_replaced_reducer_is_used() -> None:
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.xproc
 def test_connection_through_the_queue_to_a_child(method: str, procs: list[Any]) -> None:
     """As with multiprocessing.Queue, a Connection end put on the queue works in the
     child that gets it (its descriptor is handed over by multiprocessing's reducer)."""

@@ -43,6 +43,7 @@ def _collect(sub: fb.Subscription, count: int) -> list[fb.Frame]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+@pytest.mark.xproc
 def test_frames_cross_processes_in_order(name: str, method: str) -> None:
     count = 20_000
     with fb.FrameBus.create_shared(name, preset="memory_optimized") as bus:
@@ -81,6 +82,7 @@ def _subscriber(name: str, filter: str, group: str | None, count: int, out: mp.Q
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_subscriber_in_another_process_sees_topics_interned_there(name: str) -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
@@ -242,6 +244,8 @@ def _fill(bus: fb.FrameBus, count: int) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_dead_reader_process_is_evicted(name: str) -> None:
     import signal
 
@@ -263,6 +267,7 @@ def test_dead_reader_process_is_evicted(name: str) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_live_idle_reader_is_not_evicted(name: str) -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
@@ -299,6 +304,7 @@ def _late_publisher(name: str, count: int) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_arecv_wakes_on_frames_from_another_process(name: str) -> None:
     import asyncio
 
@@ -358,6 +364,8 @@ def _create_and_leave(name: str, out: mp.Queue) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_framebus_gc_removes_only_dead_segments(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -417,6 +425,8 @@ def _idle_group_member(name: str, out: mp.Queue) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_group_of_dead_processes_is_evicted(name: str) -> None:
     import signal
 
@@ -440,6 +450,8 @@ def test_group_of_dead_processes_is_evicted(name: str) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_group_with_a_live_member_is_not_evicted(name: str) -> None:
     import signal
 
@@ -475,6 +487,7 @@ def _pause_then_resume(name: str, paused: mp.Event, go: mp.Event) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xproc
 def test_callbacks_fire_for_other_processes_transitions(name: str) -> None:
     import threading
 

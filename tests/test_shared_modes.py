@@ -14,7 +14,7 @@ import framebus as fb
 CAPACITY = 1024  # frames: ring_pow 10 with the limit at 100 %
 ctx = mp.get_context("fork")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.xproc, pytest.mark.timeout(120)]
 
 
 def _config(overflow: str, ring_bytes: int = 1 << 20) -> fb.BusConfig:

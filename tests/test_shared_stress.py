@@ -15,7 +15,7 @@ import framebus as fb
 PER = int(os.environ.get("FRAMEBUS_XPROC_FRAMES", "100000"))  # frames per producer
 HEAD = struct.Struct("<II")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.xproc, pytest.mark.timeout(300)]
 
 
 def _produce(name: str, pid: int, count: int, start: mp.Event) -> None:
@@ -108,6 +108,7 @@ def _produce_forever(name: str, pid: int, ready: mp.Queue) -> None:
         k += 1
 
 
+@pytest.mark.crash
 def test_killed_producer_does_not_stop_the_others(name: str) -> None:
     ctx = mp.get_context("spawn")
     ready: mp.Queue = ctx.Queue()
@@ -149,6 +150,7 @@ def _slow_reader(name: str, ready: mp.Queue) -> None:
         sub.recv_batch(10, timeout=1)  # reads a little, then gets killed mid-stream
 
 
+@pytest.mark.crash
 def test_killed_reader_does_not_stop_the_others(name: str) -> None:
     ctx = mp.get_context("spawn")
     ready: mp.Queue = ctx.Queue()

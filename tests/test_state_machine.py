@@ -462,4 +462,4 @@ BusMachine.TestCase.settings = settings(
     max_examples=_examples,
     stateful_step_count=max(settings.default.stateful_step_count, 100),
 )
-TestBusMachine = pytest.mark.timeout(600)(BusMachine.TestCase)
+TestBusMachine = pytest.mark.slow(pytest.mark.timeout(600)(BusMachine.TestCase))

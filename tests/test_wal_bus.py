@@ -132,6 +132,7 @@ def _publish_after_creator_closed(name: str, ready: Any, go: Any, out: Any) -> N
     bus.close()
 
 
+@pytest.mark.xproc
 def test_shared_bus_with_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import multiprocessing as mp
 
@@ -187,6 +188,7 @@ def _group_member(name: str, take: int, commit: bool, ready: Any, out: Any) -> N
         bus.close()
 
 
+@pytest.mark.xproc
 def test_group_in_another_process_commits_and_gets_frames_again(tmp_path: Path) -> None:
     # The group's member lives in a process attached to the shared bus: it commits
     # there, and after a restart of the bus it gets, there, every frame after its
@@ -226,6 +228,7 @@ def test_group_in_another_process_commits_and_gets_frames_again(tmp_path: Path) 
         fb.FrameBus.unlink(name)
 
 
+@pytest.mark.xproc
 def test_second_bus_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     with bus_at(tmp_path):
         with pytest.raises(fb.WalError, match="already open"):
@@ -259,6 +262,7 @@ def test_retention_keeps_the_log_under_wal_max_bytes(tmp_path: Path) -> None:
         assert [f.seq for f in frames] == list(range(first, 1000))
 
 
+@pytest.mark.xproc
 def test_failing_wal_degrades_to_memory(tmp_path: Path) -> None:
     result = run_python(
         """
@@ -329,6 +333,8 @@ while True:
 
 
 @pytest.mark.parametrize(("sync", "api"), [(True, "publish"), (False, "publish"), (True, "port")])
+@pytest.mark.xproc
+@pytest.mark.crash
 def test_sigkill_loses_nothing_durable(tmp_path: Path, sync: bool, api: str) -> None:
     """A publisher (bus.publish, or DataPort send_frame/send_batch) killed at random
     points, CRASHES times: with wal_sync every frame whose send returned is recovered;

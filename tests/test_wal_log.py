@@ -617,6 +617,7 @@ def test_dropping_an_unclosed_log_releases_the_directory(tmp_path: Path) -> None
         assert again.last_seq == 2
 
 
+@pytest.mark.xproc
 def test_second_open_from_another_process_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "wal"
     with WalLog(path):
@@ -638,6 +639,7 @@ def test_second_open_from_another_process_is_refused(tmp_path: Path) -> None:
         assert str(path) in result.stdout
 
 
+@pytest.mark.xproc
 def test_open_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
     path = tmp_path / "wal"
     holder = subprocess.Popen(
@@ -664,6 +666,7 @@ def test_open_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
         assert wal.frame_count == 0
 
 
+@pytest.mark.xproc
 def test_forked_child_cannot_use_the_parents_log(tmp_path: Path) -> None:
     path = tmp_path / "wal"
     with WalLog(path) as wal:
@@ -791,6 +794,7 @@ def test_read_only_directory(tmp_path: Path) -> None:
         path.chmod(0o700)
 
 
+@pytest.mark.xproc
 def test_write_failure_is_a_wal_error(tmp_path: Path) -> None:
     """A failing write (here: RLIMIT_FSIZE, "File too large", the way a full disk
     fails a write) raises WalError naming the directory and the cause; every append

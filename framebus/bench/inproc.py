@@ -495,7 +495,7 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
                     runs = []
                     bus = None
                     if impl == "framebus":
-                        bus = FrameBus(preset=params.preset)
+                        bus = FrameBus(preset=params.preset, wal_dir=None)
                         warm_up(bus)
                     if progress is not None:
                         progress.start(name)

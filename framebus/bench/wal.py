@@ -293,7 +293,7 @@ def publish_run(
     pool = _pool(size)
     per = count // publishers
     wal_dir = tempfile.mkdtemp(prefix="wal-", dir=root) if wal != "off" else None
-    kwargs: dict[str, Any] = {} if wal_dir is None else {"wal_dir": wal_dir}
+    kwargs: dict[str, Any] = {"wal_dir": wal_dir}  # None: no WAL, whatever FRAMEBUS_WAL_DIR says
     if wal_dir is not None:
         kwargs["wal_sync"] = wal == "sync"
     try:

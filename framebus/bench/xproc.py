@@ -991,7 +991,7 @@ def _shared_bus(stack: contextlib.ExitStack, preset: str) -> str:
 
     name = _segment_name()
     stack.callback(_unlink_quietly, name)  # also if create_shared fails half-way
-    bus = FrameBus.create_shared(name, preset=preset)
+    bus = FrameBus.create_shared(name, preset=preset, wal_dir=None)
     stack.callback(bus.close)
     return name
 
