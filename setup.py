@@ -45,11 +45,20 @@ envelope = Extension(
     extra_compile_args=cflags,
 )
 
+
+def _pxd_changed() -> bool:
+    # Cython finds _ring.pyx's declarations under the import name (framebus/_ring.pxd)
+    # but does not track them as its dependency: regenerate when they are newer
+    out = "_native/_ring.c"
+    return not os.path.exists(out) or os.path.getmtime("framebus/_ring.pxd") > os.path.getmtime(out)
+
+
 setup(
     ext_modules=cythonize(
         [ring, walcodec, port, envelope],
         include_path=["_native", "."],  # ".": framebus/_ring.pxd, the binding's types
         annotate=debug,
+        force=_pxd_changed(),
         compiler_directives={"language_level": "3", "embedsignature": True},
     ),
 )

@@ -258,6 +258,7 @@ cdef class Log2Histogram:
         self.step = step
         self.n = (hi - lo) // step + 1
 
+    @cython.final
     cdef inline void add(self, uint64_t v) noexcept:
         cdef int idx = 0
         if v > (<uint64_t>1 << self.lo):
@@ -526,6 +527,7 @@ cdef class Ring:
 
     # ---------------------------------------------------------------- topics
 
+    @cython.final
     cdef inline uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF:
         # Publishers mostly pass the same str object again: compare identity first.
         if topic is self.last_topic:
@@ -550,6 +552,7 @@ cdef class Ring:
         self.topic_ids[topic] = tid
         return tid
 
+    @cython.final
     cdef inline str _topic_name(self, uint32_t tid):
         if tid < <uint32_t>len(self.topic_names):
             name = self.topic_names[tid]
@@ -590,6 +593,7 @@ cdef class Ring:
 
     # ------------------------------------------------------------- publishing
 
+    @cython.final
     cdef inline int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1:
         """bytes fast path; any contiguous buffer otherwise (view must be released)."""
         if PyBytes_CheckExact(data):
@@ -621,16 +625,18 @@ cdef class Ring:
         """Publish without waiting: the sequence number, or -1 when there is no room."""
         return self._publish_one(data, topic, OVERFLOW_NOWAIT, None)
 
+    @cython.final
     cdef inline object _publish_one(self, object data, object topic, int overflow, object timeout):
         cdef object env = None
         if type(data) is _Envelope:
             env = data
             topic = _envelope_topic(env, topic)
             data = env.encode()
-        return self._write_one(data, topic, overflow, timeout, env)
+        return self._write_one(data, topic, overflow, timeout, env, NULL)
 
+    @cython.final
     cdef object _write_one(self, object data, object topic, int overflow, object timeout,
-                           object env, bint *written=NULL):
+                           object env, bint *written):
         """The one single-frame write path: ``data`` (bytes-like; ``env``'s encoding when
         env is an Envelope, which gets the record's seq and ts_ns) on ``topic``. Returns
         the sequence number, -1 when not written; on a durable bus, once it is durable."""
@@ -685,10 +691,11 @@ cdef class Ring:
         In drop mode the longest prefix that fits is written and the rest counted as
         dropped; returns -1 when nothing fitted.
         """
-        return self._publish_many(frames, topic, timeout, True)
+        return self._publish_many(frames, topic, timeout, True, NULL)
 
+    @cython.final
     cdef object _publish_many(self, object frames, object topic, object timeout,
-                              bint envelopes_own_topic, bint *written_out=NULL):
+                              bint envelopes_own_topic, bint *written_out):
         """The one batch write path. Envelopes among ``frames`` are encoded and get their
         record's seq and ts_ns; they go on their own topic (``envelopes_own_topic``) or
         on ``topic``. On a durable bus it returns once the batch is durable."""
@@ -1361,6 +1368,7 @@ cdef class Reader:
         self.match_state[tid] = 1 if ok else 2
         return 1 if ok else 0
 
+    @cython.final
     cdef inline Frame _frame(self, fb_frame_t *f):
         cdef Frame fr = Frame.__new__(Frame)
         fr.seq = f.seq

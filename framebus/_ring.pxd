@@ -1,6 +1,7 @@
 # The binding's types for the modules built on it (framebus._port, framebus._walcodec).
 # They reach the ring only through these methods: the C ring is linked into
 # framebus._ring alone.
+cimport cython
 from cpython.buffer cimport Py_buffer
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
@@ -43,7 +44,8 @@ cdef class Log2Histogram:
     cdef readonly int lo, hi, step
     cdef int n  # finite buckets
 
-    cdef void add(self, uint64_t v) noexcept
+    @cython.final
+    cdef inline void add(self, uint64_t v) noexcept
 
 
 cdef class Ring:
@@ -72,19 +74,25 @@ cdef class Ring:
     cdef int _transition(self) except -1
     cdef void _leave_nogil(self)
     cdef void _unmap(self)
-    cdef uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF
+    @cython.final
+    cdef inline uint32_t _topic_id(self, object topic) except? 0xFFFFFFFF
     cdef uint32_t _intern(self, object topic) except? 0xFFFFFFFF
-    cdef str _topic_name(self, uint32_t tid)
+    @cython.final
+    cdef inline str _topic_name(self, uint32_t tid)
     cdef str _load_topic_name(self, uint32_t tid)
-    cdef int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1
+    @cython.final
+    cdef inline int _get_payload(self, object data, Py_buffer *view, _payload *out) except -1
     cdef int64_t _publish_timeout(self, object timeout) except -2
-    cdef object _publish_one(self, object data, object topic, int overflow, object timeout)
+    @cython.final
+    cdef inline object _publish_one(self, object data, object topic, int overflow, object timeout)
     # written (if given) turns true once the frames are in the ring: an error raised
     # after that (the durability wait) leaves them there
+    @cython.final
     cdef object _write_one(self, object data, object topic, int overflow, object timeout,
-                           object env, bint *written=*)
+                           object env, bint *written)
+    @cython.final
     cdef object _publish_many(self, object frames, object topic, object timeout,
-                              bint envelopes_own_topic, bint *written_out=*)
+                              bint envelopes_own_topic, bint *written_out)
     cdef int _write_batch(self, fb_iov_t *iov, uint32_t n, uint64_t total, uint64_t *first,
                           uint32_t *written, object timeout, uint64_t *ts_out=*) except? -100
     cdef int _write_wait(self, fb_iov_t *iov, uint32_t n, uint32_t flags, uint64_t *first,
@@ -129,7 +137,8 @@ cdef class Reader:
     cdef int _ensure_open(self) except -1
     cdef int _matches(self, uint32_t tid) except -1
     cdef int _resolve_match(self, uint32_t tid) except -1
-    cdef Frame _frame(self, fb_frame_t *f)
+    @cython.final
+    cdef inline Frame _frame(self, fb_frame_t *f)
     cdef int _log_lap(self, Py_ssize_t i, fb_frame_t *f) except -1
     cdef void _account_laps(self, Py_ssize_t logged, uint64_t intact_from)
     cdef list _take(self, Py_ssize_t max_frames)
