@@ -1408,8 +1408,9 @@ cdef class Reader:
             self.lagged += lost
             fb_ring_reader_add_lagged(self.ring.ring, self.slot, lost)
 
-    cdef list _take(self, Py_ssize_t max_frames):
-        """Reads up to max_frames matching frames without waiting (GIL held)."""
+    cdef list _take(self, Py_ssize_t max_frames, bint payloads_only=False):
+        """Reads up to max_frames matching frames without waiting (GIL held): Frames,
+        or with payloads_only their payloads (bytes), no Frame made."""
         cdef fb_ring_t *r = self.ring.ring
         cdef fb_frame_t f
         cdef int rc, erc
@@ -1421,6 +1422,7 @@ cdef class Reader:
         cdef uint32_t last_tid = 0xFFFFFFFF
         cdef str last_topic = None
         cdef Frame fr
+        cdef bytes payload
         cdef Py_ssize_t ncopies = 0
         cdef uint64_t deferred = 0
         while True:
@@ -1438,22 +1440,33 @@ cdef class Reader:
                     logged += 1
                 if not self.match_all and not self._matches(f.topic):
                     continue
-                if f.topic != last_tid:
-                    last_tid = f.topic
-                    last_topic = self.ring._topic_name(f.topic)
-                fr = Frame.__new__(Frame)
-                fr.seq = f.seq
-                fr.ts_ns = f.ts_ns
-                fr.topic = last_topic
-                if f.len < _DEFER_COPY_BYTES:
-                    fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                # payloads of _DEFER_COPY_BYTES and more are allocated now and filled
+                # below: big copies run without the GIL
+                if payloads_only:
+                    if f.len < _DEFER_COPY_BYTES:
+                        out.append(PyBytes_FromStringAndSize(<const char *>f.data, f.len))
+                    else:
+                        payload = PyBytes_FromStringAndSize(NULL, f.len)
+                        self._defer_copy(ncopies, PyBytes_AS_STRING(payload), f.data, f.len)
+                        ncopies += 1
+                        deferred += f.len
+                        out.append(payload)
                 else:
-                    # allocated now, filled below: big copies run without the GIL
-                    fr.payload = PyBytes_FromStringAndSize(NULL, f.len)
-                    self._defer_copy(ncopies, PyBytes_AS_STRING(fr.payload), f.data, f.len)
-                    ncopies += 1
-                    deferred += f.len
-                out.append(fr)
+                    if f.topic != last_tid:
+                        last_tid = f.topic
+                        last_topic = self.ring._topic_name(f.topic)
+                    fr = Frame.__new__(Frame)
+                    fr.seq = f.seq
+                    fr.ts_ns = f.ts_ns
+                    fr.topic = last_topic
+                    if f.len < _DEFER_COPY_BYTES:
+                        fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                    else:
+                        fr.payload = PyBytes_FromStringAndSize(NULL, f.len)
+                        self._defer_copy(ncopies, PyBytes_AS_STRING(fr.payload), f.data, f.len)
+                        ncopies += 1
+                        deferred += f.len
+                    out.append(fr)
                 taken += 1
                 if overwrite:
                     if pos_list is None:
@@ -1553,7 +1566,7 @@ cdef class Reader:
             PyErr_CheckSignals()
         return rc
 
-    cdef list _recv(self, Py_ssize_t max_frames, object timeout):
+    cdef list _recv(self, Py_ssize_t max_frames, object timeout, bint payloads_only=False):
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = 0
         cdef int64_t left
@@ -1562,7 +1575,7 @@ cdef class Reader:
             raise RuntimeError("this subscription is already being read by another thread; "
                                "give each thread its own subscription or use a group")
         self._ensure_open()
-        got = self._take(max_frames)
+        got = self._take(max_frames, payloads_only)
         if got or timeout_ns == 0:
             return got
         if timeout_ns > 0:
@@ -1575,7 +1588,7 @@ cdef class Reader:
                     return got
                 self._wait(left)
                 self._ensure_open()
-                got = self._take(max_frames)
+                got = self._take(max_frames, payloads_only)
                 if got:
                     return got
         finally:
@@ -1602,6 +1615,21 @@ cdef class Reader:
         if self.backfill is not None or self.decoder is not None:
             return self._recv_modes(max_frames, timeout)
         return self._recv(max_frames, timeout)
+
+    def recv_payloads(self, Py_ssize_t max_frames, timeout=None):
+        """Up to max_frames payloads (bytes), at least one unless the timeout expires
+        (then []): recv_batch without a Frame per frame, for consumers that only want
+        the payloads. Not for envelopes=True subscriptions (use recv_batch)."""
+        cdef list frames
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if self.decoder is not None:
+            raise ValueError("recv_payloads hands back raw payloads; this subscription "
+                             "decodes envelopes (envelopes=True): use recv_batch")
+        if self.backfill is not None:  # a durable group's frames from the WAL first
+            frames = self._fetch(max_frames, timeout)
+            return [(<Frame>fr).payload for fr in frames]
+        return self._recv(max_frames, timeout, True)
 
     def _set_modes(self, backfill=None, decoder=None):
         """A durable group's backfill (``take(n)`` -> frames, ``done``) is read before the

@@ -2,6 +2,7 @@
 
 python bench/hot_loop.py single N   # N x (publish 64 B, recv)
 python bench/hot_loop.py batch N    # N x (publish_batch of 100 x 64 B, recv_batch 100)
+python bench/hot_loop.py payloads N # N x (publish_batch of 100 x 64 B, recv_payloads 100)
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ def main() -> None:
         for _ in range(n):
             bus.publish_batch(frames, "t")
             sub.recv_batch(100, 0)
+    elif mode == "payloads":
+        frames = [payload] * 100
+        for _ in range(n):
+            bus.publish_batch(frames, "t")
+            sub.recv_payloads(100, 0)
     else:
-        raise SystemExit(f"mode must be single or batch, got {mode!r}")
+        raise SystemExit(f"mode must be single, batch or payloads, got {mode!r}")
     bus.close()
 
 

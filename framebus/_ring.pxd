@@ -141,13 +141,13 @@ cdef class Reader:
     cdef inline Frame _frame(self, fb_frame_t *f)
     cdef int _log_lap(self, Py_ssize_t i, fb_frame_t *f) except -1
     cdef void _account_laps(self, Py_ssize_t logged, uint64_t intact_from)
-    cdef list _take(self, Py_ssize_t max_frames)
+    cdef list _take(self, Py_ssize_t max_frames, bint payloads_only=*)
     cdef int _defer_copy(self, Py_ssize_t i, char *dst, const unsigned char *src,
                          uint32_t n) except -1
     cdef void _run_copies(self, Py_ssize_t n, bint release_gil)
     cdef object _take_one(self)
     cdef int _wait(self, int64_t timeout_ns) except -100
-    cdef list _recv(self, Py_ssize_t max_frames, object timeout)
+    cdef list _recv(self, Py_ssize_t max_frames, object timeout, bint payloads_only=*)
     cdef list _fetch(self, Py_ssize_t max_frames, object timeout)
     cdef list _recv_modes(self, Py_ssize_t max_frames, object timeout)
     cdef int _end_read(self) except -100
