@@ -51,6 +51,11 @@ def register_envelope_type(envelope_type):
         raise TypeError(f"an envelope type must be a class, got {envelope_type!r}")
     _Envelope = envelope_type
 
+cdef enum:
+    TAKE_FRAMES = 0    # what a read hands back: Frames,
+    TAKE_PAYLOADS = 1  # their payloads,
+    TAKE_BATCH = 2     # or one FrameBatch
+
 cdef object _DEFAULT = object()
 DEFAULT = _DEFAULT
 CLOSED = FB_RING_CLOSED  # what the wait methods return once the ring is closed
@@ -1178,6 +1183,194 @@ cdef object _envelope_topic(object env, object topic):
         "on its own topic (leave the topic argument out)")
 
 
+cdef inline bytes _u64_array(Py_ssize_t n):
+    return PyBytes_FromStringAndSize(NULL, n * 8)
+
+
+cdef inline bytes _u32_array(Py_ssize_t n):
+    return PyBytes_FromStringAndSize(NULL, n * 4)
+
+
+@cython.final
+cdef class FrameBatch:
+    """Frames read in one pass (``Subscription.recv_frames``): their payloads copied
+    once, back to back (``data``), and their fields in arrays, so nothing is made per
+    frame until it is asked for.
+
+    ``len(batch)``; ``batch[i]`` and iteration make Frames; ``batch.payloads()`` makes
+    the bytes; ``batch.topic(i)``. Numpy views without copies (numpy imported on first
+    use): ``seqs``, ``ts_ns``, ``offsets`` (uint64; where each payload starts in
+    ``data``), ``topic_ids``, ``lengths`` (uint32); ``batch.array(dtype, shape)``: the
+    payloads as one array, when every frame has the same size.
+    """
+
+    @staticmethod
+    cdef FrameBatch _build(Ring ring, bytes data, _rec *recs, Py_ssize_t n):
+        cdef FrameBatch b = FrameBatch.__new__(FrameBatch)
+        cdef Py_ssize_t i
+        cdef uint64_t off = 0
+        cdef uint32_t last_tid = 0xFFFFFFFF
+        b.n = n
+        b.data = data
+        b._seqs = _u64_array(n)
+        b._ts = _u64_array(n)
+        b._offs = _u64_array(n)
+        b._tids = _u32_array(n)
+        b._lens = _u32_array(n)
+        b._topics = {}
+        cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(b._seqs)
+        cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(b._ts)
+        cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(b._offs)
+        cdef uint32_t *tids = <uint32_t *>PyBytes_AS_STRING(b._tids)
+        cdef uint32_t *lens = <uint32_t *>PyBytes_AS_STRING(b._lens)
+        for i in range(n):
+            seqs[i] = recs[i].seq
+            ts[i] = recs[i].ts_ns
+            offs[i] = off
+            tids[i] = recs[i].topic
+            lens[i] = recs[i].len
+            off += recs[i].len
+            if recs[i].topic != last_tid:
+                last_tid = recs[i].topic
+                if last_tid not in b._topics:
+                    b._topics[last_tid] = ring._topic_name(last_tid)
+        return b
+
+    @staticmethod
+    def of(frames):
+        """A FrameBatch of Frames already made (a durable group's frames from the WAL)."""
+        cdef FrameBatch b = FrameBatch.__new__(FrameBatch)
+        cdef Py_ssize_t n = len(frames), i
+        cdef Frame fr
+        cdef uint64_t off = 0
+        cdef dict ids = {}
+        b.n = n
+        b.data = b"".join([(<Frame>fr).payload for fr in frames])
+        b._seqs = _u64_array(n)
+        b._ts = _u64_array(n)
+        b._offs = _u64_array(n)
+        b._tids = _u32_array(n)
+        b._lens = _u32_array(n)
+        b._topics = {}
+        cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(b._seqs)
+        cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(b._ts)
+        cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(b._offs)
+        cdef uint32_t *tids = <uint32_t *>PyBytes_AS_STRING(b._tids)
+        cdef uint32_t *lens = <uint32_t *>PyBytes_AS_STRING(b._lens)
+        for i in range(n):
+            fr = <Frame>frames[i]
+            seqs[i] = fr.seq
+            ts[i] = fr.ts_ns
+            offs[i] = off
+            lens[i] = <uint32_t>len(fr.payload)
+            off += lens[i]
+            # ids local to this batch: these frames may not come from the ring's table
+            tid = ids.get(fr.topic)
+            if tid is None:
+                tid = len(ids) + 1
+                ids[fr.topic] = tid
+                b._topics[tid] = fr.topic
+            tids[i] = <uint32_t>tid
+        return b
+
+    def __len__(self):
+        return self.n
+
+    def __bool__(self):
+        return self.n > 0
+
+    cdef Py_ssize_t _index(self, Py_ssize_t i) except -1:
+        if i < 0:
+            i += self.n
+        if i < 0 or i >= self.n:
+            raise IndexError(f"frame index out of range (this batch holds {self.n})")
+        return i
+
+    cdef bytes _payload(self, Py_ssize_t i):
+        cdef uint64_t off = (<const uint64_t *>PyBytes_AS_STRING(self._offs))[i]
+        cdef uint32_t n = (<const uint32_t *>PyBytes_AS_STRING(self._lens))[i]
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.data) + off, n)
+
+    cdef Frame _frame_at(self, Py_ssize_t i):
+        cdef Frame fr = Frame.__new__(Frame)
+        fr.seq = (<const uint64_t *>PyBytes_AS_STRING(self._seqs))[i]
+        fr.ts_ns = (<const uint64_t *>PyBytes_AS_STRING(self._ts))[i]
+        fr.topic = self._topics[(<const uint32_t *>PyBytes_AS_STRING(self._tids))[i]]
+        fr.payload = self._payload(i)
+        return fr
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._frame_at(i) for i in range(*index.indices(self.n))]
+        return self._frame_at(self._index(index))
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            yield self._frame_at(i)
+
+    def payloads(self):
+        """The payloads as a list of bytes."""
+        cdef Py_ssize_t i
+        return [self._payload(i) for i in range(self.n)]
+
+    def topic(self, Py_ssize_t i):
+        """The topic of frame i."""
+        i = self._index(i)
+        return self._topics[(<const uint32_t *>PyBytes_AS_STRING(self._tids))[i]]
+
+    @property
+    def nbytes(self):
+        """Payload bytes in the batch."""
+        return len(self.data)
+
+    @property
+    def seqs(self):
+        import numpy
+        return numpy.frombuffer(self._seqs, dtype=numpy.uint64)
+
+    @property
+    def ts_ns(self):
+        import numpy
+        return numpy.frombuffer(self._ts, dtype=numpy.uint64)
+
+    @property
+    def offsets(self):
+        import numpy
+        return numpy.frombuffer(self._offs, dtype=numpy.uint64)
+
+    @property
+    def topic_ids(self):
+        """Topic ids (the bus's topic table; see topic(i) for the names)."""
+        import numpy
+        return numpy.frombuffer(self._tids, dtype=numpy.uint32)
+
+    @property
+    def lengths(self):
+        import numpy
+        return numpy.frombuffer(self._lens, dtype=numpy.uint32)
+
+    def array(self, dtype="u1", shape=None):
+        """The payloads as one read-only numpy array of len(batch) rows, no copy: each
+        row is a frame's payload as ``dtype`` (reshaped to ``shape`` when given).
+        ValueError unless every frame in the batch has the same size."""
+        import numpy
+        lens = self.lengths
+        if self.n and (lens != lens[0]).any():
+            sizes = sorted(set(lens.tolist()))
+            raise ValueError(f"array() needs frames of one size; this batch holds sizes "
+                             f"{sizes[:5]}{' ...' if len(sizes) > 5 else ''}")
+        a = numpy.frombuffer(self.data, dtype=dtype)
+        if shape is None:
+            return a.reshape((self.n, -1)) if self.n else a.reshape((0, 0))
+        if isinstance(shape, int):
+            shape = (shape,)
+        return a.reshape((self.n, *shape))
+
+    def __repr__(self):
+        return f"<FrameBatch of {self.n} frames, {len(self.data)} payload bytes>"
+
+
 cdef class Loan:
     """Space claimed in the ring by FrameBus.loan(); publish with commit() or the with-block."""
     cdef Ring ring
@@ -1293,6 +1486,7 @@ cdef class Reader:
         self.match_state = NULL
         self.lap_log = NULL
         self.copies = NULL
+        self.recs = NULL
 
     def _reader_open(self, Ring ring, object matcher, bint match_all, group):
         ring._ensure_open()
@@ -1338,6 +1532,7 @@ cdef class Reader:
         free(self.match_state)
         free(self.lap_log)
         free(self.copies)
+        free(self.recs)
 
     cdef inline int _ensure_open(self) except -1:
         if self.ring is None or self.ring.ring == NULL or self.ring._closed:
@@ -1566,16 +1761,18 @@ cdef class Reader:
             PyErr_CheckSignals()
         return rc
 
-    cdef list _recv(self, Py_ssize_t max_frames, object timeout, bint payloads_only=False):
+    cdef object _recv(self, Py_ssize_t max_frames, object timeout, int kind=TAKE_FRAMES):
+        """Up to max_frames frames, waiting up to timeout: a list of Frames, of payloads
+        (TAKE_PAYLOADS) or a FrameBatch (TAKE_BATCH); empty on timeout."""
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = 0
         cdef int64_t left
-        cdef list got
+        cdef object got
         if self.busy:
             raise RuntimeError("this subscription is already being read by another thread; "
                                "give each thread its own subscription or use a group")
         self._ensure_open()
-        got = self._take(max_frames, payloads_only)
+        got = self._take_kind(max_frames, kind)
         if got or timeout_ns == 0:
             return got
         if timeout_ns > 0:
@@ -1588,11 +1785,16 @@ cdef class Reader:
                     return got
                 self._wait(left)
                 self._ensure_open()
-                got = self._take(max_frames, payloads_only)
+                got = self._take_kind(max_frames, kind)
                 if got:
                     return got
         finally:
             self.busy = False
+
+    cdef inline object _take_kind(self, Py_ssize_t max_frames, int kind):
+        if kind == TAKE_BATCH:
+            return self._take_batch(max_frames)
+        return self._take(max_frames, kind == TAKE_PAYLOADS)
 
     def recv(self, timeout=None):
         """The next frame, waiting up to timeout seconds (None: forever); None on timeout."""
@@ -1629,7 +1831,115 @@ cdef class Reader:
         if self.backfill is not None:  # a durable group's frames from the WAL first
             frames = self._fetch(max_frames, timeout)
             return [(<Frame>fr).payload for fr in frames]
-        return self._recv(max_frames, timeout, True)
+        return self._recv(max_frames, timeout, TAKE_PAYLOADS)
+
+    def recv_frames(self, Py_ssize_t max_frames, timeout=None):
+        """Up to max_frames frames as one FrameBatch (empty on timeout): their payloads
+        copied once, back to back, and their fields in arrays; a Frame or bytes is made
+        only when asked for. Not for envelopes=True subscriptions."""
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if self.decoder is not None:
+            raise ValueError("recv_frames hands back raw frames; this subscription "
+                             "decodes envelopes (envelopes=True): use recv_batch")
+        if self.backfill is not None:  # a durable group's frames from the WAL first
+            return FrameBatch.of(self._fetch(max_frames, timeout))
+        return self._recv(max_frames, timeout, TAKE_BATCH)
+
+    cdef FrameBatch _take_batch(self, Py_ssize_t max_frames):
+        """Reads up to max_frames matching frames without waiting (GIL held) into one
+        FrameBatch: no Python object per frame."""
+        cdef fb_ring_t *r = self.ring.ring
+        cdef fb_frame_t f
+        cdef int erc
+        cdef Py_ssize_t n, i, kept, logged
+        cdef uint64_t total
+        cdef bint overwrite = self.overwrite
+        cdef _rec *grown
+        cdef bytes data
+        while True:
+            n = 0
+            total = 0
+            logged = 0
+            fb_ring_read_begin(r, &self.rd)
+            while n < max_frames:
+                if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
+                    break
+                if overwrite:
+                    self._log_lap(logged, &f)
+                    logged += 1
+                if not self.match_all and not self._matches(f.topic):
+                    continue
+                if n >= self.recs_cap:
+                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
+                    if grown == NULL:
+                        self._end_read()
+                        raise MemoryError()
+                    self.recs = grown
+                    self.recs_cap = n * 2 + 64
+                self.recs[n].seq = f.seq
+                self.recs[n].ts_ns = f.ts_ns
+                self.recs[n].pos = f.pos
+                self.recs[n].data = f.data
+                self.recs[n].topic = f.topic
+                self.recs[n].len = f.len
+                total += f.len
+                n += 1
+            data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+            self._copy_recs(PyBytes_AS_STRING(data), n, total >= _release_gil_bytes)
+            erc = self._end_read()
+            if erc == FB_RING_RETRY:
+                continue  # another member of the group took these frames first
+            if overwrite:
+                if erc == FB_RING_LAPPED:
+                    # a lapped record may be torn: keep the intact ones only
+                    data, n = self._keep_intact(data, n, self.rd.intact_from)
+                    self._account_laps(logged, self.rd.intact_from)
+                else:
+                    self._account_laps(logged, 0)
+            if self.close_pending:
+                self.close_pending = False
+                self._reader_close()
+            return FrameBatch._build(self.ring, data, self.recs, n)
+
+    cdef tuple _keep_intact(self, bytes data, Py_ssize_t n, uint64_t intact_from):
+        """(data, n) of the records at intact_from or later, moved to the front."""
+        cdef Py_ssize_t i, kept = 0, keep_bytes = 0
+        cdef uint64_t off = 0
+        cdef _rec *recs = self.recs
+        for i in range(n):
+            if recs[i].pos >= intact_from:
+                keep_bytes += recs[i].len
+        fresh = PyBytes_FromStringAndSize(NULL, keep_bytes)
+        cdef char *dst = PyBytes_AS_STRING(fresh)
+        cdef const char *src = PyBytes_AS_STRING(data)
+        for i in range(n):
+            if recs[i].pos >= intact_from:
+                memcpy(dst, src + off, recs[i].len)
+                dst += recs[i].len
+                recs[kept] = recs[i]
+                kept += 1
+            off += recs[i].len
+        return fresh, kept
+
+    cdef void _copy_recs(self, char *dst, Py_ssize_t n, bint release_gil):
+        # the read is not ended yet, so the payloads stay put; a close meanwhile waits
+        # (close_pending) so that the slot is not reused under the copy
+        cdef Py_ssize_t i
+        cdef _rec *recs = self.recs
+        if not release_gil:
+            for i in range(n):
+                memcpy(dst, recs[i].data, recs[i].len)
+                dst += recs[i].len
+            return
+        self.copying = True
+        self.ring.active += 1
+        with nogil:
+            for i in range(n):
+                memcpy(dst, recs[i].data, recs[i].len)
+                dst += recs[i].len
+        self.ring._leave_nogil()
+        self.copying = False
 
     def _set_modes(self, backfill=None, decoder=None):
         """A durable group's backfill (``take(n)`` -> frames, ``done``) is read before the

@@ -3,6 +3,7 @@
 python bench/hot_loop.py single N   # N x (publish 64 B, recv)
 python bench/hot_loop.py batch N    # N x (publish_batch of 100 x 64 B, recv_batch 100)
 python bench/hot_loop.py payloads N # N x (publish_batch of 100 x 64 B, recv_payloads 100)
+python bench/hot_loop.py framebatch N  # N x (publish_batch of 100 x 64 B, recv_frames 100)
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ def main() -> None:
         for _ in range(n):
             bus.publish_batch(frames, "t")
             sub.recv_payloads(100, 0)
+    elif mode == "framebatch":
+        frames = [payload] * 100
+        for _ in range(n):
+            bus.publish_batch(frames, "t")
+            sub.recv_frames(100, 0)
     else:
-        raise SystemExit(f"mode must be single, batch or payloads, got {mode!r}")
+        raise SystemExit(f"mode must be single, batch, payloads or framebatch, got {mode!r}")
     bus.close()
 
 

@@ -14,6 +14,8 @@ count() {
 a=$(count single 2000); b=$(count single 22000)
 c=$(count batch 20); d=$(count batch 220)
 e=$(count payloads 20); f=$(count payloads 220)
+g=$(count framebatch 20); h=$(count framebatch 220)
 echo "publish + recv (64 B):                    $(( (b - a) / 20000 )) instructions per frame"
 echo "publish_batch + recv_batch (100 x 64 B):  $(( (d - c) / 20000 )) instructions per frame"
 echo "publish_batch + recv_payloads (100 x 64 B): $(( (f - e) / 20000 )) instructions per frame"
+echo "publish_batch + recv_frames (100 x 64 B):   $(( (h - g) / 20000 )) instructions per frame"

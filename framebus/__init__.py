@@ -4,7 +4,7 @@ A lock-free C ring under thin Cython bindings: publish/subscribe with NATS-style
 topic filters, batching, hysteresis backpressure and overflow policies.
 """
 
-from .bus import Frame, FrameBus, Subscription
+from .bus import Frame, FrameBatch, FrameBus, Subscription
 from .config import PRESETS, BusConfig
 from .dataport import DataPort
 from .envelope import Envelope
@@ -39,6 +39,7 @@ __all__ = [
     "EventBus",
     "EventSubscription",
     "Frame",
+    "FrameBatch",
     "FrameBus",
     "FrameBusError",
     "FrameTooLarge",

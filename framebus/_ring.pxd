@@ -19,11 +19,22 @@ cdef struct _copy:
     const unsigned char *src
     uint32_t len
 
+cdef struct _rec:  # one record of a FrameBatch read, while the read is open
+    uint64_t seq
+    uint64_t ts_ns
+    uint64_t pos
+    const unsigned char *data
+    uint32_t topic
+    uint32_t len
+
 # Appends one frame, encoded, to keys and values: the bytes of the value (see
 # Reader.take_records).
 ctypedef Py_ssize_t (*record_encoder)(list keys, list values, uint64_t seq, bytes topic,
                                       const char *payload, uint32_t length,
                                       uint64_t ts_ns) except -1
+
+cdef class Ring
+cdef class Frame
 
 cdef int _check(int rc, str what) except -1
 cdef int64_t timeout_arg(object timeout) except -2
@@ -109,6 +120,20 @@ cdef class Ring:
     cdef void c_user_add(self, uint32_t i, uint64_t n) noexcept
 
 
+cdef class FrameBatch:
+    cdef Py_ssize_t n
+    cdef readonly bytes data  # the payloads back to back
+    cdef bytes _seqs, _ts, _offs  # uint64 arrays
+    cdef bytes _tids, _lens  # uint32 arrays
+    cdef dict _topics  # topic id -> name, for the ids in this batch
+
+    @staticmethod
+    cdef FrameBatch _build(Ring ring, bytes data, _rec *recs, Py_ssize_t n)
+    cdef Py_ssize_t _index(self, Py_ssize_t i) except -1
+    cdef bytes _payload(self, Py_ssize_t i)
+    cdef Frame _frame_at(self, Py_ssize_t i)
+
+
 cdef class Reader:
     cdef Ring ring
     cdef fb_read_t rd
@@ -125,6 +150,8 @@ cdef class Reader:
     cdef Py_ssize_t lap_cap
     cdef _copy *copies                  # payload copies deferred to run without the GIL
     cdef Py_ssize_t copies_cap
+    cdef _rec *recs                     # a FrameBatch's records while its read is open
+    cdef Py_ssize_t recs_cap
     cdef bint copying
     cdef bint close_pending
     cdef bint view_out
@@ -147,7 +174,11 @@ cdef class Reader:
     cdef void _run_copies(self, Py_ssize_t n, bint release_gil)
     cdef object _take_one(self)
     cdef int _wait(self, int64_t timeout_ns) except -100
-    cdef list _recv(self, Py_ssize_t max_frames, object timeout, bint payloads_only=*)
+    cdef object _recv(self, Py_ssize_t max_frames, object timeout, int kind=*)
+    cdef object _take_kind(self, Py_ssize_t max_frames, int kind)
+    cdef FrameBatch _take_batch(self, Py_ssize_t max_frames)
+    cdef tuple _keep_intact(self, bytes data, Py_ssize_t n, uint64_t intact_from)
+    cdef void _copy_recs(self, char *dst, Py_ssize_t n, bint release_gil)
     cdef list _fetch(self, Py_ssize_t max_frames, object timeout)
     cdef list _recv_modes(self, Py_ssize_t max_frames, object timeout)
     cdef int _end_read(self) except -100

@@ -30,11 +30,12 @@ if TYPE_CHECKING:
     from .dataport import DataPort
     from .eventbus import EventBus
 
-__all__ = ["Frame", "FrameBus", "Subscription"]
+__all__ = ["Frame", "FrameBatch", "FrameBus", "Subscription"]
 
 log = logging.getLogger("framebus")
 
 Frame = _ring.Frame
+FrameBatch = _ring.FrameBatch
 _ring.register_envelope_type(_envelope.Envelope)
 
 

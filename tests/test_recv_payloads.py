@@ -115,3 +115,103 @@ def test_payloads_across_processes(name: str) -> None:
         assert got == [b"p%d" % j for j in range(1000)]
     finally:
         bus.close()
+
+
+# ------------------------------------------------------------------ recv_frames
+
+
+def drain_batches(sub: fb.Subscription, n: int = 37) -> list[fb.FrameBatch]:
+    out = []
+    while True:
+        batch = sub.recv_frames(n, timeout=0)
+        if not batch:
+            return out
+        out.append(batch)
+
+
+def test_frame_batch_holds_what_recv_batch_would(make_bus: Any) -> None:
+    np = pytest.importorskip("numpy")
+    bus = make_bus(preset="memory_optimized")
+    a, b = bus.subscribe("a.>"), bus.subscribe("a.>")
+    payloads = [b"%d" % i * (i % 5) for i in range(300)] + [b"z" * 70_000]
+    for i, p in enumerate(payloads):
+        bus.publish(p, "a.x" if i % 2 else ("a.y" if i % 3 else "other"))
+    want = b.recv_batch(1000, timeout=1)
+    batches = drain_batches(a)
+    assert sum(len(x) for x in batches) == len(want)
+    got = [f for x in batches for f in x]  # iteration makes Frames
+    assert got == want
+    first = batches[0]
+    assert first[0] == want[0] and first[-1] == want[len(first) - 1]
+    assert first[1:3] == want[1:3]
+    assert first.payloads() == [f.payload for f in want[: len(first)]]
+    assert [first.topic(i) for i in range(len(first))] == [f.topic for f in want[: len(first)]]
+    assert first.seqs.tolist() == [f.seq for f in want[: len(first)]]
+    assert first.ts_ns.tolist() == [f.ts_ns for f in want[: len(first)]]
+    assert first.lengths.tolist() == [len(f.payload) for f in want[: len(first)]]
+    assert first.offsets.tolist() == list(np.cumsum([0] + first.lengths.tolist()[:-1]))
+    assert first.data == b"".join(first.payloads()) and first.nbytes == len(first.data)
+    ids = {bus.topic_id(t) for t in ("a.x", "a.y")}
+    assert set(first.topic_ids.tolist()) <= ids
+    assert first.seqs.dtype == np.uint64 and first.lengths.dtype == np.uint32
+    with pytest.raises(IndexError, match="out of range"):
+        first[len(first)]
+    assert a.recv_frames(10, timeout=0.01).__len__() == 0  # timeout: an empty batch
+
+
+def test_frame_batch_array_views_fixed_size_frames(make_bus: Any) -> None:
+    np = pytest.importorskip("numpy")
+    bus = make_bus(preset="memory_optimized")
+    sub = bus.subscribe()
+    rows = np.arange(40, dtype="<u4").reshape(10, 4)
+    bus.publish_batch([r.tobytes() for r in rows], "m")
+    batch = sub.recv_frames(100, timeout=1)
+    arr = batch.array("<u4")
+    assert arr.shape == (10, 4) and (arr == rows).all()
+    assert batch.array("<u4", (2, 2)).shape == (10, 2, 2)
+    assert not arr.flags.writeable  # a view of the batch's bytes, not a copy
+    bus.publish_batch([b"ab", b"abc"], "m")
+    uneven = sub.recv_frames(10, timeout=1)
+    with pytest.raises(ValueError, match=r"one size; this batch holds sizes \[2, 3\]"):
+        uneven.array()
+
+
+def test_frame_batches_in_every_mode(small_bus: Any, tmp_path: Path) -> None:
+    bus = small_bus(overflow="overwrite", publish_timeout=None, ring_bytes=1 << 12, max_frame=64)
+    sub = bus.subscribe()
+    n = 5000
+    for i in range(n):
+        bus.publish(struct.pack("<Q", i) * 3)
+    frames = [f for batch in drain_batches(sub) for f in batch]
+    assert all(f.payload == struct.pack("<Q", f.seq) * 3 for f in frames)  # never torn
+    assert [f.seq for f in frames][-1] == n - 1 and sub.lagged + len(frames) == n
+    assert sub.lagged > 0
+
+    with fb.FrameBus(preset="memory_optimized") as g:
+        m1, m2 = g.subscribe("g.>", group="w"), g.subscribe("g.>", group="w")
+        g.publish_batch([b"%d" % i for i in range(300)], "g.t")
+        got = m1.recv_frames(100, timeout=1).payloads()
+        got += [p for b in drain_batches(m2) for p in b.payloads()]
+        got += [p for b in drain_batches(m1) for p in b.payloads()]
+        assert sorted(got, key=int) == [b"%d" % i for i in range(300)]
+
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as w:
+        s = w.subscribe("j.>", group="g")
+        w.publish_batch([b"%d" % i for i in range(20)], topic="j.a")
+        first = s.recv(timeout=5)
+        assert first is not None
+        s.commit(first.seq)
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as w:
+        s = w.subscribe("j.>", group="g")
+        w.publish(b"live", topic="j.b")
+        batches = drain_batches(s, 7)
+        assert [p for b in batches for p in b.payloads()] == [b"%d" % i for i in range(1, 20)] + [
+            b"live"
+        ]
+        assert batches[0].topic(0) == "j.a" and batches[-1].topic(-1) == "j.b"
+
+    env_sub = bus.subscribe(envelopes=True)
+    with pytest.raises(ValueError, match="envelopes=True"):
+        env_sub.recv_frames(10)
+    with pytest.raises(ValueError, match="max_frames must be >= 1"):
+        sub.recv_frames(0)
