@@ -4,7 +4,8 @@
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
-from framebus._ring cimport Frame, Reader, Ring, realtime_ns, timeout_arg
+from framebus._ring cimport (TAKE_BATCH, TAKE_PAYLOADS, Frame, Reader, Ring, realtime_ns,
+                             timeout_arg)
 
 from framebus._envelope import Envelope as _Envelope, decode_frames as _decode_frames
 from framebus.errors import BusClosed, WouldBlock
@@ -195,6 +196,18 @@ cdef class PortCore:
         if n == 0:
             return frames, 0
         return self._process(frames, grant), n
+
+    def _receive_raw(self, Reader sub, Py_ssize_t max_frames, timeout, bint payloads):
+        """One read from the port's cursor as raw frames: a list of payloads, or a
+        FrameBatch; Envelopes arrive encoded. Their credits are given back."""
+        cdef int kind = TAKE_PAYLOADS if payloads else TAKE_BATCH
+        got = sub._recv(max_frames, 0, kind)
+        if not got and timeout_arg(timeout) != 0:
+            self._flush()
+            got = sub._recv(max_frames, timeout, kind)
+        if got:
+            self._grant(<uint64_t>len(got))
+        return got
 
     def _process(self, list frames, bint grant=True):
         """Frames read from the port's cursor as items (see _receive)."""

@@ -51,11 +51,6 @@ def register_envelope_type(envelope_type):
         raise TypeError(f"an envelope type must be a class, got {envelope_type!r}")
     _Envelope = envelope_type
 
-cdef enum:
-    TAKE_FRAMES = 0    # what a read hands back: Frames,
-    TAKE_PAYLOADS = 1  # their payloads,
-    TAKE_BATCH = 2     # or one FrameBatch
-
 cdef object _DEFAULT = object()
 DEFAULT = _DEFAULT
 CLOSED = FB_RING_CLOSED  # what the wait methods return once the ring is closed

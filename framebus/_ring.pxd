@@ -10,6 +10,11 @@ from fb_ring cimport fb_frame_t, fb_iov_t, fb_read_t, fb_ring_t
 cdef enum:
     _HIST_MAX = 32
 
+cdef enum:
+    TAKE_FRAMES = 0    # what a read hands back: Frames,
+    TAKE_PAYLOADS = 1  # their payloads,
+    TAKE_BATCH = 2     # or one FrameBatch
+
 cdef struct _payload:
     const char *ptr
     Py_ssize_t len

@@ -63,7 +63,7 @@ from .errors import BusClosed, FrameBusError
 from .topics import validate_topic
 
 if TYPE_CHECKING:
-    from .bus import FrameBus, Subscription
+    from .bus import FrameBatch, FrameBus, Subscription
 
 __all__ = ["DataPort"]
 
@@ -189,6 +189,25 @@ class DataPort(_port.PortCore):
             items, n = self._receive(sub, max_frames, left)
             if items or not n:
                 return items  # type: ignore[no-any-return]
+
+    def recv_payloads(self, max_frames: int = 256, timeout: float | None = None) -> list[bytes]:
+        """Up to ``max_frames`` payloads (bytes, no Frame per frame), waiting up to
+        ``timeout`` for the first; [] on timeout. Raw frames: an Envelope sent on the
+        port arrives encoded (``Envelope.decode``), with no deadline check."""
+        return self._raw(max_frames, timeout, True)
+
+    def recv_frames(self, max_frames: int = 256, timeout: float | None = None) -> FrameBatch:
+        """Up to ``max_frames`` frames as one `FrameBatch` (empty on timeout); raw frames
+        as recv_payloads."""
+        return self._raw(max_frames, timeout, False)
+
+    def _raw(self, max_frames: int, timeout: float | None, payloads: bool) -> Any:
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        sub = self._sub
+        if sub is None or self._thread is not None:
+            sub = self._direct()
+        return self._receive_raw(sub, max_frames, timeout, payloads)
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next item, or None on timeout (see recv_batch)."""

@@ -333,7 +333,7 @@ def test_bus_close_closes_ports(make_bus: Callable[..., fb.FrameBus]) -> None:
 # ------------------------------------------------------------ across processes
 
 
-def _receiver(name: str, count: int, ready: Any, result: Any) -> None:
+def _receiver(name: str, count: int, ready: Any, result: Any, mode: str = "items") -> None:
     bus = fb.FrameBus.attach(name)
     try:
         rx = bus.data_port("xp", window=32)
@@ -341,8 +341,14 @@ def _receiver(name: str, count: int, ready: Any, result: Any) -> None:
         rx.recv(timeout=0)
         ready.set()
         while len(got) < count:
-            for item in rx.recv_batch(64, timeout=30):
-                got.append(struct.unpack("<I", item.payload[:4])[0])
+            if mode == "payloads":
+                payloads = rx.recv_payloads(64, timeout=30)
+            elif mode == "frames":
+                payloads = rx.recv_frames(64, timeout=30).payloads()
+            else:
+                payloads = [item.payload for item in rx.recv_batch(64, timeout=30)]
+            for p in payloads:
+                got.append(struct.unpack("<I", p[:4])[0])
         result.put((got == list(range(count)), len(got), rx.stats()["received"]))
     finally:
         bus.close()
@@ -360,12 +366,13 @@ def _sender(name: str, count: int, result: Any) -> None:
         bus.close()
 
 
-def _start_receiver(name: str, count: int) -> tuple[Any, Any, Any]:
-    """A receiver of `count` frames on port "xp" in a spawned process, once it has
-    granted its window: (context, process, result queue)."""
+def _start_receiver(name: str, count: int, mode: str = "items") -> tuple[Any, Any, Any]:
+    """A receiver of `count` frames on port "xp" in a spawned process (reading with
+    recv_batch, recv_payloads or recv_frames by `mode`), once it has granted its window:
+    (context, process, result queue)."""
     ctx = mp.get_context("spawn")
     ready, result = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_receiver, args=(name, count, ready, result))
+    proc = ctx.Process(target=_receiver, args=(name, count, ready, result, mode))
     proc.start()
     assert ready.wait(60)
     return ctx, proc, result
@@ -394,11 +401,12 @@ def test_port_between_processes(name: str) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.xproc
-def test_sender_here_receiver_there(name: str) -> None:
+@pytest.mark.parametrize("mode", ["items", "payloads", "frames"])
+def test_sender_here_receiver_there(name: str, mode: str) -> None:
     count = 500
     bus = fb.FrameBus.create_shared(name, preset="default")
     try:
-        _, proc, result = _start_receiver(name, count)
+        _, proc, result = _start_receiver(name, count, mode)
         tx = bus.data_port("xp")
         assert tx.available == 32  # granted by the other process
         with pytest.raises(fb.FrameBusError, match="already has a receiver"):
@@ -411,6 +419,28 @@ def test_sender_here_receiver_there(name: str) -> None:
         assert proc.exitcode == 0
     finally:
         bus.close()
+
+
+def test_raw_receiving_returns_credit_and_keeps_envelopes_encoded(bus: fb.FrameBus) -> None:
+    np = pytest.importorskip("numpy")
+    port = bus.data_port("raw", window=8)
+    assert port.recv_payloads(4, timeout=0) == []  # opens the receiver: 8 credits
+    assert len(port.recv_frames(4, timeout=0)) == 0
+    first, sent = port.send_batch([b"a%d" % i for i in range(8)])
+    assert (sent, port.available) == (8, 0)
+    assert port.recv_payloads(3, timeout=1) == [b"a0", b"a1", b"a2"]
+    batch = port.recv_frames(10, timeout=1)
+    assert batch.payloads() == [b"a%d" % i for i in range(3, 8)]
+    assert batch.seqs.tolist() == list(range(first + 3, first + 8))
+    assert batch.seqs.dtype == np.uint64
+    port._flush()  # what is pending goes back before a wait; here at once
+    assert port.available == 8 and port.stats()["received"] == 8
+    env = fb.Envelope("ignored", b"payload")
+    port.send_frame(env)
+    (raw,) = port.recv_payloads(1, timeout=1)
+    assert fb.Envelope.decode(raw).payload == b"payload"
+    with pytest.raises(ValueError, match="max_frames must be >= 1"):
+        port.recv_payloads(0)
 
 
 def test_public_names(bus: fb.FrameBus) -> None:
