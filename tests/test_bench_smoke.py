@@ -36,13 +36,19 @@ def test_run_every_scenario_delivers_exactly_count():
     # 1001 is not a multiple of the batch: the last batch is a short one.
     params = fbb.Params(sizes=[8, 3000], count=1001, repeat=2, batch=64, timeout=60.0)
     report = fbb.run(params)
-    assert len(report["results"]) == 2 * len(fbb.TOPOLOGIES) * len(fbb.MODES) * len(fbb.IMPLS)
+    # batch-receive variants have batch rows only
+    rows_per_size = len(fbb.TOPOLOGIES) * (
+        len(fbb.MODES) * len(fbb.IMPLS) - len(fbb.FB_BATCH_VARIANTS)
+    )
+    assert len(report["results"]) == 2 * rows_per_size
     for r in report["results"]:
         assert [run["frames_delivered"] for run in r["runs"]] == [1001, 1001], r["scenario"]
         assert all(run["ok"] and run["left_over"] == 0 for run in r["runs"])
         assert all(run["bytes_delivered"] == 1001 * r["size"] for run in r["runs"])
         assert r["batch"] == (64 if r["mode"] == "batch" else 1)
-    assert len(report["ratios"]) == 2 * len(fbb.TOPOLOGIES) * len(fbb.MODES) * len(fbb.PEERS)
+    # every peer against framebus, and in batch mode against each variant too
+    per_topology = len(fbb.PEERS) * (len(fbb.MODES) + len(fbb.FB_BATCH_VARIANTS))
+    assert len(report["ratios"]) == 2 * len(fbb.TOPOLOGIES) * per_topology
     json.dumps(report)  # serialisable as is
     table = fbb.format_table(report)
     for impl in fbb.IMPLS:
@@ -87,6 +93,11 @@ def test_threads_run_counts_frames_left_in_the_bus():
             assert r["ok"] and r["frames_delivered"] == 500
             r = fbb.run_one_thread("framebus", mode, items, batches, params, bus)
             assert r["ok"] and r["frames_delivered"] == 500
+        for impl in fbb.FB_BATCH_VARIANTS:
+            r = fbb.run_threads(impl, "batch", items, batches, params, bus)
+            assert r["ok"] and r["frames_delivered"] == 500 and r["bytes_delivered"] == 500 * 32
+            r = fbb.run_one_thread(impl, "batch", items, batches, params, bus)
+            assert r["ok"] and r["frames_delivered"] == 500 and r["bytes_delivered"] == 500 * 32
         assert bus.stats()["dropped"] == 0
 
 

@@ -56,11 +56,18 @@ def _check_report(report: dict, count: int, repeat: int, sizes: list[int]) -> No
         for m in inproc.MODES
         for s in sizes
         for i in inproc.IMPLS
+        if m == "batch" or i not in inproc.FB_BATCH_VARIANTS
     }
     assert seen == expected
     assert len(report["results"]) == len(expected)
-    ratios = {(x["topology"], x["mode"], x["size"], x["peer"]) for x in report["ratios"]}
-    assert ratios == {k for k in expected if k[3] != "framebus"}
+    ratios = {(x["topology"], x["mode"], x["size"], x["impl"], x["peer"]) for x in report["ratios"]}
+    assert ratios == {
+        (t, m, s, fb_impl, peer)
+        for (t, m, s, peer) in expected
+        if peer in inproc.PEERS
+        for fb_impl in ("framebus", *inproc.FB_BATCH_VARIANTS)
+        if (t, m, s, fb_impl) in expected
+    }
     assert all(x["framebus_over_peer"] > 0 for x in report["ratios"])
 
 

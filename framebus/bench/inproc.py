@@ -84,8 +84,16 @@ __all__ = [
 
 SCHEMA = "framebus.bench.spsc/1"
 
-IMPLS: tuple[str, ...] = ("framebus", "queue.Queue", "queue.SimpleQueue", "deque+Condition")
-PEERS: tuple[str, ...] = IMPLS[1:]
+# framebus's batch receives without a Frame per frame: batch mode only
+FB_BATCH_VARIANTS: tuple[str, ...] = ("fb.recv_payloads", "fb.recv_frames")
+IMPLS: tuple[str, ...] = (
+    "framebus",
+    *FB_BATCH_VARIANTS,
+    "queue.Queue",
+    "queue.SimpleQueue",
+    "deque+Condition",
+)
+PEERS: tuple[str, ...] = IMPLS[1 + len(FB_BATCH_VARIANTS) :]
 MODES: tuple[str, ...] = ("single", "batch")
 TOPOLOGIES: tuple[str, ...] = ("threads", "one-thread")
 
@@ -253,13 +261,43 @@ def _consume_batch_fb(
     return n, nbytes
 
 
+def _consume_payloads_fb(
+    recv_payloads: Callable[[int], Any], batch: int, count: int, prog: list[int]
+) -> tuple[int, int]:
+    n = nbytes = 0
+    while n < count:
+        payloads = recv_payloads(batch)
+        for p in payloads:
+            nbytes += len(p)
+        n += len(payloads)
+        prog[0] = n
+    return n, nbytes
+
+
+def _consume_frames_fb(
+    recv_frames: Callable[[int], Any], batch: int, count: int, prog: list[int]
+) -> tuple[int, int]:
+    # every payload's length, through the batch's numpy view of the lengths
+    n = nbytes = 0
+    while n < count:
+        frames = recv_frames(batch)
+        nbytes += int(frames.lengths.sum())
+        n += len(frames)
+        prog[0] = n
+    return n, nbytes
+
+
+def _is_framebus(impl: str) -> bool:
+    return impl == "framebus" or impl in FB_BATCH_VARIANTS
+
+
 # ------------------------------------------------------------------------- runs
 
 
 def _leftover(impl: str, endpoint: Any) -> int:
     """Items still waiting after the consumer got ``count`` frames (should be 0)."""
     left = 0
-    if impl == "framebus":
+    if _is_framebus(impl):
         while True:
             got = endpoint.recv_batch(4096, timeout=0)
             if not got:
@@ -296,7 +334,7 @@ def run_threads(
     result: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     sub = None
-    if impl == "framebus":
+    if _is_framebus(impl):
         sub = bus.subscribe(">")
         endpoint: Any = sub
         if mode == "single":
@@ -304,6 +342,16 @@ def run_threads(
 
             def consume() -> tuple[int, int]:
                 return _consume_single_fb(sub.recv, count, prog)
+        elif impl == "fb.recv_payloads":
+            put = bus.publish_batch
+
+            def consume() -> tuple[int, int]:
+                return _consume_payloads_fb(sub.recv_payloads, params.batch, count, prog)
+        elif impl == "fb.recv_frames":
+            put = bus.publish_batch
+
+            def consume() -> tuple[int, int]:
+                return _consume_frames_fb(sub.recv_frames, params.batch, count, prog)
         else:
             put = bus.publish_batch
 
@@ -390,7 +438,7 @@ def run_one_thread(
     if collect:
         gc.collect()
     try:
-        if impl == "framebus":
+        if _is_framebus(impl):
             sub = bus.subscribe(">")
             endpoint: Any = sub
             if mode == "single":
@@ -401,6 +449,25 @@ def run_one_thread(
                     nbytes += len(recv().payload)
                 t1 = time.perf_counter_ns()
                 n = count
+            elif impl == "fb.recv_payloads":
+                publish_batch, recv_payloads, b = bus.publish_batch, sub.recv_payloads, params.batch
+                t0 = time.perf_counter_ns()
+                for chunk in batches:
+                    publish_batch(chunk)
+                    payloads = recv_payloads(b)
+                    for p in payloads:
+                        nbytes += len(p)
+                    n += len(payloads)
+                t1 = time.perf_counter_ns()
+            elif impl == "fb.recv_frames":
+                publish_batch, recv_frames, b = bus.publish_batch, sub.recv_frames, params.batch
+                t0 = time.perf_counter_ns()
+                for chunk in batches:
+                    publish_batch(chunk)
+                    fbatch = recv_frames(b)
+                    nbytes += int(fbatch.lengths.sum())
+                    n += len(fbatch)
+                t1 = time.perf_counter_ns()
             else:
                 publish_batch, recv_batch, b = bus.publish_batch, sub.recv_batch, params.batch
                 t0 = time.perf_counter_ns()
@@ -491,10 +558,14 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
         for topology in params.topologies:
             for mode in params.modes:
                 for impl in params.impls:
+                    if mode == "single" and impl in FB_BATCH_VARIANTS:
+                        continue  # batch receives: no single-call row
                     name = scenario_name(topology, mode, size, impl, params.batch)
                     runs = []
                     bus = None
-                    if impl == "framebus":
+                    if impl == "fb.recv_frames":
+                        import numpy  # noqa: F401  (FrameBatch's views import it: not timed)
+                    if _is_framebus(impl):
                         bus = FrameBus(preset=params.preset, wal_dir=None)
                         warm_up(bus)
                     if progress is not None:
@@ -556,18 +627,23 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
     ratios = []
     by_key = {(r["topology"], r["mode"], r["size"], r["impl"]): r for r in results}
     for (topology, mode, size, impl), r in by_key.items():
-        fb = by_key.get((topology, mode, size, "framebus"))
-        if impl == "framebus" or fb is None:
+        if _is_framebus(impl):
             continue
-        ratios.append(
-            {
-                "topology": topology,
-                "mode": mode,
-                "size": size,
-                "peer": impl,
-                "framebus_over_peer": fb["frames_per_s"]["median"] / r["frames_per_s"]["median"],
-            }
-        )
+        for fb_impl in ("framebus", *FB_BATCH_VARIANTS):
+            fb = by_key.get((topology, mode, size, fb_impl))
+            if fb is None:
+                continue
+            ratios.append(
+                {
+                    "topology": topology,
+                    "mode": mode,
+                    "size": size,
+                    "impl": fb_impl,
+                    "peer": impl,
+                    "framebus_over_peer": fb["frames_per_s"]["median"]
+                    / r["frames_per_s"]["median"],
+                }
+            )
     return {
         "schema": SCHEMA,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -606,7 +682,15 @@ def format_table(report: dict[str, Any]) -> str:
     ratio = {
         (r["topology"], r["mode"], r["size"], r["peer"]): r["framebus_over_peer"]
         for r in report["ratios"]
+        if r.get("impl", "framebus") == "framebus"
     }
+    variant_ratios: dict[tuple[str, str, int, str], list[str]] = {}
+    for r in report["ratios"]:
+        if r.get("impl", "framebus") != "framebus":
+            vkey = (r["topology"], r["mode"], r["size"], r["impl"])
+            variant_ratios.setdefault(vkey, []).append(
+                f"{r['framebus_over_peer']:.2f}x {r['peer']}"
+            )
     out = [
         f"framebus {m['framebus_version']} SPSC in one process: {p['count']} frames per run, "
         f"median of {p['repeat']} run{'s' if p['repeat'] != 1 else ''} (min..max), "
@@ -657,10 +741,14 @@ def format_table(report: dict[str, Any]) -> str:
                 ns = r["ns_per_frame"]
                 val = _fmt_ns(ns["median"])
                 rng = f"({_fmt_ns(ns['min'])}..{_fmt_ns(ns['max'])})"
-            out.append(
+            line = (
                 f"{size:>7}  {mode:<9}  {r['impl']:<17}  {val:>9}  {rng:<19}  "
                 f"{r['mb_per_s']['median']:>8.1f}  {rts:>7}"
             )
+            vr = variant_ratios.get((topology, r["mode"], r["size"], r["impl"]))
+            if vr:
+                line += "  (" + ", ".join(vr) + ")"
+            out.append(line)
     return "\n".join(out)
 
 
