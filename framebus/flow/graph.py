@@ -105,6 +105,7 @@ def callable_name(fn: Any) -> str:
 def resolve_callable(spec: Any, what: str) -> Callable[..., Any]:
     """The callable ``spec`` names: a callable itself, or ``"module:qualname"`` imported
     now. ``what`` (e.g. "node 'parse'") starts the FlowError's message."""
+    name = spec if isinstance(spec, str) else callable_name(spec)
     if isinstance(spec, str):
         module_name, sep, qualname = spec.partition(":")
         if not sep or not module_name or not qualname:
@@ -122,7 +123,7 @@ def resolve_callable(spec: Any, what: str) -> Callable[..., Any]:
                 ) from exc
         spec = obj
     if not callable(spec):
-        raise FlowError(f"{what}: {callable_name(spec)!r} is not callable ({spec!r})")
+        raise FlowError(f"{what}: {name!r} is not callable ({spec!r})")
     return spec  # type: ignore[no-any-return]
 
 

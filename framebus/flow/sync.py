@@ -288,13 +288,13 @@ class SyncEngine:
                         active.clear()
                         break
                     node, it = entry
-                    rate = node.options.get("rate")
-                    if rate is not None:
-                        self._pace(node.name, rate)
                     value = self._pull(node, it)
                     if value is _DONE:
                         active.remove(entry)
                         continue
+                    rate = node.options.get("rate")
+                    if rate is not None:
+                        self._pace(node.name, rate)
                     emitted = self.clock()
                     deadline = node.options.get("deadline")
                     item = _Item(
