@@ -461,3 +461,16 @@ def test_until_that_raises_is_counted_and_the_item_stays_held() -> None:
     assert out == [[0, 1, 2, 3], [4]]  # 2 stayed held; 3 made the list due
     assert report.nodes["a"].errors == 1
     assert report.dead_letters == [flow.DeadLetter("a", 2, "ValueError('no')")]
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Flow layer (`framebus.flow`)", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert len(scope["stored"]) == 7  # 666 valid items in lists of 100
+    assert sum(len(batch) for batch in scope["stored"]) == 666
+    assert "['gen', 'parse+valid', 'batch', 'store']" in capsys.readouterr().out
