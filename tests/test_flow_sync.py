@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from framebus import flow
 
@@ -195,6 +197,57 @@ def test_fusion_gives_the_same_results_as_no_fusion() -> None:
     assert out == first and len(first) > 0
     counts = {n: (s.items_in, s.items_out) for n, s in r1.nodes.items()}
     assert counts == {n: (s.items_in, s.items_out) for n, s in r2.nodes.items()}
+
+
+# a chain step: (kind, constant, pure, parallelism); maps add, filters keep multiples
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["map", "filter", "accumulate"]),
+        st.integers(1, 4),
+        st.booleans(),
+        st.sampled_from([1, 1, 2]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=_STEPS, branch=st.booleans(), n=st.integers(0, 30))
+def test_fusion_equivalence_on_random_graphs(
+    steps: list[tuple[str, int, bool, int]], branch: bool, n: int
+) -> None:
+    out: list[Any] = []
+    g = flow.Graph("g")
+    node = g.source("s", lambda: range(n))
+    for i, (kind, c, pure, par) in enumerate(steps):
+        if kind == "map":
+            nxt = g.map(
+                f"n{i}",
+                lambda x, c=c: (x if isinstance(x, int) else len(x)) + c,
+                pure=pure,
+                parallelism=par,
+            )
+        elif kind == "filter":
+            nxt = g.filter(
+                f"n{i}",
+                lambda x, c=c: not isinstance(x, int) or x % (c + 1) != 0,
+                pure=pure,
+                parallelism=par,
+            )
+        else:
+            nxt = g.accumulate(f"n{i}", count=c + 1)
+        node = node >> nxt
+        if branch and i == 0:
+            node >> g.map("side", lambda x: ("side", x)) >> g.sink("k2", out.append)
+    node >> g.sink("k", out.append)
+    fused, unfused = flow.compile(g), flow.compile(g, fuse=False)
+    assert len(fused.stages) <= len(unfused.stages) == len(g.nodes)
+    fused.run()
+    first = list(out)
+    out.clear()
+    unfused.run()
+    assert out == first
 
 
 # -- retries and dead letters -------------------------------------------------------
@@ -474,3 +527,37 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(scope["stored"]) == 7  # 666 valid items in lists of 100
     assert sum(len(batch) for batch in scope["stored"]) == 666
     assert "['gen', 'parse+valid', 'batch', 'store']" in capsys.readouterr().out
+
+
+def test_an_interrupt_propagates_after_the_sources_and_the_loop_are_closed() -> None:
+    closed: list[str] = []
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(10)
+        finally:
+            closed.append("sync")
+
+    async def aitems() -> AsyncIterator[int]:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closed.append("async")
+
+    def stop(x: int) -> int:
+        if x == 2:
+            raise KeyboardInterrupt
+        return x
+
+    import threading
+
+    threads = threading.active_count()
+    g = flow.Graph("g")
+    k = g.sink("k", lambda x: None)
+    g.source("a", items) >> g.map("m", stop) >> k
+    g.source("b", aitems) >> k
+    with pytest.raises(KeyboardInterrupt):
+        run(g)
+    assert sorted(closed) == ["async", "sync"]
+    assert threading.active_count() == threads

@@ -276,6 +276,6 @@ def _stages(order: list[str], nodes: dict[str, CompiledNode]) -> list[list[str]]
     return stages
 
 
-def compile(graph: Graph, fuse: bool = True) -> Plan:  # noqa: A001 - the contract's name
+def compile(graph: Graph, fuse: bool = True) -> Plan:
     """Check ``graph`` and compile it into a :class:`Plan` (``FlowAdapter().compile``)."""
     return FlowAdapter(fuse=fuse).compile(graph)

@@ -309,7 +309,7 @@ class SyncEngine:
             for _node, it in sources:
                 try:
                     self._close(it)
-                except Exception:  # noqa: S110 - a source failing to close ends anyway
+                except Exception:  # a source failing to close has ended all the same
                     pass
             if self.loop is not None:
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
