@@ -15,6 +15,7 @@ __all__ = [
     "EVENTS",
     "EVENT_REPLIES",
     "EVENT_RESPONDERS",
+    "FLOW",
     "PORT",
     "PREFIXES",
     "USER_COUNTERS",
@@ -49,6 +50,8 @@ WAL_COMMIT_DONE = "_walk."
 # DataPort <name>: topics <PORT><name>.b (bytes frames; its counter is the credit
 # pool) and <PORT><name>.e (Envelopes); its receiver is the group <PORT><name>.
 PORT = "_port."
+# framebus.flow graph <g>: the topic of its edge a -> b is <FLOW><g>.<a>.<b>.
+FLOW = "_flow."
 
 PREFIXES = {
     "EVENTS": EVENTS,
@@ -57,6 +60,7 @@ PREFIXES = {
     "WAL_COMMIT_ASK": WAL_COMMIT_ASK,
     "WAL_COMMIT_DONE": WAL_COMMIT_DONE,
     "PORT": PORT,
+    "FLOW": FLOW,
 }
 
 

@@ -29,7 +29,7 @@ payload bytes, duration including any wait for room); ``framebus_wal_flush_secon
 the bus. Bucket bounds are powers of four; a histogram with no observation yet is
 left out of the scrape.
 
-Flow layer: ``framebus_deadline_misses`` (envelopes received past their deadline, every
+Flow-layer API (ports): ``framebus_deadline_misses`` (envelopes received past their deadline, every
 process of the bus), per DataPort of this process ``framebus_dataport_credits`` (the
 shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frames``,
 ``framebus_dataport_received_frames``, ``framebus_dataport_would_block`` and

@@ -1,0 +1,47 @@
+"""framebus.flow: dataflow graphs on framebus.
+
+```python
+from framebus import flow
+
+g = flow.Graph("ingest")
+src = g.source("gen", make_items)            # make_items() -> iterable / async iterable
+src >> g.map("parse", parse) >> g.filter("valid", is_valid) \
+    >> g.accumulate("batch", count=100, ttl=0.05) >> g.sink("store", store)
+plan = flow.compile(g)                       # checks, fusion, manifests/routes/schemas
+report = plan.run(runtime="sync")            # flow.Report
+print(report)
+```
+
+``flow.load(path)`` reads a graph from YAML or JSON. The sync runtime
+(:mod:`framebus.flow.sync`) is the reference semantics; the in-process and
+cross-process runtimes come next. Nothing below this package imports it.
+"""
+
+from __future__ import annotations
+
+from .accumulate import Accumulator
+from .clock import ManualClock
+from .compile import RUNTIMES, FlowAdapter, Plan, compile
+from .errors import FlowError
+from .graph import KINDS, Graph, Node
+from .load import load
+from .report import DeadLetter, NodeStats, Report
+from .sync import SyncEngine
+
+__all__ = [
+    "KINDS",
+    "RUNTIMES",
+    "Accumulator",
+    "DeadLetter",
+    "FlowAdapter",
+    "FlowError",
+    "Graph",
+    "ManualClock",
+    "Node",
+    "NodeStats",
+    "Plan",
+    "Report",
+    "SyncEngine",
+    "compile",
+    "load",
+]
