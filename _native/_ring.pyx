@@ -1178,6 +1178,11 @@ cdef object _envelope_topic(object env, object topic):
         "on its own topic (leave the topic argument out)")
 
 
+cdef object _view(bytes buf, str dtype):
+    import numpy  # only where a FrameBatch's views are used
+    return numpy.frombuffer(buf, dtype=dtype)
+
+
 cdef inline bytes _u64_array(Py_ssize_t n):
     return PyBytes_FromStringAndSize(NULL, n * 8)
 
@@ -1205,14 +1210,7 @@ cdef class FrameBatch:
         cdef Py_ssize_t i
         cdef uint64_t off = 0
         cdef uint32_t last_tid = 0xFFFFFFFF
-        b.n = n
-        b.data = data
-        b._seqs = _u64_array(n)
-        b._ts = _u64_array(n)
-        b._offs = _u64_array(n)
-        b._tids = _u32_array(n)
-        b._lens = _u32_array(n)
-        b._topics = {}
+        b._allocate(n, data)
         cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(b._seqs)
         cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(b._ts)
         cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(b._offs)
@@ -1239,14 +1237,7 @@ cdef class FrameBatch:
         cdef Frame fr
         cdef uint64_t off = 0
         cdef dict ids = {}
-        b.n = n
-        b.data = b"".join([(<Frame>fr).payload for fr in frames])
-        b._seqs = _u64_array(n)
-        b._ts = _u64_array(n)
-        b._offs = _u64_array(n)
-        b._tids = _u32_array(n)
-        b._lens = _u32_array(n)
-        b._topics = {}
+        b._allocate(n, b"".join([(<Frame>fr).payload for fr in frames]))
         cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(b._seqs)
         cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(b._ts)
         cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(b._offs)
@@ -1267,6 +1258,16 @@ cdef class FrameBatch:
                 b._topics[tid] = fr.topic
             tids[i] = <uint32_t>tid
         return b
+
+    cdef void _allocate(self, Py_ssize_t n, bytes data):
+        self.n = n
+        self.data = data
+        self._seqs = _u64_array(n)
+        self._ts = _u64_array(n)
+        self._offs = _u64_array(n)
+        self._tids = _u32_array(n)
+        self._lens = _u32_array(n)
+        self._topics = {}
 
     def __len__(self):
         return self.n
@@ -1321,29 +1322,24 @@ cdef class FrameBatch:
 
     @property
     def seqs(self):
-        import numpy
-        return numpy.frombuffer(self._seqs, dtype=numpy.uint64)
+        return _view(self._seqs, "uint64")
 
     @property
     def ts_ns(self):
-        import numpy
-        return numpy.frombuffer(self._ts, dtype=numpy.uint64)
+        return _view(self._ts, "uint64")
 
     @property
     def offsets(self):
-        import numpy
-        return numpy.frombuffer(self._offs, dtype=numpy.uint64)
+        return _view(self._offs, "uint64")
 
     @property
     def topic_ids(self):
         """Topic ids (the bus's topic table; see topic(i) for the names)."""
-        import numpy
-        return numpy.frombuffer(self._tids, dtype=numpy.uint32)
+        return _view(self._tids, "uint32")
 
     @property
     def lengths(self):
-        import numpy
-        return numpy.frombuffer(self._lens, dtype=numpy.uint32)
+        return _view(self._lens, "uint32")
 
     def array(self, dtype="u1", shape=None):
         """The payloads as one read-only numpy array of len(batch) rows, no copy: each

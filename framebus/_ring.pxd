@@ -134,6 +134,7 @@ cdef class FrameBatch:
 
     @staticmethod
     cdef FrameBatch _build(Ring ring, bytes data, _rec *recs, Py_ssize_t n)
+    cdef void _allocate(self, Py_ssize_t n, bytes data)
     cdef Py_ssize_t _index(self, Py_ssize_t i) except -1
     cdef bytes _payload(self, Py_ssize_t i)
     cdef Frame _frame_at(self, Py_ssize_t i)
