@@ -90,7 +90,8 @@ def _check_report(report: dict[str, Any], params: xb.XParams) -> None:
         for size in params.sizes
         for mode in xb.MODES
         for impl in xb.THROUGHPUT_IMPLS
-        if mode == "single" or impl in xb.BATCH_IMPLS
+        if (mode == "single" and impl not in xb.FB_BATCH_VARIANTS)
+        or (mode == "batch" and impl in xb.BATCH_IMPLS)
     ]
     assert [(r["size"], r["mode"], r["impl"]) for r in tp] == expected
     for r in tp:
@@ -144,9 +145,18 @@ def _check_report(report: dict[str, Any], params: xb.XParams) -> None:
     # a ratio for every measured peer, none for a missing one
     measured = {(r["mode"], r["size"], r["impl"]) for r in tp if r["status"] == "ok"}
     ratios = {
-        (x["mode"], x["size"], x["peer"]) for x in report["ratios"] if x["scenario"] == "throughput"
+        (x["mode"], x["size"], x["impl"], x["peer"])
+        for x in report["ratios"]
+        if x["scenario"] == "throughput"
     }
-    assert ratios == {k for k in measured if k[2] != "framebus"}
+    fb_impls = ("framebus", *xb.FB_BATCH_VARIANTS)
+    assert ratios == {
+        (mode, size, fb_impl, peer)
+        for (mode, size, peer) in measured
+        if peer not in fb_impls
+        for fb_impl in fb_impls
+        if (mode, size, fb_impl) in measured
+    }
     assert all(
         x.get("framebus_over_peer", x.get("p50_over_peer_p50", 0)) > 0 for x in report["ratios"]
     )

@@ -111,15 +111,24 @@ SCHEMA = "framebus.bench.xproc/1"
 SCHEMA_ALL = "framebus.bench.suites/1"
 
 MODES: tuple[str, ...] = ("single", "batch")
+# framebus's batch receives without a Frame per frame: batch mode only
+FB_BATCH_VARIANTS: tuple[str, ...] = ("fb.recv_payloads", "fb.recv_frames")
 THROUGHPUT_IMPLS: tuple[str, ...] = (
     "framebus",
+    *FB_BATCH_VARIANTS,
     "mp.Queue",
     "mp.Pipe",
     "faster-fifo",
     "pyzmq",
     "os.pipe",
 )
-BATCH_IMPLS: tuple[str, ...] = ("framebus", "faster-fifo", "pyzmq", "os.pipe")
+BATCH_IMPLS: tuple[str, ...] = ("framebus", *FB_BATCH_VARIANTS, "faster-fifo", "pyzmq", "os.pipe")
+
+
+def _is_framebus(impl: str) -> bool:
+    return impl == "framebus" or impl in FB_BATCH_VARIANTS
+
+
 # (impl, framebus preset or None)
 PINGPONG_IMPLS: tuple[tuple[str, str | None], ...] = (
     ("framebus", "default"),
@@ -425,7 +434,7 @@ def _producer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     pool = _payload_pool(size, spec["pool_n"])
     loop: Callable[[Any, Sequence[Any]], None] = _send_all
     target: Any
-    if impl == "framebus":
+    if _is_framebus(impl):
         from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
@@ -597,6 +606,42 @@ def _left_zmq(sock: Any) -> int:
     return left
 
 
+def _recv_payloads_fb(
+    recv_payloads: Callable[[int], Any], batch: int, count: int, counter: Any
+) -> tuple[int, int, Any]:
+    n = nbytes = 0
+    last = None
+    while n < count:
+        payloads = recv_payloads(batch)
+        for p in payloads:
+            nbytes += len(p)
+        if payloads:
+            last = payloads[-1]
+            n += len(payloads)
+        counter.value = n
+    return n, nbytes, last
+
+
+def _recv_frames_fb(
+    recv_frames: Callable[[int], Any], batch: int, count: int, counter: Any
+) -> tuple[int, int, Any]:
+    # every payload's length, through the batch's numpy view of the lengths
+    n = nbytes = 0
+    first_seq = None
+    last = None
+    while n < count:
+        frames = recv_frames(batch)
+        nbytes += int(frames.lengths.sum())
+        if frames:
+            if first_seq is None:
+                first_seq = frames[0].seq
+            last = frames
+            n += len(frames)
+        counter.value = n
+    assert first_seq is not None and last is not None
+    return n, nbytes, (last.payloads()[-1], int(last.seqs[-1]) - first_seq)
+
+
 def _left_conn(conn: Connection) -> int:
     left = 0
     while conn.poll(0):
@@ -628,7 +673,7 @@ def _consumer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     single = mode == "single"
     receive: Callable[[int, Any], tuple[int, int, Any]]
     leftover: Callable[[], int]
-    if impl == "framebus":
+    if _is_framebus(impl):
         from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
@@ -637,6 +682,12 @@ def _consumer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
         closers.append(sub.close)
         if single:
             receive = functools.partial(_recv_single_fb, sub.recv)
+        elif impl == "fb.recv_payloads":
+            receive = functools.partial(_recv_payloads_fb, sub.recv_payloads, batch)
+        elif impl == "fb.recv_frames":
+            import numpy  # noqa: F401  (FrameBatch's views import it: not timed)
+
+            receive = functools.partial(_recv_frames_fb, sub.recv_frames, batch)
         else:
             receive = functools.partial(_recv_batch_fb, sub.recv_batch, batch)
         leftover = functools.partial(_left_fb, sub)
@@ -684,7 +735,7 @@ def _consumer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
         _await_producer(conn)
         left = leftover()
         seq_ok = True
-        if impl == "framebus":
+        if impl in ("framebus", "fb.recv_frames"):
             last, seq_span = last
             seq_ok = seq_span == count - 1
         if last is not None and not isinstance(last, bytes):
@@ -1159,7 +1210,7 @@ def _throughput(
     if progress is not None:
         progress.start(name)
     warm = params.warmup
-    if impl == "framebus" and params.warmup_lap:
+    if _is_framebus(impl) and params.warmup_lap:
         warm = max(warm, _lap_frames(params.preset, size))
     most = params.count if params.count is not None else params.max_count
     common = {
@@ -1171,7 +1222,7 @@ def _throughput(
     prod: dict[str, Any]
     cons: dict[str, Any]
     with contextlib.ExitStack() as stack:
-        if impl == "framebus":
+        if _is_framebus(impl):
             name_ = _shared_bus(stack, params.preset)
             prod, cons = {"name": name_}, {"name": name_}
         elif impl == "mp.Queue":
@@ -1406,20 +1457,24 @@ def _pingpong(
 def _ratios(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ok = [r for r in results["throughput"] if r["status"] == "ok"]
-    fb = {(r["mode"], r["size"]): r for r in ok if r["impl"] == "framebus"}
+    fb = {(r["mode"], r["size"], r["impl"]): r for r in ok if _is_framebus(r["impl"])}
     for r in ok:
-        f = fb.get((r["mode"], r["size"]))
-        if r["impl"] == "framebus" or f is None:
+        if _is_framebus(r["impl"]):
             continue
-        out.append(
-            {
-                "scenario": "throughput",
-                "mode": r["mode"],
-                "size": r["size"],
-                "peer": r["impl"],
-                "framebus_over_peer": f["frames_per_s"]["median"] / r["frames_per_s"]["median"],
-            }
-        )
+        for fb_impl in ("framebus", *FB_BATCH_VARIANTS):
+            f = fb.get((r["mode"], r["size"], fb_impl))
+            if f is None:
+                continue
+            out.append(
+                {
+                    "scenario": "throughput",
+                    "mode": r["mode"],
+                    "size": r["size"],
+                    "impl": fb_impl,
+                    "peer": r["impl"],
+                    "framebus_over_peer": f["frames_per_s"]["median"] / r["frames_per_s"]["median"],
+                }
+            )
     pp = [r for r in results["pingpong"] if r["status"] == "ok"]
     base = next((r for r in pp if r["impl"] == PINGPONG_BASELINE), None)
     if base is not None:
@@ -1464,6 +1519,8 @@ def run(params: XParams, progress: XProgress | None = None) -> dict[str, Any]:
             for mode in MODES:
                 for impl in THROUGHPUT_IMPLS:
                     if mode == "batch" and impl not in BATCH_IMPLS:
+                        continue
+                    if mode == "single" and impl in FB_BATCH_VARIANTS:
                         continue
                     results["throughput"].append(
                         _throughput(ctx, size, mode, impl, params, peers, progress)
@@ -1545,8 +1602,15 @@ def format_table(report: dict[str, Any]) -> str:
     ratio = {
         (r["mode"], r["size"], r["peer"]): r["framebus_over_peer"]
         for r in report["ratios"]
-        if r["scenario"] == "throughput"
+        if r["scenario"] == "throughput" and r.get("impl", "framebus") == "framebus"
     }
+    variant_ratios: dict[tuple[str, int, str], list[str]] = {}
+    for r in report["ratios"]:
+        if r["scenario"] == "throughput" and r.get("impl", "framebus") != "framebus":
+            vkey = (r["mode"], r["size"], r["impl"])
+            variant_ratios.setdefault(vkey, []).append(
+                f"{r['framebus_over_peer']:.2f}x {r['peer']}"
+            )
     rows = report["results"]["throughput"]
     if rows:
         out += [
@@ -1555,7 +1619,7 @@ def format_table(report: dict[str, Any]) -> str:
             "fb/peer = framebus frames/s / peer frames/s",
         ]
         head = (
-            f"{'size':>7}  {'mode':<9}  {'impl':<12}  {'frames/s':>9}  {'(min..max)':<19}  "
+            f"{'size':>7}  {'mode':<9}  {'impl':<16}  {'frames/s':>9}  {'(min..max)':<19}  "
             f"{'MB/s':>8}  {'fb/peer':>7}  {'frames/run':>10}"
         )
         out += [head, "-" * len(head)]
@@ -1569,7 +1633,7 @@ def format_table(report: dict[str, Any]) -> str:
             mode = "single" if r["mode"] == "single" else f"batch{r['batch']}"
             size = f"{r['size']} B" if first else ""
             mode = mode if first else ""
-            lead = f"{size:>7}  {mode:<9}  {r['impl']:<12}"
+            lead = f"{size:>7}  {mode:<9}  {r['impl']:<16}"
             if r["status"] != "ok":
                 out.append(f"{lead}  {r['reason']}")
                 continue
@@ -1577,10 +1641,14 @@ def format_table(report: dict[str, Any]) -> str:
             rng = fmt_range(fps)
             rt = ratio.get((r["mode"], r["size"], r["impl"]))
             rts = f"{rt:.2f}x" if rt is not None else "-"
-            out.append(
+            line = (
                 f"{lead}  {fmt_rate(fps['median']):>9}  {rng:<19}  "
                 f"{r['mb_per_s']['median']:>8.1f}  {rts:>7}  {r['count']:>10}"
             )
+            vr = variant_ratios.get((r["mode"], r["size"], r["impl"]))
+            if vr:
+                line += "  (" + ", ".join(vr) + ")"
+            out.append(line)
         out.append("mp.Queue and mp.Pipe have no batch form: single calls only.")
     rows = report["results"]["pingpong"]
     if rows:
