@@ -23,6 +23,7 @@ from ..config import PRESETS
 
 __all__ = [
     "BENCH_FLAGS",
+    "FB_BATCH_VARIANTS",
     "DEFAULT_BATCH",
     "DEFAULT_SIZES",
     "OPTIONS",
@@ -48,7 +49,9 @@ __all__ = [
     "positive_float",
     "positive_int",
     "run_guarded",
+    "is_framebus",
     "summary",
+    "variant_ratio_notes",
     "write_json",
 ]
 
@@ -424,6 +427,27 @@ def fmt_rate(x: float) -> str:
 def fmt_range(s: dict[str, float]) -> str:
     """``(min..max)`` of a summary's rates."""
     return f"({fmt_rate(s['min']).strip()}..{fmt_rate(s['max']).strip()})"
+
+
+# framebus's batch receives without a Frame per frame (batch mode only), measured
+# beside recv_batch ("framebus") in the inproc and xproc suites
+FB_BATCH_VARIANTS: tuple[str, ...] = ("fb.recv_payloads", "fb.recv_frames")
+
+
+def is_framebus(impl: str) -> bool:
+    return impl == "framebus" or impl in FB_BATCH_VARIANTS
+
+
+def variant_ratio_notes(
+    ratios: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple[Any, ...]]
+) -> dict[tuple[Any, ...], str]:
+    """For each batch-receive row (``key(ratio)`` names it): "  (1.20x peer, ...)", its
+    ratios to every peer, appended to its table line."""
+    notes: dict[tuple[Any, ...], list[str]] = {}
+    for r in ratios:
+        if r.get("impl", "framebus") != "framebus":
+            notes.setdefault(key(r), []).append(f"{r['framebus_over_peer']:.2f}x {r['peer']}")
+    return {k: "  (" + ", ".join(v) + ")" for k, v in notes.items()}
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -40,6 +40,7 @@ from typing import Any
 from ._common import (
     DEFAULT_BATCH,
     DEFAULT_SIZES,
+    FB_BATCH_VARIANTS,
     SHARED_FLAGS,
     BenchError,
     Progress,
@@ -49,10 +50,12 @@ from ._common import (
     finish_report,
     fmt_range,
     fmt_rate,
+    is_framebus,
     machine_info,
     main_with,
     run_guarded,
     summary,
+    variant_ratio_notes,
 )
 from ._common import INPROC_COUNT as DEFAULT_COUNT
 from ._common import INPROC_QUICK_COUNT as QUICK_COUNT
@@ -84,8 +87,6 @@ __all__ = [
 
 SCHEMA = "framebus.bench.spsc/1"
 
-# framebus's batch receives without a Frame per frame: batch mode only
-FB_BATCH_VARIANTS: tuple[str, ...] = ("fb.recv_payloads", "fb.recv_frames")
 IMPLS: tuple[str, ...] = (
     "framebus",
     *FB_BATCH_VARIANTS,
@@ -287,17 +288,13 @@ def _consume_frames_fb(
     return n, nbytes
 
 
-def _is_framebus(impl: str) -> bool:
-    return impl == "framebus" or impl in FB_BATCH_VARIANTS
-
-
 # ------------------------------------------------------------------------- runs
 
 
 def _leftover(impl: str, endpoint: Any) -> int:
     """Items still waiting after the consumer got ``count`` frames (should be 0)."""
     left = 0
-    if _is_framebus(impl):
+    if is_framebus(impl):
         while True:
             got = endpoint.recv_batch(4096, timeout=0)
             if not got:
@@ -334,7 +331,7 @@ def run_threads(
     result: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     sub = None
-    if _is_framebus(impl):
+    if is_framebus(impl):
         sub = bus.subscribe(">")
         endpoint: Any = sub
         if mode == "single":
@@ -438,7 +435,7 @@ def run_one_thread(
     if collect:
         gc.collect()
     try:
-        if _is_framebus(impl):
+        if is_framebus(impl):
             sub = bus.subscribe(">")
             endpoint: Any = sub
             if mode == "single":
@@ -565,7 +562,7 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
                     bus = None
                     if impl == "fb.recv_frames":
                         import numpy  # noqa: F401  (FrameBatch's views import it: not timed)
-                    if _is_framebus(impl):
+                    if is_framebus(impl):
                         bus = FrameBus(preset=params.preset, wal_dir=None)
                         warm_up(bus)
                     if progress is not None:
@@ -627,7 +624,7 @@ def run(params: Params, progress: Progress | None = None) -> dict[str, Any]:
     ratios = []
     by_key = {(r["topology"], r["mode"], r["size"], r["impl"]): r for r in results}
     for (topology, mode, size, impl), r in by_key.items():
-        if _is_framebus(impl):
+        if is_framebus(impl):
             continue
         for fb_impl in ("framebus", *FB_BATCH_VARIANTS):
             fb = by_key.get((topology, mode, size, fb_impl))
@@ -684,13 +681,9 @@ def format_table(report: dict[str, Any]) -> str:
         for r in report["ratios"]
         if r.get("impl", "framebus") == "framebus"
     }
-    variant_ratios: dict[tuple[str, str, int, str], list[str]] = {}
-    for r in report["ratios"]:
-        if r.get("impl", "framebus") != "framebus":
-            vkey = (r["topology"], r["mode"], r["size"], r["impl"])
-            variant_ratios.setdefault(vkey, []).append(
-                f"{r['framebus_over_peer']:.2f}x {r['peer']}"
-            )
+    variant_notes = variant_ratio_notes(
+        report["ratios"], lambda r: (r["topology"], r["mode"], r["size"], r["impl"])
+    )
     out = [
         f"framebus {m['framebus_version']} SPSC in one process: {p['count']} frames per run, "
         f"median of {p['repeat']} run{'s' if p['repeat'] != 1 else ''} (min..max), "
@@ -745,10 +738,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{size:>7}  {mode:<9}  {r['impl']:<17}  {val:>9}  {rng:<19}  "
                 f"{r['mb_per_s']['median']:>8.1f}  {rts:>7}"
             )
-            vr = variant_ratios.get((topology, r["mode"], r["size"], r["impl"]))
-            if vr:
-                line += "  (" + ", ".join(vr) + ")"
-            out.append(line)
+            out.append(line + variant_notes.get((topology, r["mode"], r["size"], r["impl"]), ""))
     return "\n".join(out)
 
 

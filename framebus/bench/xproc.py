@@ -64,6 +64,7 @@ from typing import Any
 from ._common import (
     DEFAULT_BATCH,
     DEFAULT_SIZES,
+    FB_BATCH_VARIANTS,
     SHARED_FLAGS,
     BenchError,
     XProgress,
@@ -75,11 +76,13 @@ from ._common import (
     fmt_range,
     fmt_rate,
     import_optional,
+    is_framebus,
     load_average,
     machine_info,
     main_with,
     run_guarded,
     summary,
+    variant_ratio_notes,
 )
 from ._common import XPROC_QUICK_COUNT as QUICK_COUNT
 from ._common import XPROC_QUICK_REPEAT as QUICK_REPEAT
@@ -111,8 +114,6 @@ SCHEMA = "framebus.bench.xproc/1"
 SCHEMA_ALL = "framebus.bench.suites/1"
 
 MODES: tuple[str, ...] = ("single", "batch")
-# framebus's batch receives without a Frame per frame: batch mode only
-FB_BATCH_VARIANTS: tuple[str, ...] = ("fb.recv_payloads", "fb.recv_frames")
 THROUGHPUT_IMPLS: tuple[str, ...] = (
     "framebus",
     *FB_BATCH_VARIANTS,
@@ -132,10 +133,6 @@ BATCH_IMPLS: tuple[str, ...] = (
     "pyzmq",
     "os.pipe",
 )
-
-
-def _is_framebus(impl: str) -> bool:
-    return impl == "framebus" or impl in FB_BATCH_VARIANTS
 
 
 # (impl, framebus preset or None)
@@ -443,7 +440,7 @@ def _producer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     pool = _payload_pool(size, spec["pool_n"])
     loop: Callable[[Any, Sequence[Any]], None] = _send_all
     target: Any
-    if _is_framebus(impl):
+    if is_framebus(impl):
         from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
@@ -684,7 +681,7 @@ def _consumer(impl: str, spec: dict[str, Any], closers: list[Callable[[], Any]])
     single = mode == "single"
     receive: Callable[[int, Any], tuple[int, int, Any]]
     leftover: Callable[[], int]
-    if _is_framebus(impl):
+    if is_framebus(impl):
         from ..bus import FrameBus
 
         bus = FrameBus.attach(spec["name"])
@@ -1221,7 +1218,7 @@ def _throughput(
     if progress is not None:
         progress.start(name)
     warm = params.warmup
-    if _is_framebus(impl) and params.warmup_lap:
+    if is_framebus(impl) and params.warmup_lap:
         warm = max(warm, _lap_frames(params.preset, size))
     most = params.count if params.count is not None else params.max_count
     common = {
@@ -1233,7 +1230,7 @@ def _throughput(
     prod: dict[str, Any]
     cons: dict[str, Any]
     with contextlib.ExitStack() as stack:
-        if _is_framebus(impl):
+        if is_framebus(impl):
             name_ = _shared_bus(stack, params.preset)
             prod, cons = {"name": name_}, {"name": name_}
         elif impl == "mp.Queue":
@@ -1468,9 +1465,9 @@ def _pingpong(
 def _ratios(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ok = [r for r in results["throughput"] if r["status"] == "ok"]
-    fb = {(r["mode"], r["size"], r["impl"]): r for r in ok if _is_framebus(r["impl"])}
+    fb = {(r["mode"], r["size"], r["impl"]): r for r in ok if is_framebus(r["impl"])}
     for r in ok:
-        if _is_framebus(r["impl"]):
+        if is_framebus(r["impl"]):
             continue
         for fb_impl in ("framebus", *FB_BATCH_VARIANTS):
             f = fb.get((r["mode"], r["size"], fb_impl))
@@ -1616,13 +1613,10 @@ def format_table(report: dict[str, Any]) -> str:
         for r in report["ratios"]
         if r["scenario"] == "throughput" and r.get("impl", "framebus") == "framebus"
     }
-    variant_ratios: dict[tuple[str, int, str], list[str]] = {}
-    for r in report["ratios"]:
-        if r["scenario"] == "throughput" and r.get("impl", "framebus") != "framebus":
-            vkey = (r["mode"], r["size"], r["impl"])
-            variant_ratios.setdefault(vkey, []).append(
-                f"{r['framebus_over_peer']:.2f}x {r['peer']}"
-            )
+    variant_notes = variant_ratio_notes(
+        [r for r in report["ratios"] if r["scenario"] == "throughput"],
+        lambda r: (r["mode"], r["size"], r["impl"]),
+    )
     rows = report["results"]["throughput"]
     if rows:
         out += [
@@ -1657,10 +1651,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{lead}  {fmt_rate(fps['median']):>9}  {rng:<19}  "
                 f"{r['mb_per_s']['median']:>8.1f}  {rts:>7}  {r['count']:>10}"
             )
-            vr = variant_ratios.get((r["mode"], r["size"], r["impl"]))
-            if vr:
-                line += "  (" + ", ".join(vr) + ")"
-            out.append(line)
+            out.append(line + variant_notes.get((r["mode"], r["size"], r["impl"]), ""))
         out.append(
             "Batch forms: mp.Queue puts lists, faster-fifo put_many, pyzmq multipart, "
             "os.pipe one write per batch; mp.Pipe: single calls only."
