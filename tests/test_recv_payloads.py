@@ -3,7 +3,9 @@ a Frame per frame, in every reading mode."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +75,28 @@ def test_overwrite_mode_leaves_out_lapped_payloads(small_bus: Any) -> None:
     assert sub.lagged > 0  # it was lapped
 
 
-def test_a_durable_group_gets_its_backfill_as_payloads(tmp_path: Path) -> None:
-    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as bus:
+BACKFILLED = [b"%d" % i for i in range(1, 20)] + [b"live"]
+
+
+@contextlib.contextmanager
+def group_with_backfill(wal_dir: Path) -> Iterator[fb.Subscription]:
+    """A durable group that committed frame 0 of 0..19 ("j.a") and comes back: its
+    subscription gets 1..19 from the WAL, then b"live" ("j.b") from the ring."""
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(wal_dir)) as bus:
         sub = bus.subscribe("j.>", group="g")
         bus.publish_batch([b"%d" % i for i in range(20)], topic="j.a")
         first = sub.recv(timeout=5)
         assert first is not None
         sub.commit(first.seq)
-    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as bus:
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(wal_dir)) as bus:
         sub = bus.subscribe("j.>", group="g")
         bus.publish(b"live", topic="j.b")
-        got = drain_payloads(sub, 7)
-        assert got == [b"%d" % i for i in range(1, 20)] + [b"live"]
+        yield sub
+
+
+def test_a_durable_group_gets_its_backfill_as_payloads(tmp_path: Path) -> None:
+    with group_with_backfill(tmp_path) as sub:
+        assert drain_payloads(sub, 7) == BACKFILLED
 
 
 def _publisher(name: str, count: int) -> None:
@@ -195,19 +207,9 @@ def test_frame_batches_in_every_mode(small_bus: Any, tmp_path: Path) -> None:
         got += [p for b in drain_batches(m1) for p in b.payloads()]
         assert sorted(got, key=int) == [b"%d" % i for i in range(300)]
 
-    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as w:
-        s = w.subscribe("j.>", group="g")
-        w.publish_batch([b"%d" % i for i in range(20)], topic="j.a")
-        first = s.recv(timeout=5)
-        assert first is not None
-        s.commit(first.seq)
-    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path)) as w:
-        s = w.subscribe("j.>", group="g")
-        w.publish(b"live", topic="j.b")
+    with group_with_backfill(tmp_path) as s:
         batches = drain_batches(s, 7)
-        assert [p for b in batches for p in b.payloads()] == [b"%d" % i for i in range(1, 20)] + [
-            b"live"
-        ]
+        assert [p for b in batches for p in b.payloads()] == BACKFILLED
         assert batches[0].topic(0) == "j.a" and batches[-1].topic(-1) == "j.b"
 
     env_sub = bus.subscribe(envelopes=True)
