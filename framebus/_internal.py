@@ -61,10 +61,13 @@ class TopicCounter:
     __slots__ = ("_ring", "id")
 
     def __init__(self, ring: Ring, name: str | None = None, *, tid: int | None = None) -> None:
-        if (name is None) == (tid is None):
-            raise TypeError("TopicCounter needs a name or a tid, not both")
         self._ring = ring
-        self.id: int = ring._intern_name(name) if name is not None else int(tid)  # type: ignore[arg-type]
+        if name is not None and tid is None:
+            self.id: int = ring._intern_name(name)
+        elif tid is not None and name is None:
+            self.id = int(tid)
+        else:
+            raise TypeError("TopicCounter needs a name or a tid, not both")
 
     def get(self) -> int:
         return int(self._ring._counter_get(self.id))

@@ -6,8 +6,6 @@ from typing_extensions import Buffer
 from framebus._ring import Frame, Reader
 
 RECORD_VERSION: Final[int]
-HEADER_BYTES: Final[int]
-CRC_BYTES: Final[int]
 MAX_TOPIC_BYTES: Final[int]
 MAX_PAYLOAD_BYTES: Final[int]
 CRC_RESIDUE: Final[int]
