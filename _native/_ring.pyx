@@ -6,11 +6,11 @@ framebus.bus subclasses Ring and Reader, so `bus.publish` and `sub.recv` are the
 C methods with no Python frame in between.
 """
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -1192,6 +1192,21 @@ cdef inline bytes _u32_array(Py_ssize_t n):
 
 
 @cython.final
+cdef class _RingSpan:
+    """Read-only buffer over a borrowed span of the ring that counts its exports, so a
+    numpy array or memoryview still alive at the release is noticed (BufferError)."""
+    cdef const char *ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t exports
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, <void *>self.ptr, self.size, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self.exports -= 1
+
+
 cdef class FrameBatch:
     """Frames read in one pass (``Subscription.recv_frames``): their payloads copied
     once, back to back (``data``), and their fields in arrays, so nothing is made per
@@ -1202,31 +1217,64 @@ cdef class FrameBatch:
     use): ``seqs``, ``ts_ns``, ``offsets`` (uint64; where each payload starts in
     ``data``), ``topic_ids``, ``lengths`` (uint32); ``batch.array(dtype, shape)``: the
     payloads as one array, when every frame has the same size.
+
+    A borrowed batch (``recv_frames(n, borrow=True)``) copies nothing: ``data`` is a
+    read-only memoryview of the ring span holding the frames (record headers between
+    the payloads: use ``offsets``), valid until ``release()`` or the end of its
+    with-block, which hand the frames back to the producers. Frames and bytes made
+    from it are copies and stay valid; arrays from ``array()`` point into the ring.
+    A batch that is not borrowed can be used in a with-block too (it does nothing).
     """
 
     @staticmethod
     cdef FrameBatch _build(Ring ring, bytes data, _rec *recs, Py_ssize_t n):
         cdef FrameBatch b = FrameBatch.__new__(FrameBatch)
+        b._allocate(n, data)
+        b._fill(ring, recs, n, NULL)
+        return b
+
+    cdef void _fill(self, Ring ring, _rec *recs, Py_ssize_t n, const char *base):
+        """The field arrays from recs; offsets count from base (the ring span of a
+        borrowed batch), or run back to back when base is NULL."""
         cdef Py_ssize_t i
         cdef uint64_t off = 0
         cdef uint32_t last_tid = 0xFFFFFFFF
-        b._allocate(n, data)
-        cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(b._seqs)
-        cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(b._ts)
-        cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(b._offs)
-        cdef uint32_t *tids = <uint32_t *>PyBytes_AS_STRING(b._tids)
-        cdef uint32_t *lens = <uint32_t *>PyBytes_AS_STRING(b._lens)
+        cdef uint64_t *seqs = <uint64_t *>PyBytes_AS_STRING(self._seqs)
+        cdef uint64_t *ts = <uint64_t *>PyBytes_AS_STRING(self._ts)
+        cdef uint64_t *offs = <uint64_t *>PyBytes_AS_STRING(self._offs)
+        cdef uint32_t *tids = <uint32_t *>PyBytes_AS_STRING(self._tids)
+        cdef uint32_t *lens = <uint32_t *>PyBytes_AS_STRING(self._lens)
         for i in range(n):
             seqs[i] = recs[i].seq
             ts[i] = recs[i].ts_ns
-            offs[i] = off
-            tids[i] = recs[i].topic
             lens[i] = recs[i].len
+            tids[i] = recs[i].topic
+            if base != NULL:
+                offs[i] = <uint64_t>(<const char *>recs[i].data - base)
+            else:
+                offs[i] = off
             off += recs[i].len
             if recs[i].topic != last_tid:
                 last_tid = recs[i].topic
-                if last_tid not in b._topics:
-                    b._topics[last_tid] = ring._topic_name(last_tid)
+                if last_tid not in self._topics:
+                    self._topics[last_tid] = ring._topic_name(last_tid)
+        self.total = off
+
+    @staticmethod
+    cdef FrameBatch _borrow(Ring ring, object reader, _rec *recs, Py_ssize_t n):
+        """A batch over the n records in place (n >= 1, in one span of the ring)."""
+        cdef FrameBatch b = FrameBatch.__new__(FrameBatch)
+        cdef const char *lo = <const char *>recs[0].data
+        cdef const char *hi = <const char *>recs[n - 1].data + recs[n - 1].len
+        cdef _RingSpan span = _RingSpan.__new__(_RingSpan)
+        span.ptr = lo
+        span.size = hi - lo
+        b._allocate(n, None)
+        b.span = span
+        b.data = memoryview(span)
+        b.base = lo
+        b._fill(ring, recs, n, lo)
+        b.reader = reader
         return b
 
     @staticmethod
@@ -1257,17 +1305,63 @@ cdef class FrameBatch:
                 ids[fr.topic] = tid
                 b._topics[tid] = fr.topic
             tids[i] = <uint32_t>tid
+        b.total = off
         return b
 
     cdef void _allocate(self, Py_ssize_t n, bytes data):
         self.n = n
         self.data = data
+        self.base = PyBytes_AS_STRING(data) if data is not None else NULL
         self._seqs = _u64_array(n)
         self._ts = _u64_array(n)
         self._offs = _u64_array(n)
         self._tids = _u32_array(n)
         self._lens = _u32_array(n)
         self._topics = {}
+
+    cdef int _check_live(self) except -1:
+        if self.base == NULL and self.n:
+            raise ValueError("this borrowed FrameBatch was released: its frames are back "
+                             "in the ring (copy what you keep before the release)")
+        return 0
+
+    @property
+    def borrowed(self):
+        """True while this batch holds frames in place in the ring (until release)."""
+        return self.reader is not None
+
+    def release(self):
+        """Hand a borrowed batch's frames back to the producers (nothing to do for a
+        batch that is not borrowed). Its arrays of fields stay usable."""
+        if self.reader is None:
+            return
+        cdef Reader reader = <Reader>self.reader
+        self.reader = None
+        self.base = NULL
+        leaked = False
+        try:
+            self.data.release()
+        except BufferError:
+            leaked = True
+        # an array of array() keeps the span as its base: one reference more than ours
+        leaked = (leaked or (<_RingSpan>self.span).exports > 0
+                  or (<PyObject *>self.span).ob_refcnt > 1)
+        self.span = None
+        reader._end_view()
+        if leaked:
+            raise BufferError("an export of the borrowed batch (e.g. an array from array()) "
+                              "outlived it; copy what you keep")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+        return False
+
+    def __dealloc__(self):
+        if self.reader is not None:
+            (<Reader>self.reader)._end_view()
 
     def __len__(self):
         return self.n
@@ -1285,7 +1379,7 @@ cdef class FrameBatch:
     cdef bytes _payload(self, Py_ssize_t i):
         cdef uint64_t off = (<const uint64_t *>PyBytes_AS_STRING(self._offs))[i]
         cdef uint32_t n = (<const uint32_t *>PyBytes_AS_STRING(self._lens))[i]
-        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.data) + off, n)
+        return PyBytes_FromStringAndSize(self.base + off, n)
 
     cdef Frame _frame_at(self, Py_ssize_t i):
         cdef Frame fr = Frame.__new__(Frame)
@@ -1296,6 +1390,7 @@ cdef class FrameBatch:
         return fr
 
     def __getitem__(self, index):
+        self._check_live()
         if isinstance(index, slice):
             return [self._frame_at(i) for i in range(*index.indices(self.n))]
         return self._frame_at(self._index(index))
@@ -1303,11 +1398,13 @@ cdef class FrameBatch:
     def __iter__(self):
         cdef Py_ssize_t i
         for i in range(self.n):
+            self._check_live()
             yield self._frame_at(i)
 
     def payloads(self):
         """The payloads as a list of bytes."""
         cdef Py_ssize_t i
+        self._check_live()
         return [self._payload(i) for i in range(self.n)]
 
     def topic(self, Py_ssize_t i):
@@ -1318,7 +1415,7 @@ cdef class FrameBatch:
     @property
     def nbytes(self):
         """Payload bytes in the batch."""
-        return len(self.data)
+        return self.total
 
     @property
     def seqs(self):
@@ -1344,22 +1441,40 @@ cdef class FrameBatch:
     def array(self, dtype="u1", shape=None):
         """The payloads as one read-only numpy array of len(batch) rows, no copy: each
         row is a frame's payload as ``dtype`` (reshaped to ``shape`` when given).
-        ValueError unless every frame in the batch has the same size."""
+        ValueError unless every frame in the batch has the same size. A borrowed batch
+        gives a view into the ring (valid until its release) when its frames are evenly
+        spaced there, a copy otherwise (frames of other topics between them)."""
         import numpy
+        self._check_live()
         lens = self.lengths
         if self.n and (lens != lens[0]).any():
             sizes = sorted(set(lens.tolist()))
             raise ValueError(f"array() needs frames of one size; this batch holds sizes "
                              f"{sizes[:5]}{' ...' if len(sizes) > 5 else ''}")
-        a = numpy.frombuffer(self.data, dtype=dtype)
+        if self.n == 0:
+            a = numpy.frombuffer(b"", dtype=dtype).reshape((0, 0))
+            return a if shape is None else a.reshape((0, *((shape,) if isinstance(shape, int) else shape)))
+        size = int(lens[0])
+        if self.reader is None:
+            a = numpy.frombuffer(self.data, dtype=dtype)
+        else:
+            offs = self.offsets
+            stride = int(offs[1] - offs[0]) if self.n > 1 else size
+            if self.n > 1 and (numpy.diff(offs) != stride).any():
+                a = numpy.frombuffer(b"".join(self.payloads()), dtype=dtype)
+            else:
+                rows = numpy.ndarray((self.n, size), dtype="u1", buffer=self.span,
+                                     offset=int(offs[0]), strides=(stride, 1))
+                a = rows.view(dtype)
         if shape is None:
-            return a.reshape((self.n, -1)) if self.n else a.reshape((0, 0))
+            return a.reshape((self.n, -1))
         if isinstance(shape, int):
             shape = (shape,)
         return a.reshape((self.n, *shape))
 
     def __repr__(self):
-        return f"<FrameBatch of {self.n} frames, {len(self.data)} payload bytes>"
+        how = ", borrowed" if self.reader is not None else ""
+        return f"<FrameBatch of {self.n} frames, {self.total} payload bytes{how}>"
 
 
 cdef class Loan:
@@ -1824,18 +1939,95 @@ cdef class Reader:
             return [(<Frame>fr).payload for fr in frames]
         return self._recv(max_frames, timeout, TAKE_PAYLOADS)
 
-    def recv_frames(self, Py_ssize_t max_frames, timeout=None):
+    def recv_frames(self, Py_ssize_t max_frames, timeout=None, *, bint borrow=False):
         """Up to max_frames frames as one FrameBatch (empty on timeout): their payloads
         copied once, back to back, and their fields in arrays; a Frame or bytes is made
-        only when asked for. Not for envelopes=True subscriptions."""
+        only when asked for. Not for envelopes=True subscriptions.
+
+        ``borrow=True``: no copy; the batch holds the frames in place in the ring until
+        it is released (``with`` block or ``release()``), and the subscription cannot
+        be read again until then. As ``recv_view``: only for subscriptions of their own
+        (not groups) on a bus that is not in overwrite mode, where no producer can
+        reuse the frames' space while they are borrowed.
+        """
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if self.decoder is not None:
             raise ValueError("recv_frames hands back raw frames; this subscription "
                              "decodes envelopes (envelopes=True): use recv_batch")
+        if borrow:
+            return self._recv_borrowed(max_frames, timeout)
         if self.backfill is not None:  # a durable group's frames from the WAL first
             return FrameBatch.of(self._fetch(max_frames, timeout))
         return self._recv(max_frames, timeout, TAKE_BATCH)
+
+    cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout):
+        cdef fb_ring_t *r
+        cdef fb_frame_t f
+        cdef fb_read_t before
+        cdef Py_ssize_t n
+        cdef _rec *grown
+        cdef int64_t timeout_ns = _timeout_ns(timeout)
+        cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
+        cdef int64_t left
+        self._ensure_open()
+        if self.overwrite:
+            raise ValueError("recv_frames(borrow=True) is not available in overwrite mode "
+                             "(frames can be overwritten while borrowed); use recv_frames()")
+        if self.is_group:
+            raise ValueError("recv_frames(borrow=True) is not available on a group "
+                             "subscription; use recv_frames()")
+        if self.busy:
+            raise RuntimeError("this subscription is busy (another read or an unreleased "
+                               "view or batch)")
+        r = self.ring.ring
+        while True:
+            n = 0
+            fb_ring_read_begin(r, &self.rd)
+            while n < max_frames:
+                before = self.rd
+                if fb_ring_read_next(r, &self.rd, &f) != FB_RING_OK:
+                    break
+                if not self.match_all and not self._matches(f.topic):
+                    continue
+                if n and f.data < self.recs[n - 1].data:
+                    self.rd = before  # the ring wrapped: this frame starts the next batch
+                    break
+                if n >= self.recs_cap:
+                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
+                    if grown == NULL:
+                        self._end_read()
+                        raise MemoryError()
+                    self.recs = grown
+                    self.recs_cap = n * 2 + 64
+                self.recs[n].seq = f.seq
+                self.recs[n].ts_ns = f.ts_ns
+                self.recs[n].pos = f.pos
+                self.recs[n].data = f.data
+                self.recs[n].topic = f.topic
+                self.recs[n].len = f.len
+                n += 1
+            if n:
+                break
+            self._end_read()  # skipped frames of other topics are passed
+            left = _left(timeout_ns, deadline)
+            if left == 0:
+                return FrameBatch._build(self.ring, b"", self.recs, 0)
+            self.busy = True
+            try:
+                self._wait(left)
+            finally:
+                self.busy = False
+            self._ensure_open()
+        try:
+            b = FrameBatch._borrow(self.ring, self, self.recs, n)
+        except BaseException:
+            self._end_read()
+            raise
+        self.busy = True
+        self.view_out = True
+        self.ring.active += 1
+        return b
 
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames):
         """Reads up to max_frames matching frames without waiting (GIL held) into one

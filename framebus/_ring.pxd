@@ -127,7 +127,11 @@ cdef class Ring:
 
 cdef class FrameBatch:
     cdef Py_ssize_t n
-    cdef readonly bytes data  # the payloads back to back
+    cdef readonly object data  # bytes: the payloads back to back; borrowed: a ring span
+    cdef const char *base  # where offsets count from; NULL once a borrowed batch is released
+    cdef object reader  # the Reader a borrowed batch holds back; None when owned
+    cdef object span  # a borrowed batch's _RingSpan (data is a memoryview of it)
+    cdef uint64_t total  # payload bytes
     cdef bytes _seqs, _ts, _offs  # uint64 arrays
     cdef bytes _tids, _lens  # uint32 arrays
     cdef dict _topics  # topic id -> name, for the ids in this batch
@@ -138,6 +142,10 @@ cdef class FrameBatch:
     cdef Py_ssize_t _index(self, Py_ssize_t i) except -1
     cdef bytes _payload(self, Py_ssize_t i)
     cdef Frame _frame_at(self, Py_ssize_t i)
+    cdef int _check_live(self) except -1
+    cdef void _fill(self, Ring ring, _rec *recs, Py_ssize_t n, const char *base)
+    @staticmethod
+    cdef FrameBatch _borrow(Ring ring, object reader, _rec *recs, Py_ssize_t n)
 
 
 cdef class Reader:
@@ -183,6 +191,7 @@ cdef class Reader:
     cdef object _recv(self, Py_ssize_t max_frames, object timeout, int kind=*)
     cdef object _take_kind(self, Py_ssize_t max_frames, int kind)
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames)
+    cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout)
     cdef tuple _keep_intact(self, bytes data, Py_ssize_t n, uint64_t intact_from)
     cdef void _copy_recs(self, char *dst, Py_ssize_t n, bint release_gil)
     cdef list _fetch(self, Py_ssize_t max_frames, object timeout)
