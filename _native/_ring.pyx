@@ -10,10 +10,10 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, P
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
@@ -195,6 +195,29 @@ cdef class Frame:
 # Payloads at least this big are copied out of the ring after the Frames exist, in
 # one pass that can drop the GIL (when the batch's total reaches RELEASE_GIL_BYTES).
 cdef uint32_t _DEFER_COPY_BYTES = 1024
+# In-process rings remember the last _OBJS_KEPT bytes payloads under _DEFER_COPY_BYTES
+# that this process published (at most 4 MiB kept alive), so a reader that keeps up
+# gets the published object itself rather than a copy out of the ring.
+cdef uint64_t _OBJS_KEPT = 4096
+
+
+cdef extern from "Python.h":
+    # macros on borrowed pointers: no reference counting of temporaries around them
+    void _incref "Py_INCREF"(PyObject *o)
+    void _xdecref "Py_XDECREF"(PyObject *o)
+    bint _is_exact_bytes "PyBytes_CheckExact"(PyObject *o)
+    PyObject **PySequence_Fast_ITEMS(object o)
+
+
+cdef inline object _payload_of(Ring ring, const fb_frame_t *f):
+    """A received frame's payload: the published bytes object when this process still
+    remembers it under the frame's sequence number, else a copy out of the ring."""
+    cdef _objref *e
+    if ring.objs != NULL:
+        e = &ring.objs[f.seq & ring.objs_mask]
+        if e.seq == f.seq and e.obj != NULL:
+            return <object>e.obj
+    return PyBytes_FromStringAndSize(<const char *>f.data, f.len)
 
 
 cdef extern from *:
@@ -433,6 +456,34 @@ cdef class Ring:
         fb_ring_params(self.ring, &p)
         self.max_frame = p.max_frame
         self._closed = False
+        if not shared and self.objs == NULL:
+            self.objs_mask = min(_OBJS_KEPT, p.frame_capacity) - 1
+            self.objs = <_objref *>calloc(self.objs_mask + 1, sizeof(_objref))
+
+    @cython.final
+    cdef inline void _remember(self, uint64_t seq, PyObject *payload) noexcept:
+        """Keeps ``payload`` (exact bytes, small) as the object of frame ``seq``; the
+        entry's earlier object is let go. Readers check the seq, so an entry taken
+        over by a later frame is never mistaken for this one."""
+        cdef _objref *e = &self.objs[seq & self.objs_mask]
+        cdef PyObject *old = e.obj
+        _incref(payload)
+        e.obj = payload
+        e.seq = seq
+        _xdecref(old)
+
+    cdef void _forget_all(self) noexcept:
+        cdef uint64_t i
+        cdef _objref *objs = self.objs
+        cdef PyObject *o
+        if objs == NULL:
+            return
+        self.objs = NULL
+        for i in range(self.objs_mask + 1):
+            o = objs[i].obj
+            objs[i].obj = NULL
+            Py_XDECREF(o)
+        free(objs)
 
     def _configure(self, str overflow, object publish_timeout, uint32_t spin):
         """This handle's publish policy (a shared ring's overwrite flag is the creator's)."""
@@ -509,6 +560,7 @@ cdef class Ring:
         if self._closed:
             return
         self._closed = True
+        self._forget_all()
         if self.ring != NULL:
             if self.shared:
                 fb_ring_wake(self.ring, FB_SIGNAL_DATA)
@@ -520,6 +572,7 @@ cdef class Ring:
         self._unmap()
 
     def __dealloc__(self):
+        self._forget_all()
         if self.mem != NULL:
             if self.shared:
                 fb_ring_attach_unregister(self.ring, self.attach_entry, getpid())
@@ -678,6 +731,8 @@ cdef class Ring:
                 PyBuffer_Release(&view)
         if written != NULL:
             written[0] = True
+        if self.objs != NULL and rc >= 0 and PyBytes_CheckExact(data) and <uint32_t>pl.len < _DEFER_COPY_BYTES:
+            self._remember(seq, <PyObject *>data)
         if env is not None:
             env.seq = seq
             env.ts_ns = ts
@@ -718,6 +773,7 @@ cdef class Ring:
         cdef uint32_t written = 0
         cdef int rc
         cdef list envs = None, encoded = None  # Envelopes in the batch, their encodings
+        cdef PyObject **items
         if iov == NULL:
             raise MemoryError()
         try:
@@ -767,6 +823,11 @@ cdef class Ring:
             self.hist_batch_ticks.add(fb_ticks() - t0)
             if written_out != NULL:
                 written_out[0] = True
+            if self.objs != NULL:
+                items = PySequence_Fast_ITEMS(seq_obj)
+                for i in range(<Py_ssize_t>written):
+                    if _is_exact_bytes(items[i]) and iov[i].len < _DEFER_COPY_BYTES:
+                        self._remember(first + <uint64_t>i, items[i])
             if envs is not None:
                 for i, item in envs:
                     if i < <Py_ssize_t>written:
@@ -1675,7 +1736,8 @@ cdef class Reader:
         fr.seq = f.seq
         fr.ts_ns = f.ts_ns
         fr.topic = self.ring._topic_name(f.topic)
-        fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+        fr.payload = _payload_of(self.ring, f) if f.len < _DEFER_COPY_BYTES else \
+            PyBytes_FromStringAndSize(<const char *>f.data, f.len)
         return fr
 
     cdef int _log_lap(self, Py_ssize_t i, fb_frame_t *f) except -1:
@@ -1745,7 +1807,7 @@ cdef class Reader:
                 # below: big copies run without the GIL
                 if payloads_only:
                     if f.len < _DEFER_COPY_BYTES:
-                        out.append(PyBytes_FromStringAndSize(<const char *>f.data, f.len))
+                        out.append(_payload_of(self.ring, &f))
                     else:
                         payload = PyBytes_FromStringAndSize(NULL, f.len)
                         self._defer_copy(ncopies, PyBytes_AS_STRING(payload), f.data, f.len)
@@ -1761,7 +1823,7 @@ cdef class Reader:
                     fr.ts_ns = f.ts_ns
                     fr.topic = last_topic
                     if f.len < _DEFER_COPY_BYTES:
-                        fr.payload = PyBytes_FromStringAndSize(<const char *>f.data, f.len)
+                        fr.payload = _payload_of(self.ring, &f)
                     else:
                         fr.payload = PyBytes_FromStringAndSize(NULL, f.len)
                         self._defer_copy(ncopies, PyBytes_AS_STRING(fr.payload), f.data, f.len)

@@ -3,6 +3,7 @@
 # framebus._ring alone.
 cimport cython
 from cpython.buffer cimport Py_buffer
+from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from fb_ring cimport fb_frame_t, fb_iov_t, fb_read_t, fb_ring_t
@@ -23,6 +24,10 @@ cdef struct _copy:
     char *dst
     const unsigned char *src
     uint32_t len
+
+cdef struct _objref:  # a payload object this process published, by sequence number
+    uint64_t seq
+    PyObject *obj
 
 cdef struct _rec:  # one record of a FrameBatch read, while the read is open
     uint64_t seq
@@ -82,10 +87,17 @@ cdef class Ring:
     cdef int attach_entry
     cdef object transition_cb
     cdef object durability  # None, or what every write path waits on (a wal_sync bus)
+    # In-process rings: the bytes objects published last, so that a reader hands out
+    # the same immutable object instead of a new copy (NULL: off, e.g. shared rings)
+    cdef _objref *objs
+    cdef uint64_t objs_mask
     # publish_batch calls of this process: frames, payload bytes, duration (ns)
     cdef Log2Histogram hist_batch_frames, hist_batch_bytes, hist_batch_ticks
 
     cdef void _adopt(self, void *mem, size_t size, bint shared)
+    @cython.final
+    cdef inline void _remember(self, uint64_t seq, PyObject *payload) noexcept
+    cdef void _forget_all(self) noexcept
     cdef int _ensure_open(self) except -1
     cdef int _transition(self) except -1
     cdef void _leave_nogil(self)
