@@ -1239,9 +1239,20 @@ cdef object _envelope_topic(object env, object topic):
         "on its own topic (leave the topic argument out)")
 
 
-cdef object _view(bytes buf, str dtype):
-    import numpy  # only where a FrameBatch's views are used
-    return numpy.frombuffer(buf, dtype=dtype)
+cdef object _frombuffer = None
+cdef object _dtype_u64 = None
+cdef object _dtype_u32 = None
+
+
+cdef object _view(bytes buf, bint wide):
+    """A numpy view of a FrameBatch field array (numpy imported on first use)."""
+    global _frombuffer, _dtype_u64, _dtype_u32
+    if _frombuffer is None:
+        import numpy
+        _dtype_u64 = numpy.dtype("uint64")
+        _dtype_u32 = numpy.dtype("uint32")
+        _frombuffer = numpy.frombuffer
+    return _frombuffer(buf, _dtype_u64 if wide else _dtype_u32)
 
 
 cdef inline bytes _u64_array(Py_ssize_t n):
@@ -1480,24 +1491,24 @@ cdef class FrameBatch:
 
     @property
     def seqs(self):
-        return _view(self._seqs, "uint64")
+        return _view(self._seqs, True)
 
     @property
     def ts_ns(self):
-        return _view(self._ts, "uint64")
+        return _view(self._ts, True)
 
     @property
     def offsets(self):
-        return _view(self._offs, "uint64")
+        return _view(self._offs, True)
 
     @property
     def topic_ids(self):
         """Topic ids (the bus's topic table; see topic(i) for the names)."""
-        return _view(self._tids, "uint32")
+        return _view(self._tids, False)
 
     @property
     def lengths(self):
-        return _view(self._lens, "uint32")
+        return _view(self._lens, False)
 
     def array(self, dtype="u1", shape=None):
         """The payloads as one read-only numpy array of len(batch) rows, no copy: each
