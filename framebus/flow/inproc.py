@@ -204,7 +204,7 @@ class _Stage:
         self.port: DataPort | None = None
         self.recv_lock = threading.Lock()
         self.mu = threading.Lock()
-        self.next_at = 0  # rate: the clock time the next item is due
+        self.next_at: int | None = None  # rate: the clock time the next item is due
         self.acc: Accumulator | None = None
         if self.kind == "accumulate":
             o = self.head.options
@@ -405,23 +405,23 @@ class _Worker:
                     run.timed_out = True
                     run.stopping.set()
                     break
+                want = n
                 if rate is not None:
-                    n = 1
-                    self._pace(node, rate)
+                    want = self._pace(node, rate, self.engine.max_batch)
                 start = clock()
                 buf: list[Any] = []
                 failed: BaseException | None = None
                 try:
                     if is_async:
-                        failed = self.aio.run(_atake(it, n, buf))
+                        failed = self.aio.run(_atake(it, want, buf))
                     else:
-                        buf.extend(islice(it, n))
+                        buf.extend(islice(it, want))
                 except Exception as exc:
                     failed = exc
                 now = clock()
                 st.busy_ns += now - start
                 if buf:
-                    emitted = now if n == 1 else start
+                    emitted = now if want == 1 else start
                     st.items_out += len(buf)
                     dl = 0 if deadline_ns is None else emitted + deadline_ns
                     self._send(self._frame(emitted, dl, buf))
@@ -430,9 +430,10 @@ class _Worker:
                     st.dead_letters += 1
                     run.dead_letter(node.name, None, failed)
                     break
-                if len(buf) < n:
+                if len(buf) < want:
                     break  # exhausted
-                n = min(self.engine.max_batch, n * 2) if self._loaded() else 1
+                if rate is None:
+                    n = min(self.engine.max_batch, n * 2) if self._loaded() else 1
         finally:
             try:
                 if hasattr(it, "aclose"):
@@ -474,15 +475,27 @@ class _Worker:
                 "not an iterable or an async iterable"
             ) from None
 
-    def _pace(self, node: CompiledNode, rate: float) -> None:
+    def _pace(self, node: CompiledNode, rate: float, most: int = 1) -> int:
+        """Waits until an item is due at ``rate``: how many are due now (at most
+        ``most``). The schedule keeps the average rate when the OS wakes the thread
+        late, catching up by at most 1 ms (or one item) worth of items at once."""
         stage = self.stage
+        interval = 1e9 / rate
+        burst = max(interval, 1e6)
+        now = self.clock()
         with stage.mu:
-            now = self.clock()
             due = stage.next_at
-            stage.next_at = max(now, due) + int(1e9 / rate)
-        if now < due:
+        if due is not None and now < due:
             self.sleep((due - now) / 1e9)
-            self.stats[node.name].throttled_ns += max(0, self.clock() - now)
+            after = self.clock()
+            self.stats[node.name].throttled_ns += max(0, after - now)
+            now = after
+        with stage.mu:
+            at = stage.next_at
+            start = now if at is None else max(at, now - burst)
+            k = 1 if now < start else min(most, 1 + int((now - start) // interval))
+            stage.next_at = round(start + k * interval)
+        return k
 
     # -- the other stages ------------------------------------------------------------
 
