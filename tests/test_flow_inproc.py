@@ -573,6 +573,39 @@ def test_a_keyboard_interrupt_in_a_node_stops_the_run() -> None:
         run(g)
 
 
+def test_a_stage_stuck_in_a_call_is_left_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from framebus.flow import inproc
+
+    monkeypatch.setattr(inproc, "_GRACE", 0.2)
+    release = threading.Event()
+    in_sink = threading.Event()
+
+    def stop(x: int) -> int:
+        if x == 5:
+            assert in_sink.wait(10)
+            raise SystemExit(3)
+        return x
+
+    def hang(x: int) -> None:
+        in_sink.set()
+        release.wait(20)
+
+    g = flow.Graph("g")
+    g.source("s", itertools.count) >> g.map("m", stop) >> g.sink("k", hang)
+    try:
+        with caplog.at_level("WARNING", logger="framebus"), pytest.raises(SystemExit):
+            run(g)
+        assert "stages did not stop within 0.2 s" in caplog.text
+        assert "framebus-flow-g-k-0" in caplog.text
+    finally:
+        release.set()
+        for t in threading.enumerate():
+            if t.name.startswith("framebus-flow-g-"):
+                t.join(10)
+
+
 # -- node options -------------------------------------------------------------------
 
 

@@ -50,7 +50,10 @@ Stopping. At the end of every source (or at ``timeout`` by the clock, or on Ctrl
 the sources stop and the rest drains: every item in flight reaches the sinks and the
 accumulators flush, then each stage ends when all its inputs have. Ctrl-C during the
 drain, an exception other than Exception (KeyboardInterrupt, SystemExit) in a node,
-or an internal error, stops every stage at once. A Ctrl-C re-raises KeyboardInterrupt
+or an internal error, stops every stage at once (and that exception is raised). A
+stage inside a call that does not return (a source blocked in its iterator, a sink
+that hangs) cannot be stopped: after 10 s the run logs a warning naming it and
+raises, leaving its (daemon) thread. A Ctrl-C re-raises KeyboardInterrupt
 after the drain, with the partial Report as its ``report`` attribute. When ``run``
 returns or raises, the run's threads are joined, its ports closed and its bus (if it
 made it) closed.
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import time
 from collections import deque
@@ -84,6 +88,8 @@ if TYPE_CHECKING:
     from .compile import CompiledNode, Plan
 
 __all__ = ["AsyncEngine", "InprocEngine", "dead_topic"]
+
+log = logging.getLogger("framebus")
 
 _DATA, _END = 0, 1
 _ENVELOPE_EXT = 1
@@ -448,6 +454,8 @@ class _Worker:
                 pass
 
     def _loaded(self) -> bool:
+        if not self.outs:
+            return True  # nothing downstream: batches as large as they come
         for out in self.outs:
             port = out.port
             if port.available + port.held < out.window:
@@ -528,10 +536,9 @@ class _Worker:
                 if stage.done:
                     return
                 payloads = _receive(port, stage.wake, take, timeout)
-            out: list[tuple[bytes, int]] = []
             if acc is not None and acc.expired(self.clock()):
-                out += self._flush_acc("ttl")
-            for payload in payloads:
+                self._send(self._flush_acc("ttl"))
+            for payload in payloads:  # each frame's output goes on before the next
                 kind, emitted, deadline, items = unpack(payload)
                 if kind == _END:
                     with stage.mu:
@@ -540,14 +547,12 @@ class _Worker:
                             stage.done = True
                     continue
                 if acc is not None:
-                    out += self._accumulate(items, emitted)
+                    self._send(self._accumulate(items, emitted))
                 else:
                     items = self._chain(items, emitted, deadline)
                     if items:
-                        out += self._frame(emitted, deadline, items)
-            if out:
-                self._send(out)
-            elif not payloads:
+                        self._send(self._frame(emitted, deadline, items))
+            if not payloads:
                 for o in self.outs:
                     if o.pending:
                         self._push(o, [], [], wait=False)
@@ -916,21 +921,27 @@ class InprocEngine:
                 from framebus import metrics as _metrics
 
                 _metrics.unregister_flow(self, None if registry is True else registry)
-            self._join(run)
+            stuck = self._join(run)
             for port in reversed(self.ports):  # senders first, then the receivers
                 port.close()
             run.bus = None
             if own and bus is not None:
                 bus.close()
         report = self._report(run, started)
-        if run.fatal is not None and not isinstance(run.fatal, _Stop):
-            fatal = run.fatal
+        fatal = run.fatal if run.fatal is not None else interrupted
+        if stuck:
+            why = (
+                f"flow {self.plan.name!r}: stages did not stop within {_GRACE} s of the stop "
+                f"(each in a call that has not returned; their threads are left running): "
+                f"{', '.join(stuck)}"
+            )
+            log.warning("framebus: %s", why)
+            if fatal is None:
+                fatal = FlowError(why)
+        if fatal is not None:
             if isinstance(fatal, KeyboardInterrupt):
                 fatal.report = report  # type: ignore[attr-defined]
             raise fatal
-        if interrupted is not None:
-            interrupted.report = report  # type: ignore[attr-defined]
-            raise interrupted
         return report
 
     def _wait(self, run: _Run, interrupted: BaseException | None) -> BaseException | None:
@@ -940,8 +951,8 @@ class InprocEngine:
         while True:
             try:
                 alive = [t for t in threads if t.is_alive()]
-                if not alive:
-                    return interrupted
+                if not alive or run.abort.is_set():
+                    return interrupted  # on abort, _join waits for the stages a while
                 alive[0].join(_POLL)
                 if (
                     self.limit is not None
@@ -958,7 +969,8 @@ class InprocEngine:
                 else:
                     run.abort.set()
 
-    def _join(self, run: _Run) -> None:
+    def _join(self, run: _Run) -> list[str]:
+        """Joins the stages (a stopped one within _GRACE s): the names of those left."""
         end = time.monotonic() + _GRACE
         for w in self.workers:
             t = w.thread
@@ -974,9 +986,7 @@ class InprocEngine:
                     run.abort.set()
                 if time.monotonic() >= end:
                     break
-        stuck = [w.thread.name for w in self.workers if w.thread.is_alive()]
-        if stuck:
-            run.fail(FlowError(f"stages did not stop within {_GRACE} s: {', '.join(stuck)}"))
+        return [w.thread.name for w in self.workers if w.thread.is_alive()]
 
     def _report(self, run: _Run, started: int) -> Report:
         plan = self.plan
