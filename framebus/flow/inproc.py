@@ -18,11 +18,13 @@ Batches. Items move in frames of up to ``max_batch`` items: one msgpack array
 while the stage after it is idle (nothing in flight on its port) and for twice as
 many as last time while it is loaded, up to ``max_batch``; other stages keep the
 frames they get (a filter may shrink them; an accumulator sends each list in a frame
-of its own). Items travel msgpack-encoded: bytes stay bytes, ints, floats, strs,
-None, lists and dicts (any keys) come back equal, tuples come back as lists (as on
-any msgpack channel), an Envelope travels as its encoding and comes back an equal
-Envelope; an item msgpack cannot encode is a dead letter of the node that produced
-it. Inside a fused stage items are passed as they are.
+of its own). A batch waits for its last item, so a source that blocks between items
+(waiting for data) is best run with ``max_batch=1`` or a ``rate``. Items travel
+msgpack-encoded: bytes stay bytes, ints, floats, strs, None, lists and dicts (any
+keys) come back equal, tuples come back as lists (as on any msgpack channel), an
+Envelope travels as its encoding and comes back an equal Envelope; an item msgpack
+cannot encode is a dead letter of the node that produced it. Inside a fused stage
+items are passed as they are.
 
 Time. ``clock()`` gives ns (default ``time.monotonic_ns``). A frame carries one
 emission time: for a frame of one item, the clock when its source produced it (as
@@ -35,7 +37,7 @@ it waits, so a list is flushed once its first item has been held longer than ``t
 even if nothing else comes.
 
 Order. A path of stages with parallelism 1 delivers in the order its source
-produced (one sender per port and one ring: frames arrive in the order sent); items
+produced (one ring: the frames of one sender arrive in the order sent); items
 of different sources, or from the two sides of a fan-in, interleave in no set order;
 a node with ``parallelism`` > 1 gives no order. The output multiset is the sync
 engine's for the same input (with the msgpack caveat above).
@@ -48,15 +50,15 @@ encode it) and the run goes on. A source that raises ends there.
 
 Stopping. At the end of every source (or at ``timeout`` by the clock, or on Ctrl-C)
 the sources stop and the rest drains: every item in flight reaches the sinks and the
-accumulators flush, then each stage ends when all its inputs have. Ctrl-C during the
-drain, an exception other than Exception (KeyboardInterrupt, SystemExit) in a node,
-or an internal error, stops every stage at once (and that exception is raised). A
-stage inside a call that does not return (a source blocked in its iterator, a sink
-that hangs) cannot be stopped: after 10 s the run logs a warning naming it and
-raises, leaving its (daemon) thread. A Ctrl-C re-raises KeyboardInterrupt
-after the drain, with the partial Report as its ``report`` attribute. When ``run``
-returns or raises, the run's threads are joined, its ports closed and its bus (if it
-made it) closed.
+accumulators flush, then each stage ends when all its inputs have. After a Ctrl-C the
+run re-raises KeyboardInterrupt once drained, with the partial Report as its
+``report`` attribute. A second Ctrl-C, an exception other than Exception
+(KeyboardInterrupt, SystemExit) in a node, or an internal error stops every stage at
+once, and that exception is raised. When ``run`` returns or raises, the run's threads
+are joined, its ports closed and its bus (if it made it) closed; except that a stage
+inside a call that does not return (a source blocked in its iterator, a sink that
+hangs) cannot be stopped: 10 s after the stop the run logs a warning naming it and
+raises, leaving its (daemon) thread.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ MAX_BATCH = 1024  # items per frame a source asks for at most
 _RECV_FRAMES = 64  # frames a stage takes per receive
 _POLL = 0.02  # s: the longest a blocked stage goes without checking for a stop
 _GRACE = 10.0  # s: how long a stopped run waits for a stage stuck in a call
-_FRAME_BYTES = 1 << 20  # a frame larger than this is split
-# the run's own bus: room for every window's frames (see _bus_config)
+_FRAME_BYTES = 1 << 20  # a frame of several items larger than this is split
+# The run's own bus. Its ring must hold the frames in flight: a stage waiting for
+# credit keeps its place in the ring, and what is published after that place stays
+# until it reads on. Ports hold `window` frames each, mostly far below 1 MiB.
 _RING_BYTES = 1 << 25
 _RING_POW = 14
-_MAX_FRAME = 1 << 22
+_MAX_FRAME = 1 << 22  # the largest frame: one item alone up to about this
 
 _DEAD = object()  # a result given up on (dead letter)
 
@@ -360,14 +364,15 @@ class _Worker:
 
     def _frame(self, emitted: int, deadline: int, items: list[Any]) -> list[tuple[bytes, int]]:
         """The frames for ``items`` (split when over _FRAME_BYTES); an item msgpack
-        cannot encode (or too large alone) is a dead letter of the stage's last node."""
+        cannot encode, or too large for a frame of the bus alone, is a dead letter of
+        the stage's last node."""
         try:
             payload = self.packer.pack([_DATA, emitted, deadline, items])
         except Exception:
             self.packer.reset()
             return self._frame_each(emitted, deadline, items)
         if len(payload) <= _FRAME_BYTES or len(items) == 1:
-            if len(payload) > _MAX_FRAME - 64:
+            if len(payload) > self.engine.max_frame:
                 return self._frame_each(emitted, deadline, items)
             return [(payload, len(items))]
         half = len(items) // 2
@@ -385,7 +390,7 @@ class _Worker:
                 self.packer.reset()
                 self._lost(tail, item, exc)
                 continue
-            if size > _MAX_FRAME - 64:
+            if size > self.engine.max_frame:
                 self._lost(tail, item, f"FlowError('item of {size} bytes: over the frame limit')")
                 continue
             good.append(item)
@@ -839,6 +844,7 @@ class InprocEngine:
         self.max_batch = max_batch
         self.bus = bus
         self.limit: int | None = None
+        self.max_frame = _MAX_FRAME
         self.workers: list[_Worker] = []
         self.ports: list[DataPort] = []
         self.run_state: _Run | None = None
@@ -935,6 +941,7 @@ class InprocEngine:
                     wal_dir=None, ring_bytes=_RING_BYTES, ring_pow=_RING_POW, max_frame=_MAX_FRAME
                 )
             assert bus is not None
+            self.max_frame = bus.config.max_frame - 64  # room for the frame's header
             run.bus = bus
             self._setup(run, bus)
             if metrics:
