@@ -386,6 +386,20 @@ def test_retries_then_dead_letters_in_the_list_and_on_the_dead_topic() -> None:
     ]
 
 
+def test_backoff_sleeps_by_the_clock_between_retries() -> None:
+    clock = flow.ManualClock()
+
+    def always(x: int) -> int:
+        raise ValueError(x)
+
+    g, out = linear(lambda: [1], ("map", "m", always, {"retries": 3, "backoff": 0.01}))
+    report = run(g, clock=clock)
+    assert out == [] and clock() == 70 * MS  # 10 + 20 + 40 ms
+    m = report.nodes["m"]
+    assert (m.errors, m.retries, m.dead_letters) == (4, 3, 1)
+    assert m.busy_ns == 0  # the backoff waits are not busy time
+
+
 def test_dead_topic_cannot_meet_an_edge_topic() -> None:
     assert dead_topic("g") == FLOW + "dead.g"
     with pytest.raises(FlowError, match="graph name 'a.b' is invalid"):
