@@ -658,6 +658,13 @@ def test_bad_options_for_this_runtime_name_the_node() -> None:
     g2, _ = linear(lambda: [])
     with pytest.raises(FlowError, match="max_batch=0 is invalid"):
         run(g2, max_batch=0)
+    with pytest.raises(FlowError, match=r"bus='nope' is invalid: expected a framebus.FrameBus"):
+        run(g2, bus="nope")
+    with pytest.raises(FlowError, match=r"metrics='yes' is invalid"):
+        run(g2, metrics="yes")
+    g3, _ = linear(lambda: [], ("map", "m", abs, {"window": 1 << 31}))
+    with pytest.raises(FlowError, match=r"node 'm': cannot open its input port 'g.m' \(window="):
+        run(g3)
     with pytest.raises(FlowError, match="only the inproc runtime takes bus"):
         flow.compile(g2).run(runtime="sync", bus=object())  # type: ignore[arg-type]
 

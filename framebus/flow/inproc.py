@@ -842,6 +842,13 @@ class InprocEngine:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
         self.max_batch = max_batch
+        if bus is not None:
+            from framebus.bus import FrameBus
+
+            if not isinstance(bus, FrameBus):
+                raise FlowError(f"bus={bus!r} is invalid: expected a framebus.FrameBus")
+            if bus.closed:
+                raise FlowError("bus: the FrameBus given is closed")
         self.bus = bus
         self.limit: int | None = None
         self.max_frame = _MAX_FRAME
@@ -910,9 +917,10 @@ class InprocEngine:
                 self.ports.append(port)
                 port.recv_payloads(1, 0)  # the receiver side: credits for senders
                 stage.port = port
-            except FrameBusError as exc:
+            except (FrameBusError, ValueError) as exc:  # ValueError: a window too large
                 raise FlowError(
-                    f"node {stage.head.name!r}: cannot open its input port {name!r}: {exc}"
+                    f"node {stage.head.name!r}: cannot open its input port {name!r} "
+                    f"(window={stage.head.options['window']!r}): {exc}"
                 ) from exc
         for stage in stages:
             for i in range(stage.workers):
@@ -925,6 +933,11 @@ class InprocEngine:
                 self.workers.append(w)
 
     def run(self, timeout: float | None = None, metrics: Any = None) -> Report:
+        if not (metrics is None or isinstance(metrics, bool) or hasattr(metrics, "register")):
+            raise FlowError(
+                f"metrics={metrics!r} is invalid: expected True, False, None or a "
+                "prometheus_client CollectorRegistry"
+            )
         run = _Run(self)
         self.run_state = run
         started = self.clock()
