@@ -371,10 +371,10 @@ class _Worker:
         except Exception:
             self.packer.reset()
             return self._frame_each(emitted, deadline, items)
-        if len(payload) <= _FRAME_BYTES or len(items) == 1:
-            if len(payload) > self.engine.max_frame:
-                return self._frame_each(emitted, deadline, items)
+        if len(payload) <= min(_FRAME_BYTES, self.engine.max_frame):
             return [(payload, len(items))]
+        if len(items) == 1:
+            return self._frame_each(emitted, deadline, items)  # too large alone
         half = len(items) // 2
         return self._frame(emitted, deadline, items[:half]) + self._frame(
             emitted, deadline, items[half:]
