@@ -203,6 +203,17 @@ def test_an_item_msgpack_cannot_encode_is_a_dead_letter() -> None:
     assert (report.nodes["m"].items_out, report.nodes["m"].dead_letters) == (2, 1)
 
 
+def test_frames_split_to_the_bus_max_frame_and_an_item_too_large_is_a_dead_letter() -> None:
+    items = [bytes([i]) * 1000 for i in range(200)]
+    items.insert(50, b"x" * 10_000)
+    with fb.FrameBus(wal_dir=None, max_frame=4096) as bus:
+        g, out = linear(lambda: items, ("map", "m", lambda b: b, {"pure": False}))
+        report = run(g, bus=bus)
+    assert out == items[:50] + items[51:]
+    assert [(d.node, len(d.item)) for d in report.dead_letters] == [("src", 10_000)]
+    assert "over the frame limit" in report.dead_letters[0].error
+
+
 # -- accumulators -------------------------------------------------------------------
 
 
