@@ -693,6 +693,17 @@ def test_two_runs_of_one_graph_on_one_bus_at_once_is_a_flow_error() -> None:
 # -- metrics ------------------------------------------------------------------------
 
 
+def test_report_latency_buckets_are_powers_of_four_microseconds() -> None:
+    r = flow.Report("g", "inproc", {})
+    for ns, n in [(1, 1), (1000, 2), (1001, 3), (4000, 1), (4001, 1), (10**13, 5)]:
+        r.record_latency_n(ns, n)
+    bounds, counts, total = r.buckets()
+    assert bounds[:3] == [1000, 4000, 16000] and len(counts) == len(bounds) + 1
+    assert counts[:3] == [3, 4, 1] and counts[-1] == 5 and sum(counts) == 13
+    assert r.latency.get_total_count() == 13
+    assert total == 1 + 2000 + 3003 + 4000 + 4001 + 5 * 3_600_000_000_000  # clamped
+
+
 def test_metrics_while_the_run_is_live() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
