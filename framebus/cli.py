@@ -3,7 +3,8 @@
 ``framebus bench``
     benchmarks framebus against its peers in the same run: ``--suite inproc``
     (default) threads in this process, ``xproc`` across processes, ``all`` both, ``wal``
-    the write-ahead log (see framebus.bench). Progress goes to stderr, the table to
+    the write-ahead log, ``flow`` framebus.flow pipelines beside bytewax, streamz and
+    queue.Queue threads (see framebus.bench). Progress goes to stderr, the table to
     stdout, every raw number to ``--json PATH``.
 ``framebus ls``
     lists the shared buses (/dev/shm/framebus.*): creator and whether it is alive,
@@ -56,7 +57,9 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "--suite wal: the write-ahead log, publish throughput with the WAL off, async and "
         "sync (1 and 4 publishers) until bus.flush() returns, beside raw rocksdict "
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
-        "the WAL targets.",
+        "the WAL targets. --suite flow: a source -> map -> filter -> sink pipeline, "
+        "framebus.flow's sync and inproc runtimes beside bytewax (one worker), streamz and "
+        "queue.Queue threads, and inproc's end-to-end latency paced at 20000 items/s.",
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
@@ -386,6 +389,10 @@ def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
         from .bench import wal
 
         return wal.execute(args, error, command)
+    if args.suite == "flow":
+        from .bench import flow
+
+        return flow.execute(args, error, command)
     from .bench import xproc
 
     return xproc.execute(args, error, command, args.suite)

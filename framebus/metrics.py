@@ -37,6 +37,14 @@ shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frame
 ``framebus_eventbus_requests``, ``framebus_eventbus_timeouts``,
 ``framebus_eventbus_no_responders``, ``framebus_eventbus_published``,
 ``framebus_eventbus_replies`` and ``framebus_eventbus_handler_errors``.
+
+Flow runs (``plan.run(runtime="inproc", metrics=True)`` registers its run with
+``register_flow`` while it is live): ``framebus_flow_items`` (labels graph, node,
+direction in/out), ``framebus_flow_errors`` and ``framebus_flow_deadline_misses``
+(graph, node; node ``""`` for the end-to-end misses counted at the sinks) and
+``framebus_flow_latency_seconds`` (end-to-end latency per graph and sink node). This
+module knows a flow run only as an object with ``snapshot()``; it never imports the
+flow layer.
 """
 
 from __future__ import annotations
@@ -70,9 +78,11 @@ __all__ = [
     "FrameBusCollector",
     "MetricsServer",
     "register",
+    "register_flow",
     "serve",
     "text_exposition",
     "unregister",
+    "unregister_flow",
 ]
 
 # (stats key, metric name, help, kind); counters get "_total" from prometheus_client
@@ -231,6 +241,35 @@ _EVENTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# flow families: name, kind, help, label names
+_FLOW: tuple[tuple[str, str, str, list[str]], ...] = (
+    (
+        "framebus_flow_items",
+        "counter",
+        "Items into and out of a flow node.",
+        ["graph", "node", "direction"],
+    ),
+    (
+        "framebus_flow_errors",
+        "counter",
+        "Failed calls of a flow node (each attempt).",
+        ["graph", "node"],
+    ),
+    (
+        "framebus_flow_deadline_misses",
+        "counter",
+        'Items past their deadline at a flow node (node "": end to end, at the sinks).',
+        ["graph", "node"],
+    ),
+    (
+        "framebus_flow_latency_seconds",
+        "histogram",
+        "End-to-end latency of items reaching a flow sink.",
+        ["graph", "node"],
+    ),
+)
+
+
 class FrameBusCollector(Collector):
     """Exposes the registered buses of one registry; see the module docstring."""
 
@@ -239,6 +278,28 @@ class FrameBusCollector(Collector):
         # id(bus) -> (weak ref, bus label); weak so an unclosed, dropped bus can go
         self._buses: dict[int, tuple[weakref.ref[FrameBus], str]] = {}
         self._count = 0  # registrations so far: default labels are never reused
+        self._flows: dict[int, weakref.ref[Any]] = {}  # live flow runs (snapshot())
+
+    def add_flow(self, run: Any) -> None:
+        if not callable(getattr(run, "snapshot", None)):
+            raise TypeError(f"expected an object with snapshot(), not {type(run).__name__}")
+        with self._lock:
+            key = id(run)
+
+            def forget(_ref: object, key: int = key) -> None:
+                with self._lock:
+                    self._flows.pop(key, None)
+
+            self._flows[key] = weakref.ref(run, forget)
+
+    def remove_flow(self, run: Any) -> None:
+        with self._lock:
+            self._flows.pop(id(run), None)
+
+    def _flow_snapshots(self) -> list[dict[str, Any]]:
+        with self._lock:
+            runs = [ref() for ref in self._flows.values()]
+        return [run.snapshot() for run in runs if run is not None]
 
     def add(self, bus: FrameBus, name: str | None = None) -> None:
         if not isinstance(bus, FrameBus):
@@ -287,6 +348,7 @@ class FrameBusCollector(Collector):
         kinds += [(name, "histogram", doc) for _, name, doc, _ in _HISTOGRAMS]
         kinds += [(name, kind, doc) for _, name, doc, kind in _PORT]
         kinds += [(name, "counter", doc) for _, name, doc in _EVENTS]
+        kinds += [(name, kind, doc) for name, kind, doc, _ in _FLOW]
         families: list[Metric] = []
         for name, kind, doc in kinds:
             cls = {
@@ -314,7 +376,9 @@ class FrameBusCollector(Collector):
         if getattr(_rendering, "collector", None) is self:
             return iter(())  # serve() writes this collector's text itself
         families: list[Metric] = []
-        for name, kind, doc, labelnames, samples in _specs(self._snapshots()):
+        for name, kind, doc, labelnames, samples in _specs(
+            self._snapshots(), self._flow_snapshots()
+        ):
             fam: Metric
             if kind == "histogram":
                 fam = HistogramMetricFamily(name, doc, labels=labelnames)
@@ -333,7 +397,9 @@ class FrameBusCollector(Collector):
         the buses' stats (what text_exposition makes of collect(), without building
         prometheus_client objects: a scrape holds the GIL for less time)."""
         out: list[str] = []
-        for name, kind, doc, labelnames, samples in _specs(self._snapshots()):
+        for name, kind, doc, labelnames, samples in _specs(
+            self._snapshots(), self._flow_snapshots()
+        ):
             full = name + "_total" if kind == "counter" else name
             out.append(_header(full, kind, doc))
             if kind == "histogram":
@@ -383,9 +449,11 @@ def _num(value: float) -> str:
 Spec = tuple[str, str, str, list[str], list[Any]]
 
 
-def _specs(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Spec]:
+def _specs(
+    snapshots: list[tuple[str, dict[str, Any]]], flows: list[dict[str, Any]] | None = None
+) -> list[Spec]:
     """Every family with at least one sample (a scrape's cost grows with both)."""
-    specs: list[Spec] = []
+    specs: list[Spec] = _flow_specs(flows) if flows else []
     for key, name, doc, kind in _SIMPLE:
         samples = [
             ([label], float(s[key]))
@@ -445,6 +513,36 @@ def _specs(snapshots: list[tuple[str, dict[str, Any]]]) -> list[Spec]:
             specs.append(
                 (name, "counter", doc, ["bus"], [([label], float(e[key])) for label, e in events])
             )
+    return specs
+
+
+def _flow_specs(flows: list[dict[str, Any]]) -> list[Spec]:
+    items: list[Any] = []
+    errors: list[Any] = []
+    misses: list[Any] = []
+    hists: list[Any] = []
+    for f in flows:
+        g = f["graph"]
+        for node, s in f["nodes"].items():
+            items.append(([g, node, "in"], float(s["items_in"])))
+            items.append(([g, node, "out"], float(s["items_out"])))
+            errors.append(([g, node], float(s["errors"])))
+            misses.append(([g, node], float(s["deadline_misses"])))
+        misses.append(([g, ""], float(f["e2e_deadline_misses"])))
+        for node, (bounds, counts, total) in f["latency"].items():
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip(bounds, counts[:-1], strict=True):
+                cumulative += n
+                buckets.append((_bound_text(bound * 1e-9), float(cumulative)))
+            buckets.append(("+Inf", float(cumulative + counts[-1])))
+            hists.append(([g, node], buckets, total * 1e-9))
+    specs: list[Spec] = []
+    for (name, kind, doc, labelnames), samples in zip(
+        _FLOW, (items, errors, misses, hists), strict=True
+    ):
+        if samples:
+            specs.append((name, kind, doc, labelnames, samples))
     return specs
 
 
@@ -509,6 +607,30 @@ def unregister(bus: FrameBus, registry: CollectorRegistry | None = None) -> None
         if collector is None:
             raise ValueError("this bus is not registered")
         collector.remove(bus)
+
+
+def register_flow(run: Any, registry: CollectorRegistry | None = None) -> FrameBusCollector:
+    """Expose a live flow run (an object with ``snapshot()``; the inproc runtime
+    registers itself) in ``registry`` (default ``prometheus_client.REGISTRY``) until
+    ``unregister_flow``."""
+    reg = REGISTRY if registry is None else registry
+    with _lock:
+        collector = _collectors.get(reg)
+        if collector is None:
+            collector = FrameBusCollector()
+            reg.register(collector)
+            _collectors[reg] = collector
+        collector.add_flow(run)
+        return collector
+
+
+def unregister_flow(run: Any, registry: CollectorRegistry | None = None) -> None:
+    """Stop exposing a flow run (nothing happens if it is not exposed)."""
+    reg = REGISTRY if registry is None else registry
+    with _lock:
+        collector = _collectors.get(reg)
+        if collector is not None:
+            collector.remove_flow(run)
 
 
 class MetricsServer:

@@ -141,7 +141,12 @@ def test_bad_arguments_exit_2_with_a_message(capsys, argv, message):
 
 # ------------------------------------------------------------- what is imported
 
-BENCH_SUITES = ("framebus.bench.inproc", "framebus.bench.xproc", "framebus.bench.wal")
+BENCH_SUITES = (
+    "framebus.bench.inproc",
+    "framebus.bench.xproc",
+    "framebus.bench.wal",
+    "framebus.bench.flow",
+)
 
 
 def test_commands_other_than_bench_import_no_benchmark_suite(tmp_path):

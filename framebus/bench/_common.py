@@ -55,7 +55,7 @@ __all__ = [
     "write_json",
 ]
 
-SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "all")
+SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "flow", "all")
 
 # The defaults the options' help states. They live here, not in the suites, so that
 # building the parser imports no suite; each suite takes its own under its old names.
@@ -171,7 +171,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
         f"{XPROC_QUICK_REPEAT} repeats. wal: the write-ahead log, publish with the WAL off, "
         "async and sync beside raw rocksdict and persist-queue, and replay (not part of "
         f"all); its --quick means runs of about {WAL_QUICK_SECONDS} s, {WAL_QUICK_REPEAT} "
-        "repeats",
+        "repeats. flow: a source -> map -> filter -> sink pipeline of 64-byte items, "
+        "framebus.flow sync and inproc beside bytewax, streamz and queue.Queue threads, and "
+        "inproc's latency paced at 20000 items/s (not part of all; --count items, default "
+        "500000)",
     ),
     "--scenario": dict(
         action="append",

@@ -13,8 +13,9 @@ print(report)
 ```
 
 ``flow.load(path)`` reads a graph from YAML or JSON. The sync runtime
-(:mod:`framebus.flow.sync`) is the reference semantics; the in-process and
-cross-process runtimes come next. Nothing below this package imports it.
+(:mod:`framebus.flow.sync`) is the reference semantics; ``runtime="inproc"``
+(:mod:`framebus.flow.inproc`) runs the stages on threads with DataPorts between them;
+the cross-process runtime comes next. Nothing below this package imports it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .clock import ManualClock
 from .compile import RUNTIMES, FlowAdapter, Plan, compile
 from .errors import FlowError
 from .graph import KINDS, Graph, Node
+from .inproc import AsyncEngine, InprocEngine
 from .load import load
 from .report import DeadLetter, NodeStats, Report
 from .sync import SyncEngine
@@ -32,10 +34,12 @@ __all__ = [
     "KINDS",
     "RUNTIMES",
     "Accumulator",
+    "AsyncEngine",
     "DeadLetter",
     "FlowAdapter",
     "FlowError",
     "Graph",
+    "InprocEngine",
     "ManualClock",
     "Node",
     "NodeStats",

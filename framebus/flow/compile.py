@@ -14,11 +14,13 @@ from .errors import FlowError
 from .graph import Graph, Node, callable_name, resolve_callable
 
 if TYPE_CHECKING:
+    from framebus.bus import FrameBus
+
     from .report import Report
 
 __all__ = ["RUNTIMES", "FlowAdapter", "Plan", "compile"]
 
-RUNTIMES = ("sync",)
+RUNTIMES = ("sync", "inproc")
 SCHEMA_VER = 1
 
 
@@ -123,18 +125,25 @@ class Plan:
         clock: Callable[[], int] | None = None,
         timeout: float | None = None,
         sleep: Callable[[float], None] | None = None,
+        *,
+        bus: FrameBus | None = None,
+        max_batch: int | None = None,
+        metrics: Any = None,
     ) -> Report:
         """Run the plan to the end of its sources (or ``timeout`` seconds by ``clock``)
         and return the Report. ``clock()`` returns nanoseconds (default
         ``time.monotonic_ns``); ``sleep(seconds)`` waits for backoff and rate shaping
         (default: ``sleep`` given, else ``clock.sleep`` if the clock has one, else
-        ``time.sleep`` with the default clock, else no waiting)."""
+        ``time.sleep`` with the default clock, else no waiting).
+
+        ``runtime="sync"`` runs in the calling thread (:mod:`framebus.flow.sync`, the
+        reference semantics); ``runtime="inproc"`` runs the stages on threads of this
+        process, their edges DataPorts of one FrameBus (:mod:`framebus.flow.inproc`
+        states its rules). Inproc only: ``bus``, a FrameBus to run on (default: one of
+        the run's own, closed at the end); ``max_batch``, the most items per frame
+        (default 1024); ``metrics``, True or a prometheus_client CollectorRegistry to
+        export the ``framebus_flow_*`` families in while the run is live."""
         if runtime not in RUNTIMES:
-            if runtime == "inproc":
-                raise FlowError(
-                    "runtime 'inproc' is not available yet; the runtimes are: "
-                    + ", ".join(repr(r) for r in RUNTIMES)
-                )
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "
                 + ", ".join(repr(r) for r in RUNTIMES)
@@ -143,9 +152,23 @@ class Plan:
             isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
         ):
             raise FlowError(f"timeout={timeout!r} is invalid: expected a number > 0 or None")
-        from .sync import SyncEngine
+        if runtime == "sync":
+            for key, value in (("bus", bus), ("max_batch", max_batch), ("metrics", metrics)):
+                if value is not None:
+                    raise FlowError(f"{key}={value!r}: only the inproc runtime takes {key}")
+            from .sync import SyncEngine
 
-        return SyncEngine(self, clock=clock, sleep=sleep).run(timeout=timeout)
+            return SyncEngine(self, clock=clock, sleep=sleep).run(timeout=timeout)
+        from .inproc import MAX_BATCH, InprocEngine
+
+        engine = InprocEngine(
+            self,
+            clock=clock,
+            sleep=sleep,
+            bus=bus,
+            max_batch=MAX_BATCH if max_batch is None else max_batch,
+        )
+        return engine.run(timeout=timeout, metrics=metrics)
 
 
 class FlowAdapter:

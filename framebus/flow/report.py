@@ -9,11 +9,13 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["PERCENTILES", "DeadLetter", "NodeStats", "Report"]
+__all__ = ["BUCKET_BOUNDS_NS", "PERCENTILES", "DeadLetter", "NodeStats", "Report"]
 
 PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9))
 # latencies from 1 ns to one hour, to 3 significant digits (values up to 2047 ns exact)
 _LOWEST, _HIGHEST, _DIGITS = 1, 3_600_000_000_000, 3
+# the buckets framebus.metrics exposes: 1 us, 4 us, 16 us, ... (powers of four), ~18 min
+BUCKET_BOUNDS_NS = [1000 * 4**k for k in range(16)]
 
 
 @dataclass
@@ -30,9 +32,11 @@ class NodeStats:
     """One node's numbers. ``items_out``: items passed on (a filter's passed items, an
     accumulator's lists, a sink's items consumed without error). ``errors``: failed
     calls (each attempt); ``retries``: calls repeated; ``dead_letters``: items given up.
-    ``dropped``: items dropped for a missed deadline. Times in ns by the run's clock:
-    ``busy_ns`` in the node's callable, ``blocked_ns`` waiting for downstream credit (0
-    in the sync runtime), ``throttled_ns`` waiting for its ``rate``."""
+    ``dropped``: items dropped for a missed deadline, and (inproc) items a sender
+    dropped on the way to the node for want of credit (``overflow`` drop modes).
+    Times in ns by the run's clock: ``busy_ns`` in the node's callable, ``blocked_ns``
+    waiting for downstream credit (0 in the sync runtime; inproc counts it on a
+    stage's last node), ``throttled_ns`` waiting for its ``rate``."""
 
     kind: str
     stage: str
@@ -61,13 +65,29 @@ class Report:
         self.runtime = runtime
         self.nodes = nodes
         self.latency = HdrHistogram(_LOWEST, _HIGHEST, _DIGITS)
+        self._buckets = [0] * (len(BUCKET_BOUNDS_NS) + 1)
+        self._sum_ns = 0
         self.e2e_deadline_misses = 0
         self.dead_letters: list[DeadLetter] = []
         self.duration_ns = 0
         self.timed_out = False
 
     def record_latency(self, ns: int) -> None:
-        self.latency.record_value(min(max(ns, _LOWEST), _HIGHEST))
+        self.record_latency_n(ns, 1)
+
+    def record_latency_n(self, ns: int, count: int) -> None:
+        """Record ``count`` items of latency ``ns`` (a batch delivered together)."""
+        ns = min(max(ns, _LOWEST), _HIGHEST)
+        self.latency.record_value(ns, count)
+        q = (ns + 999) // 1000  # in us, rounded up: the first bound >= ns is 4**k us
+        k = ((q - 1).bit_length() + 1) // 2 if q > 1 else 0
+        self._buckets[min(k, len(BUCKET_BOUNDS_NS))] += count
+        self._sum_ns += ns * count
+
+    def buckets(self) -> tuple[list[int], list[int], int]:
+        """The latencies recorded, for Prometheus: (bounds in ns, counts per bucket
+        with the count above the last bound last, sum in ns)."""
+        return list(BUCKET_BOUNDS_NS), list(self._buckets), self._sum_ns
 
     def latency_ns(self) -> dict[str, int]:
         """count, min, max and p50/p95/p99/p99.9 of the end-to-end latency in ns (each

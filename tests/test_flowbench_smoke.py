@@ -1,0 +1,87 @@
+"""Smoke tests of the flow benchmark (framebus.bench.flow, bench/flow.py,
+``framebus bench --suite flow``).
+
+No timing assertions: only that every implementation runs and delivers exactly the
+items expected, that the report has the documented structure, and that a peer that is
+not installed is skipped with a note rather than failing the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framebus.bench import flow as fbf
+from framebus.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.bench_smoke
+
+
+def test_every_implementation_delivers_exactly_and_reports() -> None:
+    report = fbf.run(fbf.Params(count=1001, repeat=2, paced=200))
+    ran = [r["impl"] for r in report["results"]]
+    assert set(ran) | set(report["skipped"]) == set(fbf.IMPLS)
+    assert "fb.inproc" in ran and "fb.sync" in ran and "queue.Queue" in ran
+    for r in report["results"]:
+        assert len(r["runs"]) == 2 and r["items_per_s"]["median"] > 0
+    assert {x["peer"] for x in report["ratios"]} == set(ran) - {"fb.inproc"}
+    paced = report["paced"]
+    assert paced["count"] == 200 and paced["delivered"] == fbf.expected_count(200)
+    assert set(paced["latency_us"]) == {"p50", "p95", "p99", "p99.9", "max"}
+    json.dumps(report)
+    table = fbf.format_table(report)
+    assert "fb.inproc" in table and "paced at 20000" in table
+
+
+def test_a_missing_peer_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(items: list[bytes]) -> Any:
+        raise fbf.Skip("bytewax is not installed (test)")
+
+    monkeypatch.setitem(fbf.RUNNERS, "bytewax", missing)
+    report = fbf.run(fbf.Params(count=100, repeat=1, paced=0, impls=("fb.inproc", "bytewax")))
+    assert report["skipped"] == {"bytewax": "bytewax is not installed (test)"}
+    assert report["ratios"] == [] and report["paced"] is None
+    assert "bytewax       skipped: bytewax is not installed (test)" in fbf.format_table(report)
+
+
+def test_a_wrong_count_fails_the_run() -> None:
+    with pytest.raises(fbf.BenchError, match="the sink got 1 items; expected exactly 9"):
+        fbf._check("x", [(1, b"", 64)], 10)
+
+
+def test_the_cli_suite_and_the_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "flow.json"
+    args = ["bench", "--suite", "flow", "--count", "300", "--repeat", "1", "--no-progress"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["params"]["count"] == 300 and report["params"]["paced"] == 300
+    assert "inproc/impl" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "flow", "--size", "64"])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "flow.py"),
+            "--count",
+            "200",
+            "--repeat",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "fb.inproc" in done.stdout
