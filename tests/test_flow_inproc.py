@@ -73,14 +73,15 @@ def counts(report: flow.Report) -> dict[str, tuple[int, int]]:
 # -- exact delivery -----------------------------------------------------------------
 
 
-def test_every_node_kind_exactly_and_in_order() -> None:
+@pytest.mark.parametrize("codec", ["ref", "msgpack"])
+def test_every_node_kind_exactly_and_in_order(codec: str) -> None:
     g, out = linear(
         lambda: range(10),
         ("map", "sq", lambda x: x * x, {}),
         ("filter", "even", lambda x: x % 2 == 0, {}),
         ("accumulate", "batch", None, {"count": 2}),
     )
-    report = run(g)
+    report = run(g, codec=codec)
     assert report.runtime == "inproc"
     assert out == [[0, 4], [16, 36], [64]]
     n = report.nodes
@@ -106,15 +107,17 @@ def test_a_long_linear_chain_keeps_order_across_batches() -> None:
     assert report.nodes["out"].items_in == len(out)
 
 
-def sync_and_inproc(make: Callable[[], tuple[flow.Graph, list[Any]]]) -> tuple[list[Any], ...]:
+def sync_and_inproc(
+    make: Callable[[], tuple[flow.Graph, list[Any]]], codec: str = "ref"
+) -> tuple[list[Any], ...]:
     g, out = make()
     flow.compile(g).run(runtime="sync")
     sync_out = list(out)
     out.clear()
-    fused = run(g)
+    fused = run(g, codec=codec)
     fused_out = list(out)
     out.clear()
-    unfused = run(g, fuse=False)
+    unfused = run(g, fuse=False, codec=codec)
     assert counts(fused) == counts(unfused)
     return sync_out, fused_out, list(out)
 
@@ -131,8 +134,9 @@ def fusion_graph() -> tuple[flow.Graph, list[Any]]:
     return g, out
 
 
-def test_fused_and_unfused_give_the_sync_output() -> None:
-    sync_out, fused_out, unfused_out = sync_and_inproc(fusion_graph)
+@pytest.mark.parametrize("codec", ["ref", "msgpack"])
+def test_fused_and_unfused_give_the_sync_output(codec: str) -> None:
+    sync_out, fused_out, unfused_out = sync_and_inproc(fusion_graph, codec)
     assert len(sync_out) > 20
     assert Counter(fused_out) == Counter(sync_out) == Counter(unfused_out)
 
@@ -197,7 +201,8 @@ def test_random_chains_give_the_sync_output(
     assert report.items_delivered == len(want)
 
 
-def test_fan_out_and_fan_in_deliver_the_sync_multiset() -> None:
+@pytest.mark.parametrize("codec", ["ref", "msgpack"])
+def test_fan_out_and_fan_in_deliver_the_sync_multiset(codec: str) -> None:
     def make() -> tuple[flow.Graph, list[Any]]:
         out: list[Any] = []
         g = flow.Graph("g")
@@ -211,7 +216,7 @@ def test_fan_out_and_fan_in_deliver_the_sync_multiset() -> None:
         g.source("t", lambda: ["t1", "t2"]) >> "k2"
         return g, out
 
-    sync_out, fused_out, unfused_out = sync_and_inproc(make)
+    sync_out, fused_out, unfused_out = sync_and_inproc(make, codec)
     assert Counter(fused_out) == Counter(sync_out) == Counter(unfused_out)
     # per path the order holds: k2 gets a's items in the source's order
     assert [x for k, x in fused_out if k == "k2" and isinstance(x, int)] == [
@@ -241,11 +246,32 @@ def test_string_callables_from_flow_fns() -> None:
     assert flow_fns.STORED == list(range(1, 11))
 
 
+def test_codec_is_checked() -> None:
+    g, _ = linear(lambda: [1])
+    expected = "codec='json' is invalid: expected one of 'ref', 'msgpack'"
+    with pytest.raises(flow.FlowError, match=expected):
+        run(g, codec="json")
+    with pytest.raises(flow.FlowError, match="only the inproc runtime takes codec"):
+        flow.compile(g).run(runtime="sync", codec="msgpack")
+
+
+def test_items_pass_as_the_same_objects_by_default() -> None:
+    env = Envelope("t.x", {"a": 1}, content_type="application/msgpack", corr_id=7)
+    items = [b"\x00raw", env, (1, 2), {"k": [1, None]}, {3}, object(), 1.5, None]
+    fan: list[Any] = []
+    g, out = linear(lambda: items, ("map", "id", lambda x: x, {"pure": False}))
+    g.connect("id", g.sink("also", fan.append))
+    report = run(g)
+    assert all(a is b for a, b in zip(out, items, strict=True))
+    assert all(a is b for a, b in zip(fan, items, strict=True))
+    assert report.dead_letters == []
+
+
 def test_items_travel_msgpack_encoded_bytes_and_envelopes_as_they_are() -> None:
     env = Envelope("t.x", {"a": 1}, content_type="application/msgpack", corr_id=7)
     items = [b"\x00raw", env, (1, 2), {"k": [1, None]}, {3: "int key"}, 1.5, "s", None]
     g, out = linear(lambda: items, ("map", "id", lambda x: x, {"pure": False}))
-    run(g)
+    run(g, codec="msgpack")
     assert out[0] == b"\x00raw" and type(out[0]) is bytes
     assert isinstance(out[1], Envelope) and out[1] == env
     assert out[2] == [1, 2]  # a tuple comes back a list, as on any msgpack channel
@@ -258,7 +284,7 @@ def test_an_item_msgpack_cannot_encode_is_a_dead_letter() -> None:
         ("map", "m", lambda x: {x} if x == 2 else x, {"pure": False}),
         ("map", "n", lambda x: x, {}),
     )
-    report = run(g)
+    report = run(g, codec="msgpack")
     assert out == [1, 3]
     assert [(d.node, d.item) for d in report.dead_letters] == [("m", {2})]
     assert "TypeError" in report.dead_letters[0].error
@@ -270,7 +296,7 @@ def test_frames_split_to_the_bus_max_frame_and_an_item_too_large_is_a_dead_lette
     items.insert(50, b"x" * 10_000)
     with fb.FrameBus(wal_dir=None, max_frame=4096) as bus:
         g, out = linear(lambda: items, ("map", "m", lambda b: b, {"pure": False}))
-        report = run(g, bus=bus)
+        report = run(g, bus=bus, codec="msgpack")
     assert out == items[:50] + items[51:]
     assert [(d.node, len(d.item)) for d in report.dead_letters] == [("src", 10_000)]
     assert "over the frame limit" in report.dead_letters[0].error
@@ -396,7 +422,16 @@ def test_a_slow_sink_holds_a_fast_source_back_within_the_windows() -> None:
     assert report.nodes["m"].blocked_ns > 0 or report.nodes["s"].blocked_ns > 0
 
 
-def test_overflow_drop_counts_what_it_drops() -> None:
+def run_engine(g: flow.Graph, **kwargs: Any) -> tuple[flow.Report, Any]:
+    from framebus.flow.inproc import InprocEngine
+
+    timeout = kwargs.pop("timeout", 30)
+    engine = InprocEngine(flow.compile(g), **kwargs)
+    return engine.run(timeout=timeout), engine
+
+
+@pytest.mark.parametrize("codec", ["ref", "msgpack"])
+def test_overflow_drop_counts_what_it_drops(codec: str) -> None:
     release = threading.Event()
     got: list[int] = []
 
@@ -407,14 +442,16 @@ def test_overflow_drop_counts_what_it_drops() -> None:
 
     g = flow.Graph("g")
     g.source("s", lambda: range(5000)) >> g.sink("k", sink, window=1, overflow="drop")
-    report = run(g, max_batch=8)
+    report, engine = run_engine(g, max_batch=8, codec=codec)
     k = report.nodes["k"]
     assert k.dropped > 0
     assert k.items_in == len(got) and len(got) + k.dropped == 5000
     assert got == sorted(got)
+    assert engine.run_state.refs == {}  # the dropped frames' items were let go
 
 
-def test_overflow_drop_oldest_keeps_the_newest() -> None:
+@pytest.mark.parametrize("codec", ["ref", "msgpack"])
+def test_overflow_drop_oldest_keeps_the_newest(codec: str) -> None:
     got: list[int] = []
 
     def sink(x: int) -> None:
@@ -424,10 +461,11 @@ def test_overflow_drop_oldest_keeps_the_newest() -> None:
 
     g = flow.Graph("g")
     g.source("s", lambda: range(5000)) >> g.sink("k", sink, window=2, overflow="drop_oldest")
-    report = run(g, max_batch=8)
+    report, engine = run_engine(g, max_batch=8, codec=codec)
     k = report.nodes["k"]
     assert k.dropped > 0 and len(got) + k.dropped == 5000
     assert got[-1] == 4999 and got == sorted(got)
+    assert engine.run_state.refs == {}
 
 
 # -- failures -----------------------------------------------------------------------

@@ -129,6 +129,7 @@ class Plan:
         bus: FrameBus | None = None,
         max_batch: int | None = None,
         metrics: Any = None,
+        codec: str | None = None,
     ) -> Report:
         """Run the plan to the end of its sources (or ``timeout`` seconds by ``clock``)
         and return the Report. ``clock()`` returns nanoseconds (default
@@ -142,7 +143,10 @@ class Plan:
         states its rules). Inproc only: ``bus``, a FrameBus to run on (default: one of
         the run's own, closed at the end); ``max_batch``, the most items per frame
         (default 1024); ``metrics``, True or a prometheus_client CollectorRegistry to
-        export the ``framebus_flow_*`` families in while the run is live."""
+        export the ``framebus_flow_*`` families in while the run is live; ``codec``,
+        how items other than bytes cross a stage boundary: ``"ref"`` (default) as they
+        are, the same objects the sync engine would hand on, or ``"msgpack"`` encoded
+        in the frames, as they would cross processes (tuples arrive as lists)."""
         if runtime not in RUNTIMES:
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "
@@ -153,7 +157,12 @@ class Plan:
         ):
             raise FlowError(f"timeout={timeout!r} is invalid: expected a number > 0 or None")
         if runtime == "sync":
-            for key, value in (("bus", bus), ("max_batch", max_batch), ("metrics", metrics)):
+            for key, value in (
+                ("bus", bus),
+                ("max_batch", max_batch),
+                ("metrics", metrics),
+                ("codec", codec),
+            ):
                 if value is not None:
                     raise FlowError(f"{key}={value!r}: only the inproc runtime takes {key}")
             from .sync import SyncEngine
@@ -167,6 +176,7 @@ class Plan:
             sleep=sleep,
             bus=bus,
             max_batch=MAX_BATCH if max_batch is None else max_batch,
+            codec="ref" if codec is None else codec,
         )
         return engine.run(timeout=timeout, metrics=metrics)
 

@@ -13,15 +13,19 @@ stage with ``async def`` callables runs them on an asyncio loop of its own threa
 (:class:`AsyncEngine`), one item at a time as the sync engine does; the loop runs
 only while the stage works on a batch.
 
-Batches. Items move in frames of up to ``max_batch`` items: one msgpack array
-``[kind, emitted_ns, deadline_ns, items]``. A source asks its iterator for one item
-while the stage after it is idle (nothing in flight on its port) and for twice as
-many as last time while it is loaded, up to ``max_batch``; other stages keep the
-frames they get (a filter may shrink them; an accumulator sends each list in a frame
-of its own). A batch waits for its last item, so a source that blocks between items
-(waiting for data) is best run with ``max_batch=1`` or a ``rate``. Items travel
-msgpack-encoded: bytes stay bytes, ints, floats, strs, None, lists and dicts (any
-keys) come back equal, tuples come back as lists (as on any msgpack channel), an
+Batches. Items move in frames of up to ``max_batch`` items. With ``codec="ref"`` (the
+default) a frame is a header ``kind, emitted_ns, deadline_ns, token`` and its items
+stay in the run's table under the token until the receiver takes them: they arrive
+as the very objects sent, as in the sync engine (a fan-out's receivers share them).
+With ``codec="msgpack"`` a frame is one msgpack array ``[kind, emitted_ns,
+deadline_ns, items]``, as items would cross processes. A source asks its iterator
+for one item while the stage after it is idle (nothing in flight on its port) and
+for twice as many as last time while it is loaded, up to ``max_batch``; other stages
+keep the frames they get (a filter may shrink them; an accumulator sends each list
+in a frame of its own). A batch waits for its last item, so a source that blocks
+between items (waiting for data) is best run with ``max_batch=1`` or a ``rate``.
+msgpack-encoded items: bytes stay bytes, ints, floats, strs, None, lists and dicts
+(any keys) come back equal, tuples come back as lists (as on any msgpack channel), an
 Envelope travels as its encoding and comes back an equal Envelope; an item msgpack
 cannot encode is a dead letter of the node that produced it. Inside a fused stage
 items are passed as they are.
@@ -40,7 +44,7 @@ Order. A path of stages with parallelism 1 delivers in the order its source
 produced (one ring: the frames of one sender arrive in the order sent); items
 of different sources, or from the two sides of a fan-in, interleave in no set order;
 a node with ``parallelism`` > 1 gives no order. The output multiset is the sync
-engine's for the same input (with the msgpack caveat above).
+engine's for the same input (with msgpack, the caveat above).
 
 Failures. As in sync: a call that raises is retried ``retries`` times after
 ``backoff * 2**(k-1)`` s, then the item is a dead letter (``report.dead_letters``,
@@ -65,8 +69,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -109,6 +115,9 @@ _RING_POW = 14
 _MAX_FRAME = 1 << 22  # the largest frame: one item alone up to about this
 
 _DEAD = object()  # a result given up on (dead letter)
+# codec="ref": a frame is this header; its items stay in the run's table, by token
+_REF = struct.Struct("<BQQQ")  # kind, emitted_ns, deadline_ns, token
+CODECS = ("ref", "msgpack")
 
 
 def dead_topic(graph: str) -> str:
@@ -174,6 +183,15 @@ class _Run:
         self.bus: FrameBus | None = None
         self.topic = dead_topic(engine.plan.name)
         self.packer = msgpack.Packer(use_bin_type=True, default=_default)
+        self.by_ref = engine.codec == "ref"
+        self.refs: dict[int, list[Any]] = {}  # codec="ref": items of frames in flight
+        self.tokens = itertools.count(1)  # next() is atomic under the GIL
+
+    def forget(self, frames: Any) -> None:
+        """codec="ref": frames that will never be received (dropped) let their items go."""
+        if self.by_ref:
+            for frame in frames:
+                self.refs.pop(_REF.unpack(frame)[3], None)
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -299,7 +317,10 @@ class _Worker:
         if stage.acc is not None and len(stage.acc):
             self._send(self._flush_acc("end"))
         if self.outs:
-            end = self.packer.pack([_END, 0, 0, None])
+            if self.run.by_ref:
+                end = _REF.pack(_END, 0, 0, 0)
+            else:
+                end = self.packer.pack([_END, 0, 0, None])
             for out in self.outs:
                 self._push(out, [end], [0], wait=True)
 
@@ -320,8 +341,18 @@ class _Worker:
             return
         data = [f for f, _ in frames]
         counts = [n for _, n in frames]
-        for out in self.outs:
+        for i, out in enumerate(self.outs):
+            if i and self.run.by_ref:
+                data = [self._ref_again(f) for f in data]  # each receiver takes its own
             self._push(out, data, counts, wait=out.overflow == "block")
+
+    def _ref_again(self, frame: bytes) -> bytes:
+        kind, emitted, deadline, token = _REF.unpack(frame)
+        if kind != _DATA:
+            return frame
+        again = next(self.run.tokens)
+        self.run.refs[again] = self.run.refs[token]
+        return _REF.pack(kind, emitted, deadline, again)
 
     def _push(self, out: _Out, data: list[bytes], counts: list[int], wait: bool) -> None:
         port = out.port
@@ -355,17 +386,22 @@ class _Worker:
         rest, rest_n = data[i:], counts[i:]
         if out.overflow == "drop":
             out.dropped += sum(rest_n)
+            self.run.forget(rest)
             return
         out.pending.extend(rest)  # drop_oldest: keep the newest `window` frames
         out.pending_n.extend(rest_n)
         while len(out.pending) > out.window:
-            out.pending.popleft()
+            self.run.forget([out.pending.popleft()])
             out.dropped += out.pending_n.popleft()
 
     def _frame(self, emitted: int, deadline: int, items: list[Any]) -> list[tuple[bytes, int]]:
         """The frames for ``items`` (split when over _FRAME_BYTES); an item msgpack
         cannot encode, or too large for a frame of the bus alone, is a dead letter of
-        the stage's last node."""
+        the stage's last node. codec="ref": one frame naming the items, kept as they are."""
+        if self.run.by_ref:
+            token = next(self.run.tokens)
+            self.run.refs[token] = items
+            return [(_REF.pack(_DATA, emitted, deadline, token), len(items))]
         try:
             payload = self.packer.pack([_DATA, emitted, deadline, items])
         except Exception:
@@ -534,6 +570,7 @@ class _Worker:
         ttl_ns = None if acc is None else acc.ttl_ns
         shared = stage.workers > 1
         unpack = _unpack
+        by_ref, refs, ref_header = run.by_ref, run.refs, _REF.unpack
         take = min(_RECV_FRAMES, port.window)  # credits this stage holds back at most
         while True:
             self._check_abort()
@@ -553,7 +590,12 @@ class _Worker:
             if acc is not None and acc.expired(self.clock()):
                 self._send(self._flush_acc("ttl"))
             for payload in payloads:  # each frame's output goes on before the next
-                kind, emitted, deadline, items = unpack(payload)
+                items: list[Any]
+                if by_ref:
+                    kind, emitted, deadline, token = ref_header(payload)
+                    items = refs.pop(token) if kind == _DATA else []
+                else:
+                    kind, emitted, deadline, items = unpack(payload)
                 if kind == _END:
                     with stage.mu:
                         stage.ends += 1
@@ -830,6 +872,7 @@ class InprocEngine:
         sleep: Callable[[float], None] | None = None,
         bus: FrameBus | None = None,
         max_batch: int = MAX_BATCH,
+        codec: str = "ref",
     ) -> None:
         self.plan = plan
         if clock is None:
@@ -842,6 +885,11 @@ class InprocEngine:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
         self.max_batch = max_batch
+        if codec not in CODECS:
+            raise FlowError(
+                f"codec={codec!r} is invalid: expected one of " + ", ".join(map(repr, CODECS))
+            )
+        self.codec = codec
         if bus is not None:
             from framebus.bus import FrameBus
 
