@@ -14,8 +14,9 @@ per item, and a run fails unless the sink got exactly the 90 % expected, in orde
 where the implementation keeps order.
 
 Implementations. ``fb.sync`` and ``fb.inproc``: one ``flow.Graph`` (map and filter fuse
-into one stage), ``plan.run(runtime=...)``. ``bytewax``: ``bytewax.testing.run_main``
-(one worker) over ``TestingSource(items, batch_size=1000)``, ``op.map``, ``op.filter``,
+into one stage), ``plan.run(runtime=...)``; ``fb.inproc.msgpack``: inproc with
+``codec="msgpack"`` (items encoded in the frames, as across processes). ``bytewax``:
+``bytewax.testing.run_main`` (one worker) over ``TestingSource(items, batch_size=1000)``, ``op.map``, ``op.filter``,
 ``TestingSink``. ``streamz``: ``Stream().map(parse).filter(keep).sink(append)``, each
 item ``emit``-ted. ``queue.Queue``: four threads (source, map, filter, sink) with a
 ``queue.Queue(maxsize=1024)`` between each two, one item per ``put``. A peer that is not
@@ -63,8 +64,8 @@ QUICK_REPEAT = 2
 PACED_RATE = 20_000.0
 DEFAULT_PACED = 20_000  # one second at the rate
 QUICK_PACED = 2_000
-IMPLS = ("fb.inproc", "fb.sync", "bytewax", "streamz", "queue.Queue")
-PEERS = ("fb.sync", "bytewax", "streamz", "queue.Queue")
+IMPLS = ("fb.inproc", "fb.inproc.msgpack", "fb.sync", "bytewax", "streamz", "queue.Queue")
+PEERS = ("fb.inproc.msgpack", "fb.sync", "bytewax", "streamz", "queue.Queue")
 TARGETS = {"bytewax": 1.0, "queue.Queue": 8.0}  # inproc / peer, at least
 PACED_P99_TARGET_US = 200.0
 QUEUE_MAXSIZE = 1024
@@ -112,12 +113,12 @@ def _graph(items: list[bytes], out: list[Any], rate: float | None = None) -> Any
     return g
 
 
-def run_framebus(runtime: str, items: list[bytes]) -> tuple[float, list[Any], Any]:
+def run_framebus(runtime: str, items: list[bytes], **options: Any) -> tuple[float, list[Any], Any]:
     from framebus import flow
 
     out: list[Any] = []
     start = time.perf_counter()
-    report = flow.compile(_graph(items, out)).run(runtime=runtime)
+    report = flow.compile(_graph(items, out)).run(runtime=runtime, **options)
     return time.perf_counter() - start, out, report
 
 
@@ -197,6 +198,7 @@ def run_queues(items: list[bytes]) -> tuple[float, list[Any], Any]:
 
 RUNNERS: dict[str, Callable[[list[bytes]], tuple[float, list[Any], Any]]] = {
     "fb.inproc": lambda items: run_framebus("inproc", items),
+    "fb.inproc.msgpack": lambda items: run_framebus("inproc", items, codec="msgpack"),
     "fb.sync": lambda items: run_framebus("sync", items),
     "bytewax": run_bytewax,
     "streamz": run_streamz,
