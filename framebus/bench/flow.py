@@ -16,8 +16,8 @@ where the implementation keeps order.
 Implementations. ``fb.sync`` and ``fb.inproc``: one ``flow.Graph`` (map and filter fuse
 into one stage), ``plan.run(runtime=...)``; ``fb.inproc.msgpack``: inproc with
 ``codec="msgpack"`` (items encoded in the frames, as across processes). ``bytewax``:
-``bytewax.testing.run_main`` (one worker) over ``TestingSource(items, batch_size=1000)``, ``op.map``, ``op.filter``,
-``TestingSink``. ``streamz``: ``Stream().map(parse).filter(keep).sink(append)``, each
+``bytewax.testing.run_main`` (one worker) over ``TestingSource(items, batch_size=1000)``,
+``op.map``, ``op.filter``, ``TestingSink``. ``streamz``: ``Stream().map(parse).filter(keep).sink(append)``, each
 item ``emit``-ted. ``queue.Queue``: four threads (source, map, filter, sink) with a
 ``queue.Queue(maxsize=1024)`` between each two, one item per ``put``. A peer that is not
 installed is skipped with a note.
@@ -324,7 +324,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{m['cpu_model']}, {m['usable_cpus']} CPUs, Python {m['python_version']}",
         "",
     ]
-    head = f"{'impl':<12}  {'items/s':>9}  {'(min..max)':<19}  {'inproc/impl':>11}  target"
+    head = f"{'impl':<17}  {'items/s':>9}  {'(min..max)':<19}  {'inproc/impl':>11}  target"
     out.append(head)
     out.append("-" * len(head))
     for r in report["results"]:
@@ -335,11 +335,11 @@ def format_table(report: dict[str, Any]) -> str:
             target = f">= {rt['target']:g}x: {'met' if rt['met'] else 'NOT met'}"
         ips = r["items_per_s"]
         out.append(
-            f"{r['impl']:<12}  {fmt_rate(ips['median']):>9}  {fmt_range(ips):<19}  "
+            f"{r['impl']:<17}  {fmt_rate(ips['median']):>9}  {fmt_range(ips):<19}  "
             f"{rts:>11}  {target}"
         )
     for impl, why in report["skipped"].items():
-        out.append(f"{impl:<12}  skipped: {why}")
+        out.append(f"{impl:<17}  skipped: {why}")
     paced = report.get("paced")
     if paced:
         lat = paced["latency_us"]
