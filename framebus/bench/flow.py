@@ -16,9 +16,10 @@ where the implementation keeps order.
 Implementations. ``fb.sync`` and ``fb.inproc``: one ``flow.Graph`` (map and filter fuse
 into one stage), ``plan.run(runtime=...)``; ``fb.inproc.msgpack``: inproc with
 ``codec="msgpack"`` (items encoded in the frames, as across processes). ``bytewax``:
-``bytewax.testing.run_main`` (one worker) over ``TestingSource(items, batch_size=1000)``,
-``op.map``, ``op.filter``, ``TestingSink``. ``streamz``: ``Stream().map(parse).filter(keep).sink(append)``, each
-item ``emit``-ted. ``queue.Queue``: four threads (source, map, filter, sink) with a
+``bytewax.testing.run_main`` (one worker) over ``TestingSource(items,
+batch_size=1000)``, ``op.map``, ``op.filter``, ``TestingSink``. ``streamz``:
+``Stream().map(parse).filter(keep).sink(append)``, each item ``emit``-ted.
+``queue.Queue``: four threads (source, map, filter, sink) with a
 ``queue.Queue(maxsize=1024)`` between each two, one item per ``put``. A peer that is not
 installed is skipped with a note.
 
