@@ -98,6 +98,28 @@ class SyncEngine:
         self.next_at = {n: 0 for n in plan.nodes}  # rate: clock time the next item is due
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def snapshot(self) -> dict[str, Any]:
+        """The run's numbers so far, shaped as the inproc runtime's snapshot (for
+        framebus.metrics and live progress; read from another thread while it runs)."""
+        nodes = {
+            name: {
+                "items_in": s.items_in,
+                "items_out": s.items_out,
+                "errors": s.errors,
+                "deadline_misses": s.deadline_misses,
+            }
+            for name, s in list(self.stats.items())
+        }
+        sinks = [n for n in self.plan.order if self.nodes[n].kind == "sink"]
+        # the sync report keeps one histogram for all sinks: per sink only when one
+        latency = {sinks[0]: self.report.buckets()} if len(sinks) == 1 else {}
+        return {
+            "graph": self.plan.name,
+            "nodes": nodes,
+            "e2e_deadline_misses": self.report.e2e_deadline_misses,
+            "latency": latency,
+        }
+
     # -- helpers ---------------------------------------------------------------------
 
     def _await(self, value: Any) -> Any:
