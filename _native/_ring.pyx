@@ -140,6 +140,19 @@ cdef int64_t timeout_arg(object timeout) except -2:
     return _timeout_ns(timeout)
 
 
+cdef Py_ssize_t max_frames_arg(object max_frames) except -1:
+    """A max_frames argument as a C size: an int >= 1 (ValueError naming it otherwise;
+    TypeError for a value that is not an int)."""
+    cdef Py_ssize_t n
+    try:
+        n = max_frames
+    except OverflowError:
+        raise ValueError(f"max_frames must be >= 1 and < 2**63, got {max_frames}") from None
+    if n < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    return n
+
+
 cdef uint64_t realtime_ns() noexcept nogil:
     return fb_now_ns()
 
@@ -1989,30 +2002,28 @@ cdef class Reader:
         got = self._recv(1, timeout)
         return got[0] if got else None
 
-    def recv_batch(self, Py_ssize_t max_frames, timeout=None):
+    def recv_batch(self, object max_frames, timeout=None):
         """Up to max_frames frames (at least one unless the timeout expires: then [])."""
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.backfill is not None or self.decoder is not None:
-            return self._recv_modes(max_frames, timeout)
-        return self._recv(max_frames, timeout)
+            return self._recv_modes(n, timeout)
+        return self._recv(n, timeout)
 
-    def recv_payloads(self, Py_ssize_t max_frames, timeout=None):
+    def recv_payloads(self, object max_frames, timeout=None):
         """Up to max_frames payloads (bytes), at least one unless the timeout expires
         (then []): recv_batch without a Frame per frame, for consumers that only want
         the payloads. Not for envelopes=True subscriptions (use recv_batch)."""
         cdef list frames
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.decoder is not None:
             raise ValueError("recv_payloads hands back raw payloads; this subscription "
                              "decodes envelopes (envelopes=True): use recv_batch")
         if self.backfill is not None:  # a durable group's frames from the WAL first
-            frames = self._fetch(max_frames, timeout)
+            frames = self._fetch(n, timeout)
             return [(<Frame>fr).payload for fr in frames]
-        return self._recv(max_frames, timeout, TAKE_PAYLOADS)
+        return self._recv(n, timeout, TAKE_PAYLOADS)
 
-    def recv_frames(self, Py_ssize_t max_frames, timeout=None, *, bint borrow=False):
+    def recv_frames(self, object max_frames, timeout=None, *, bint borrow=False):
         """Up to max_frames frames as one FrameBatch (empty on timeout): their payloads
         copied once, back to back, and their fields in arrays; a Frame or bytes is made
         only when asked for. Not for envelopes=True subscriptions.
@@ -2023,16 +2034,15 @@ cdef class Reader:
         (not groups) on a bus that is not in overwrite mode, where no producer can
         reuse the frames' space while they are borrowed.
         """
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.decoder is not None:
             raise ValueError("recv_frames hands back raw frames; this subscription "
                              "decodes envelopes (envelopes=True): use recv_batch")
         if borrow:
-            return self._recv_borrowed(max_frames, timeout)
+            return self._recv_borrowed(n, timeout)
         if self.backfill is not None:  # a durable group's frames from the WAL first
-            return FrameBatch.of(self._fetch(max_frames, timeout))
-        return self._recv(max_frames, timeout, TAKE_BATCH)
+            return FrameBatch.of(self._fetch(n, timeout))
+        return self._recv(n, timeout, TAKE_BATCH)
 
     cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout):
         cdef fb_ring_t *r

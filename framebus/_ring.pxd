@@ -48,6 +48,7 @@ cdef class Frame
 
 cdef int _check(int rc, str what) except -1
 cdef int64_t timeout_arg(object timeout) except -2
+cdef Py_ssize_t max_frames_arg(object max_frames) except -1
 cdef uint64_t realtime_ns() noexcept nogil
 
 

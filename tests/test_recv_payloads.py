@@ -297,12 +297,6 @@ def test_a_huge_max_frames_returns_what_is_there(
     assert _payloads(getattr(rx, path)(huge, timeout=0)) == [b"ready"] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a max_frames above 2**63-1 raises Cython's OverflowError 'Python int too large "
-    "to convert to C ssize_t' (the Py_ssize_t argument's conversion), which names neither "
-    "max_frames nor the value; recv_batch alike, on a Subscription and on a DataPort",
-)
 @pytest.mark.parametrize("path", RECEIVE_PATHS)
 @pytest.mark.parametrize("huge", [2**63, 10**30])
 def test_max_frames_beyond_ssize_t_is_refused_by_name(
@@ -337,13 +331,6 @@ def test_bad_timeout_is_refused_with_a_frame_ready(
     assert _payloads(getattr(sub, path)(5, timeout=0)) == [b"ready"]  # nothing was taken
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DataPort.recv_batch/recv_payloads/recv_frames look at timeout only when they "
-    "have to wait (_port.pyx _receive/_receive_raw read with timeout 0 first): with a "
-    "frame ready, a negative, NaN or non-number timeout is accepted and the frame "
-    "returned, where a Subscription raises",
-)
 @pytest.mark.parametrize("path", RECEIVE_PATHS)
 @pytest.mark.parametrize(("bad", "exc", "text"), BAD_TIMEOUTS)
 def test_bad_timeout_is_refused_by_a_port_with_a_frame_ready(
