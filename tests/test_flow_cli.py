@@ -265,7 +265,7 @@ def test_live_run_samples_until_the_end() -> None:
     live = LiveRun(flow.compile(g), "sync", 0.01, seen.append)
     report = live.run()
     assert report.items_delivered == 10
-    assert live.samples and live.samples[-1] is seen[-1]
+    assert live.samples and seen  # every sample but a last one replaced by the totals
     assert live.samples[-1].nodes["k"]["items_out"] == 10
     with pytest.raises(flow.FlowError, match="runtime 'ipc' is not available here"):
         LiveRun(flow.compile(g), "ipc")

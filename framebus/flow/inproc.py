@@ -1102,7 +1102,8 @@ class InprocEngine:
                 _add_stats(report.nodes[name], s)
             for out in w.outs:
                 report.nodes[out.dst].dropped += out.dropped
-            report.latency.add(w.report.latency)
+            if w.report.latency.get_total_count():  # hdrh's add of an empty one zeroes min
+                report.latency.add(w.report.latency)
             report.e2e_deadline_misses += w.report.e2e_deadline_misses
         report.dead_letters = list(run.dead)
         report.timed_out = run.timed_out

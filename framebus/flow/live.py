@@ -69,9 +69,12 @@ class LiveRun:
         stop = threading.Event()
         started = time.monotonic()
 
-        def take() -> None:
+        def take(final: bool = False) -> None:
             snap = engine.snapshot()
             sample = Sample(time.monotonic() - started, snap["nodes"], snap["e2e_deadline_misses"])
+            if final and self.samples and sample.t - self.samples[-1].t < self.interval / 4:
+                self.samples[-1] = sample  # the end's totals, without a rate over ~0 s
+                return
             self.samples.append(sample)
             if self.on_sample is not None:
                 self.on_sample(sample)
@@ -93,7 +96,7 @@ class LiveRun:
         finally:
             stop.set()
             thread.join()
-            take()
+            take(final=True)
             if registry is not None:
                 metrics.unregister_flow(engine, registry)
 

@@ -60,6 +60,7 @@ def plot_run(report: Report, samples: list[Sample], path: str | os.PathLike[str]
             ax_lat.axvline(lat[key] / 1000, color="k", linestyle=style, linewidth=1, label=key)
         ax_lat.set_xscale("log")
         ax_lat.set_yscale("log")
+        ax_lat.set_xlim(edges[0], edges[-1])
         ax_lat.legend()
     else:
         ax_lat.text(0.5, 0.5, "no item reached a sink", ha="center", transform=ax_lat.transAxes)
@@ -78,21 +79,30 @@ def plot_run(report: Report, samples: list[Sample], path: str | os.PathLike[str]
 
 
 def _rates(ax: Any, report: Report, samples: list[Sample]) -> None:
-    ax.set_title("throughput per node (items out per second)")
+    from .live import Sample
+
+    ax.set_title("throughput per node (items out per second, log scale)")
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("items/s")
-    if len(samples) < 2:
-        ax.text(0.5, 0.5, "run shorter than one sample", ha="center", transform=ax.transAxes)
+    if not samples:
+        ax.text(0.5, 0.5, "no sample taken", ha="center", transform=ax.transAxes)
         return
+    points = [Sample(0.0, {}), *samples]  # the run starts from nothing
+    drawn = False
     for name in report.nodes:
         ts, rates = [], []
-        for a, b in zip(samples, samples[1:], strict=False):
+        for a, b in zip(points, points[1:], strict=False):
             dt = b.t - a.t
             if dt <= 0:
                 continue
             before = a.nodes.get(name, {}).get("items_out", 0)
             after = b.nodes.get(name, {}).get("items_out", 0)
-            ts.append(b.t)
-            rates.append((after - before) / dt)
-        ax.plot(ts, rates, marker=".", label=f"{name} ({report.nodes[name].kind})")
-    ax.legend(fontsize="small")
+            if after > before:  # a log scale shows no zero
+                ts.append(b.t)
+                rates.append((after - before) / dt)
+        if rates:
+            ax.plot(ts, rates, marker=".", label=f"{name} ({report.nodes[name].kind})")
+            drawn = True
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
