@@ -2049,7 +2049,6 @@ cdef class Reader:
         cdef fb_frame_t f
         cdef fb_read_t before
         cdef Py_ssize_t n
-        cdef _rec *grown
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left
@@ -2076,19 +2075,7 @@ cdef class Reader:
                 if n and f.data < self.recs[n - 1].data:
                     self.rd = before  # the ring wrapped: this frame starts the next batch
                     break
-                if n >= self.recs_cap:
-                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
-                    if grown == NULL:
-                        self._end_read()
-                        raise MemoryError()
-                    self.recs = grown
-                    self.recs_cap = n * 2 + 64
-                self.recs[n].seq = f.seq
-                self.recs[n].ts_ns = f.ts_ns
-                self.recs[n].pos = f.pos
-                self.recs[n].data = f.data
-                self.recs[n].topic = f.topic
-                self.recs[n].len = f.len
+                self._keep_rec(n, &f)
                 n += 1
             if n:
                 break
@@ -2112,6 +2099,25 @@ cdef class Reader:
         self.ring.active += 1
         return b
 
+    @cython.final
+    cdef inline int _keep_rec(self, Py_ssize_t n, const fb_frame_t *f) except -1:
+        """Record frame f as the n-th of the read in progress (ended on a failure)."""
+        cdef _rec *grown
+        if n >= self.recs_cap:
+            grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
+            if grown == NULL:
+                self._end_read()
+                raise MemoryError()
+            self.recs = grown
+            self.recs_cap = n * 2 + 64
+        self.recs[n].seq = f.seq
+        self.recs[n].ts_ns = f.ts_ns
+        self.recs[n].pos = f.pos
+        self.recs[n].data = f.data
+        self.recs[n].topic = f.topic
+        self.recs[n].len = f.len
+        return 0
+
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames):
         """Reads up to max_frames matching frames without waiting (GIL held) into one
         FrameBatch: no Python object per frame."""
@@ -2121,7 +2127,6 @@ cdef class Reader:
         cdef Py_ssize_t n, i, kept, logged
         cdef uint64_t total
         cdef bint overwrite = self.overwrite
-        cdef _rec *grown
         cdef bytes data
         while True:
             n = 0
@@ -2136,19 +2141,7 @@ cdef class Reader:
                     logged += 1
                 if not self.match_all and not self._matches(f.topic):
                     continue
-                if n >= self.recs_cap:
-                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
-                    if grown == NULL:
-                        self._end_read()
-                        raise MemoryError()
-                    self.recs = grown
-                    self.recs_cap = n * 2 + 64
-                self.recs[n].seq = f.seq
-                self.recs[n].ts_ns = f.ts_ns
-                self.recs[n].pos = f.pos
-                self.recs[n].data = f.data
-                self.recs[n].topic = f.topic
-                self.recs[n].len = f.len
+                self._keep_rec(n, &f)
                 total += f.len
                 n += 1
             data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)

@@ -393,16 +393,6 @@ def _add_flow_commands(sub: Any) -> None:
     _add_run_parser(sub)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: expected a number > 0")
-    return value
-
-
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -414,6 +404,8 @@ def _port(text: str) -> int:
 
 
 def _flow_common(p: argparse.ArgumentParser, default_runtime: str) -> None:
+    from .bench._common import positive_float
+
     p.add_argument(
         "--runtime",
         choices=FLOW_RUNTIMES,
@@ -423,7 +415,7 @@ def _flow_common(p: argparse.ArgumentParser, default_runtime: str) -> None:
     p.add_argument("--json", metavar="REPORT", help="also write the report to REPORT as JSON")
     p.add_argument(
         "--interval",
-        type=_positive,
+        type=positive_float,
         default=1.0,
         metavar="S",
         help="seconds between progress samples (default: 1)",
@@ -431,6 +423,8 @@ def _flow_common(p: argparse.ArgumentParser, default_runtime: str) -> None:
 
 
 def _add_run_parser(sub: Any) -> None:
+    from .bench._common import positive_float
+
     p = sub.add_parser(
         "run",
         help="run a flow graph file (YAML or JSON) with live progress",
@@ -444,7 +438,7 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("flow", metavar="FLOW", help="the graph file (.yaml, .yml or .json)")
     _flow_common(p, "inproc")
     p.add_argument(
-        "--duration", type=_positive, metavar="S", help="stop the sources after S seconds"
+        "--duration", type=positive_float, metavar="S", help="stop the sources after S seconds"
     )
     p.add_argument(
         "--metrics-port",
@@ -460,6 +454,8 @@ def _add_run_parser(sub: Any) -> None:
 
 
 def _add_demo_parser(sub: Any) -> None:
+    from .bench._common import positive_float
+
     p = sub.add_parser(
         "demo",
         help="run the shipped ingestion pipeline and plot its latency",
@@ -473,14 +469,14 @@ def _add_demo_parser(sub: Any) -> None:
     _flow_common(p, "inproc")
     p.add_argument(
         "--rate",
-        type=_positive,
+        type=positive_float,
         default=20_000.0,
         metavar="R",
         help="sensor readings per second (default: 20000)",
     )
     p.add_argument(
         "--duration",
-        type=_positive,
+        type=positive_float,
         default=5.0,
         metavar="S",
         help="seconds to run (default: 5)",

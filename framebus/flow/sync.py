@@ -59,6 +59,20 @@ class _Item:
         self.deadline_ns = deadline_ns  # 0: none
 
 
+def source_iterator(node: CompiledNode, made: Any) -> Any:
+    """The iterator (or async iterator) of what a source's callable returned (awaited
+    already); FlowError naming the source when it is neither iterable."""
+    if hasattr(made, "__aiter__"):
+        return made.__aiter__()
+    try:
+        return iter(made)
+    except TypeError:
+        raise FlowError(
+            f"source {node.name!r}: {node.fn!r}() returned {type(made).__name__}, "
+            "not an iterable or an async iterable"
+        ) from None
+
+
 class _Failed(Exception):
     """A call failed after its retries; the dead letter is recorded."""
 
@@ -244,15 +258,7 @@ class SyncEngine:
         made = node.fn()
         if inspect.isawaitable(made):
             made = self._await(made)
-        if hasattr(made, "__aiter__"):
-            return made.__aiter__()
-        try:
-            return iter(made)
-        except TypeError:
-            raise FlowError(
-                f"source {node.name!r}: {node.fn!r}() returned {type(made).__name__}, "
-                "not an iterable or an async iterable"
-            ) from None
+        return source_iterator(node, made)
 
     def _pull(self, node: CompiledNode, it: Any) -> Any:
         stats = self.stats[node.name]
