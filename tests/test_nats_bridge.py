@@ -49,6 +49,9 @@ FULL = dict(
     headers={"k": [1, "two", b"3"], "n": 4},
 )
 
+# every test here starts a nats-server process
+pytestmark = pytest.mark.xproc
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
@@ -185,6 +188,7 @@ def check_stream(msgs: list[Any], total: int) -> None:
         assert seqs == sorted(seqs)
 
 
+@pytest.mark.crash
 def test_nats_server_restart_loses_nothing(nats_server: NatsServer) -> None:
     total = STRESS
     with fb.FrameBus(preset="memory_optimized") as bus:
@@ -216,6 +220,7 @@ def test_nats_server_restart_loses_nothing(nats_server: NatsServer) -> None:
     assert s["frames_out"] == total + s["duplicates"]
 
 
+@pytest.mark.crash
 def test_bridge_sigkill_resends_from_the_wal(nats_server: NatsServer, tmp_path: Path) -> None:
     total = CRASH_FRAMES
     wal = str(tmp_path / "wal")

@@ -19,6 +19,9 @@ from framebus.bridge.nats import ORIGIN_HEADER
 from framebus.cli import main
 from framebus.cluster import NodeRegistry
 
+# every test here starts a nats-server process
+pytestmark = pytest.mark.xproc
+
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:

@@ -1,7 +1,7 @@
 """framebus.cluster against a real nats-server: events and request-reply across two
 buses, the node registry's joins and leaves (TTL expiry after a SIGKILL), the lock's
 exclusivity under contention from several processes and its expiry after a holder's
-SIGKILL; and the single-node defaults, which need no server."""
+SIGKILL. The single-node defaults, which need no server: tests/test_cluster_local.py."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from framebus import cluster
 from framebus.cluster import (
     ClusterEventBus,
     DistributedLock,
-    LocalClusterEventBus,
-    LocalLock,
-    LocalNodeRegistry,
     LockLost,
     NodeRegistry,
 )
 
 WORKERS = Path(__file__).resolve().parent / "nats_workers.py"
+
+# every test here starts a nats-server process
+pytestmark = pytest.mark.xproc
 
 
 @pytest.fixture
@@ -99,43 +99,7 @@ def test_events_and_requests_across_two_buses(nats_server: NatsServer) -> None:
     assert sa["local"]["published"] == 1
 
 
-def test_single_node_defaults_need_no_server() -> None:
-    with fb.FrameBus(preset="memory_optimized") as bus:
-        ceb = cluster.event_bus(bus)
-        assert isinstance(ceb, LocalClusterEventBus)
-        ceb.subscribe_cluster("svc.echo", lambda m: {"echo": m})
-        assert ceb.request("svc.echo", 5, timeout=5) == {"echo": 5}
-        with pytest.raises(fb.NoResponders):
-            ceb.request("svc.nobody", 1, timeout=5)
-        got: queue.Queue[Any] = queue.Queue()
-        ceb.subscribe_local("ctl.>", got.put)
-        ceb.publish_cluster("ctl.x", 1)
-        assert got.get(timeout=5) == 1
-        assert ceb.statistics()["published_cluster"] == 1
-        ceb.close()
-
-    reg = cluster.node_registry(ttl=1)
-    assert isinstance(reg, LocalNodeRegistry)
-    events: queue.Queue[Any] = queue.Queue()
-    watch = reg.watch(lambda *e: events.put(e), interval=0.02)
-    reg.register("n1", {"a": 1})
-    assert events.get(timeout=5) == ("join", "n1", {"a": 1})
-    assert reg.nodes() == {"n1": {"a": 1}}
-    assert events.get(timeout=5) == ("leave", "n1", None)  # no heartbeat: expired
-    watch.close()
-    reg.close()
-
-    one, two = cluster.lock("job", ttl=1), LocalLock("job", ttl=1)
-    assert isinstance(one, LocalLock)
-    assert one.try_acquire() and not two.try_acquire()
-    assert two.acquire(timeout=10)  # one's ttl ran out
-    with pytest.raises(LockLost):
-        one.renew()
-    two.release()
-    with one:
-        assert one.held and not two.try_acquire()
-
-
+@pytest.mark.crash
 def test_registry_join_and_leave_on_ttl_expiry(nats_server: NatsServer) -> None:
     events: queue.Queue[Any] = queue.Queue()
     procs: list[subprocess.Popen[str]] = []
@@ -180,6 +144,7 @@ def test_lock_is_exclusive_under_contention(nats_server: NatsServer, tmp_path: P
     assert (tmp_path / "count").read_text() == str(workers * rounds)
 
 
+@pytest.mark.crash
 def test_lock_expires_after_holder_sigkill(nats_server: NatsServer) -> None:
     url = [nats_server.url]
     p = child("hold", nats_server.url, "crashy")
@@ -234,6 +199,7 @@ def test_bad_server_address_fails_clearly() -> None:
         DistributedLock("x", servers=[url], connect_timeout=1)
 
 
+@pytest.mark.crash
 def test_cluster_event_bus_reconnects_after_a_server_restart(nats_server: NatsServer) -> None:
     url = [nats_server.url]
     with fb.FrameBus(preset="memory_optimized") as a, fb.FrameBus(preset="memory_optimized") as b:
