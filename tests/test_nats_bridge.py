@@ -330,16 +330,59 @@ def test_shared_bus_stats_and_metrics(nats_server: NatsServer, name: str) -> Non
         bus.close()
 
 
-def test_oversized_frame_is_a_permanent_error_and_skipped(nats_server: NatsServer) -> None:
-    # nats-server's default max_payload is 1 MiB
+def test_refused_frames_are_permanent_errors_and_skipped(nats_server: NatsServer) -> None:
+    async def small_stream() -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(name="FRAMEBUS", subjects=["big.>"], max_msg_size=4096)
+        await nc.close()
+
+    run(small_stream())
+    # nats-server's max_payload is 1 MiB; the stream takes 4 KiB; the bus 64 KiB frames
     with fb.FrameBus(preset="memory_optimized", max_frame=4 << 20, ring_bytes=32 << 20) as bus:
-        with NatsBridge(bus, [nats_server.url], export=["big.>"], durable="p") as br:
-            bus.publish(b"a", topic="big.a")
-            bus.publish(b"x" * (2 << 20), topic="big.b")
-            bus.publish(b"c", topic="big.c")
-            assert wait_for(lambda: br.stats()["exported_through"] == [2])
+        inbox = bus.subscribe("big.in.>", envelopes=True)
+        with NatsBridge(
+            bus, [nats_server.url], export=["big.out.>"], import_=["big.in.>"], durable="p"
+        ) as br:
+            bus.publish(b"a", topic="big.out.a")
+            bus.publish(b"x" * (2 << 20), topic="big.out.b")  # over max_payload
+            bus.publish(b"y" * 10_000, topic="big.out.c")  # over the stream's max_msg_size
+            bus.publish(b"d", topic="big.out.d")
+            assert wait_for(lambda: br.stats()["exported_through"] == [3])
             s = br.stats()
+            assert s["errors"]["permanent"] == 2
+            assert "message size exceeds maximum allowed" in s["last_error"]
         msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=2))
-    assert [m.subject for m in msgs] == ["big.a", "big.c"]
-    assert (s["frames_out"], s["frames_skipped"], s["errors"]["permanent"]) == (2, 1, 1)
-    assert "MaxPayloadError" in s["last_error"]
+        assert [m.subject for m in msgs] == ["big.out.a", "big.out.d"]
+        assert (s["frames_out"], s["frames_skipped"]) == (2, 2)
+        assert s["errors"]["transient"] == s["errors"]["configuration"] == 0
+        assert inbox.recv(timeout=0) is None
+
+
+def test_imported_message_too_large_for_the_bus_is_skipped(nats_server: NatsServer) -> None:
+    async def publish() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        for data in (b"first", b"z" * 4000, b"last"):
+            await js.publish("in.x", data)
+        await nc.close()
+
+    with fb.FrameBus(preset="memory_optimized", max_frame=1024) as bus:
+        inbox = bus.subscribe("in.>", envelopes=True)
+        with NatsBridge(bus, [nats_server.url], import_=["in.>"], durable="q") as br:
+            run(publish())
+            got = recv_envelopes(inbox, 2)
+            assert wait_for(lambda: br.stats()["frames_in"] == 2)
+            s = br.stats()
+    assert [e.payload for e in got] == [b"first", b"last"]
+    assert (s["frames_in"], s["errors"]["permanent"], s["errors"]["transient"]) == (2, 1, 0)
+
+
+def test_a_closed_bus_stops_the_bridge(nats_server: NatsServer) -> None:
+    bus = fb.FrameBus(preset="memory_optimized")
+    br = NatsBridge(bus, [nats_server.url], export=["a.>"], import_=["b.>"], durable="z")
+    try:
+        bus.close()
+        assert wait_for(lambda: br.stats()["state"] == "bus closed", 10)
+    finally:
+        br.close()
+    assert br.stats()["state"] == "closed"

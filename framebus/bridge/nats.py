@@ -17,8 +17,9 @@ creates or extends the stream and returns, or raises :class:`BridgeError` within
 ``connect_timeout`` seconds.
 
 What crosses
-    Out: every frame published on the bus on a topic matching an ``export`` filter goes
-    to the JetStream subject of the same name (topics under framebus's reserved
+    Out: every frame published on the bus on a topic matching an ``export`` filter,
+    from the bridge's first start on (see Guarantees for restarts), goes to the
+    JetStream subject of the same name (topics under framebus's reserved
     prefixes, such as EventBus internals, never do). The message data is an Envelope
     (``Envelope.encode``): a frame that is an Envelope goes as it is, so topic, payload,
     src, dst, corr_id, deadline_ns, priority, content_type, schema_ver and headers all
@@ -40,8 +41,9 @@ Loops
 Guarantees, as built
     Out: the bridge reads through a consumer group of the bus (``nats-bridge.<durable>
     .<n>``, one per export filter) and publishes with the NATS header ``Nats-Msg-Id:
-    <durable>:<seq>`` (bus sequence number). It sends a window of frames, waits for
-    JetStream's acknowledgements in order, and only then moves on. On a bus with a WAL
+    <durable>:<seq>`` (bus sequence number). It sends a window of up to 1000 frames
+    without waiting, then waits for JetStream's acknowledgements in order, and only
+    then moves on. On a bus with a WAL
     (``wal_dir``) the group is durable: its offset is committed after JetStream
     acknowledged every frame up to it, so a bridge process that dies, or a bus
     restarted from its WAL, resends what was not acknowledged (at-least-once), and
@@ -67,11 +69,13 @@ Faults
     doubling up to ``max_backoff``). Errors are counted by class in ``stats()["errors"]``
     and the metrics: ``transient`` (connection and timeout failures: retried),
     ``permanent`` (a frame NATS refuses for itself, e.g. larger than the server's
-    max_payload or a topic that is not a valid subject: logged and skipped, counted in
-    ``frames_skipped``), ``configuration`` (authorization, a stream that cannot be
-    created or extended, e.g. subjects overlapping another stream's: raised by
-    ``start()``, retried with back-off afterwards). ``stats()["last_error"]`` says what
-    happened last.
+    max_payload or the stream's max_msg_size, a topic that is not a valid subject; or an
+    imported message the bus refuses, e.g. larger than its max_frame: logged and
+    skipped, counted in ``frames_skipped``), ``configuration`` (authorization, a
+    stream that cannot be created or extended, e.g. subjects overlapping another
+    stream's: raised by ``start()``, retried with back-off afterwards).
+    ``stats()["last_error"]`` says what happened last. A bridge whose bus is closed
+    stops (``state`` "bus closed").
 
 Stream
     ``stream`` is created with ``export + import_`` as subjects when missing; an
@@ -91,6 +95,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import math
 import os
@@ -102,7 +107,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._reserved import PREFIXES
 from ..envelope import Envelope
-from ..errors import DecodeError, FrameBusError
+from ..errors import BusClosed, DecodeError, FrameBusError, FrameTooLarge
 from ..topics import TopicFilter
 from ._aio import LoopThread
 
@@ -155,10 +160,22 @@ class BridgeError(FrameBusError, ConnectionError):
 
 
 def classify(exc: BaseException) -> str:
-    """The class of a failure: "configuration" (fix the setup: authorization, TLS,
-    stream or consumer settings refused by the server), "permanent" (this message can
-    never go: too large, bad subject or header) or "transient" (retry: connection,
-    timeout, server unavailable)."""
+    """The class of a failure: "permanent" (this message can never go: too large for
+    the server or the bus, a subject or header NATS refuses, data that does not
+    decode), "configuration" (fix the setup: authorization, TLS, stream or consumer
+    settings the server refuses) or "transient" (retry: connection, timeout, server
+    unavailable)."""
+    if isinstance(
+        exc,
+        (
+            nats.errors.MaxPayloadError,
+            nats.errors.BadSubjectError,
+            nats.errors.BadHeaderError,
+            DecodeError,
+            FrameTooLarge,
+        ),
+    ):
+        return PERMANENT
     if isinstance(
         exc,
         (
@@ -171,20 +188,21 @@ def classify(exc: BaseException) -> str:
             nats.js.errors.NotFoundError,
             SetupRefused,
             ValueError,
+            TypeError,
         ),
     ):
         return CONFIGURATION
-    if isinstance(
-        exc,
-        (
-            nats.errors.MaxPayloadError,
-            nats.errors.BadSubjectError,
-            nats.errors.BadHeaderError,
-            DecodeError,
-        ),
-    ):
-        return PERMANENT
     return TRANSIENT
+
+
+def _refused(exc: BaseException) -> bool:
+    """JetStream answered one message with an error other than "unavailable" (e.g. the
+    stream's max_msg_size): that message can never be stored as it is."""
+    return (
+        isinstance(exc, nats.js.errors.APIError)
+        and not isinstance(exc, nats.js.errors.ServiceUnavailableError)
+        and exc.code != 503
+    )
 
 
 def covers(general: str, specific: str) -> bool:
@@ -223,6 +241,53 @@ class _Out:
         self.last_seq = -1
         self.committed = -1
         self.done_seq = -1  # every frame read up to this seq is acknowledged (or skipped)
+
+
+class _Acks:
+    """Pipelined JetStream publishing: each message goes with a reply subject under one
+    inbox of this connection, and its future gets the PubAck (a dict) or the error.
+    (nats-py's publish_async leaves the future pending when JetStream answers with an
+    error, such as a message over the stream's max_msg_size.)"""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._n = 0
+
+    async def start(self) -> None:
+        await self._nc.subscribe(self._prefix + ".*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._futures.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if fut is None or fut.done():
+            return
+        if not msg.data and (msg.headers or {}).get(js_api.Header.STATUS) == "503":
+            fut.set_exception(nats.js.errors.NoStreamResponseError())  # no stream there
+            return
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                nats.js.errors.APIError.from_error(resp["error"])  # raises the right class
+                raise nats.js.errors.APIError(description=str(resp["error"]))
+        except Exception as exc:
+            fut.set_exception(exc)
+            return
+        fut.set_result(resp)
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[dict[str, Any]]:
+        self._n += 1
+        token = str(self._n)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[token] = fut
+        try:
+            await self._nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers=headers)
+        except BaseException:
+            self._futures.pop(token, None)
+            raise
+        return fut
 
 
 class NatsBridge:
@@ -356,9 +421,11 @@ class NatsBridge:
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the bridge: frames already read from the bus get up to ``timeout``
-        seconds to be acknowledged (on a WAL bus the rest comes again at the next start),
-        then the connection, the group subscriptions and the loop's thread end."""
+        """Stop the bridge: it stops reading the bus, frames already read get one more
+        wait for their acknowledgements (``ack_timeout`` at most; on a WAL bus what is
+        not acknowledged comes again at the next start), then the connection, the group
+        subscriptions and the loop's thread end. Waits at most ``timeout`` seconds more
+        than that."""
         if self._state in ("closed", "new"):
             self._state = "closed"
             return
@@ -534,6 +601,10 @@ class NatsBridge:
                 try:
                     await self._session(current)
                     delay = self._backoff
+                except BusClosed:
+                    log.warning("framebus: NATS bridge %r stops: its bus was closed", self._durable)
+                    self._state = "bus closed"
+                    return
                 except Exception as exc:
                     cls = classify(exc)
                     self._count_error(cls, exc)
@@ -561,7 +632,9 @@ class NatsBridge:
         when the connection fails."""
         assert self._stopping is not None and self._lost is not None
         js = nc.jetstream(timeout=self._ack_timeout)
-        tasks = [asyncio.ensure_future(self._export_loop(js, out)) for out in self._outs]
+        acks = _Acks(nc)
+        await acks.start()
+        tasks = [asyncio.ensure_future(self._export_loop(acks, out)) for out in self._outs]
         if self._import:
             tasks.append(asyncio.ensure_future(self._import_loop(nc, js)))
         lost: asyncio.Future[Any] = asyncio.ensure_future(self._lost.wait())
@@ -582,7 +655,7 @@ class NatsBridge:
 
     # ------------------------------------------------------------------ out
 
-    async def _export_loop(self, js: JetStreamContext, out: _Out) -> None:
+    async def _export_loop(self, acks: _Acks, out: _Out) -> None:
         assert self._stopping is not None
         stopping = self._stopping
         while True:
@@ -593,7 +666,7 @@ class NatsBridge:
                 if not out.pending:
                     await self._commit(out)  # skipped frames only
                     continue
-            await self._send_window(js, out)
+            await self._send_window(acks, out)
             await self._commit(out)
 
     async def _read(self, out: _Out) -> None:
@@ -624,7 +697,7 @@ class NatsBridge:
         headers = {MSG_ID: f"{self._id_prefix}{f.seq}", NATS_ORIGIN: self._durable}
         return (f.seq, topic, bytes(data), headers)
 
-    async def _send_window(self, js: JetStreamContext, out: _Out) -> None:
+    async def _send_window(self, acks: _Acks, out: _Out) -> None:
         assert self._lost is not None
         lost = self._lost
         futures: list[tuple[int, asyncio.Future[Any] | None]] = []
@@ -633,7 +706,7 @@ class NatsBridge:
             if lost.is_set():
                 break
             try:
-                sent = await js.publish_async(subject, data, headers=dict(headers))
+                sent = await acks.publish(subject, data, headers)
             except Exception as exc:
                 if classify(exc) != PERMANENT:
                     raise
@@ -662,11 +735,11 @@ class NatsBridge:
                     try:
                         ack = fut.result()
                     except Exception as exc:
-                        if classify(exc) != PERMANENT:
+                        if classify(exc) != PERMANENT and not _refused(exc):
                             raise
                         self._skip(out.pending[acked], exc)
                     else:
-                        if ack.duplicate:
+                        if ack.get("duplicate"):
                             self._count("duplicates")
                         self._count("frames_out")
                 acked += 1
@@ -721,17 +794,43 @@ class NatsBridge:
                     env = self._inbound(msg)
                     if env is not None:
                         envs.append(env)
+                published = 0
                 if envs:
-                    await loop.run_in_executor(self._publisher, self._bus.publish_batch, envs)
+                    published = await loop.run_in_executor(
+                        self._publisher, self._publish_local, envs
+                    )
                 for msg in msgs:
                     await msg.ack()
                 await nc.flush(math.ceil(self._ack_timeout))
-                self._count("frames_in", len(envs))
+                self._count("frames_in", published)
         finally:
             try:
                 await psub.unsubscribe()
             except Exception:
                 pass
+
+    def _publish_local(self, envs: list[Envelope]) -> int:
+        """Publish on the bus; returns how many went (the others are counted skipped)."""
+        try:
+            self._bus.publish_batch(envs)
+            return len(envs)
+        except (FrameTooLarge, ValueError, TypeError):
+            pass  # one of them cannot go on this bus: the others still do
+        published = 0
+        for env in envs:
+            try:
+                self._bus.publish(env)
+                published += 1
+            except (FrameTooLarge, ValueError, TypeError) as exc:
+                self._count_error(PERMANENT, exc)
+                self._count("frames_skipped")
+                log.error(
+                    "framebus: NATS bridge %r could not publish %r locally: %s",
+                    self._durable,
+                    env.topic,
+                    _describe(exc),
+                )
+        return published
 
     def _inbound(self, msg: Msg) -> Envelope | None:
         headers = msg.headers or {}
