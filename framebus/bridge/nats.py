@@ -363,6 +363,7 @@ class NatsBridge:
         self._lost: asyncio.Event | None = None
         self._client_error: Exception | None = None
         self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
         if start:
             self.start()
 
@@ -386,8 +387,13 @@ class NatsBridge:
             return self
         self._state = "connecting"
         self._loop = LoopThread(f"framebus-nats-{self._durable}")
+        # local publishes of imports, and group commits, each on a thread of its own: a
+        # publish waiting for room in the ring must not hold up the commits that free it
         self._publisher = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="framebus-nats-publish"
+        )
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="framebus-nats-commit"
         )
         try:
             nc = self._loop.run(
@@ -453,8 +459,9 @@ class NatsBridge:
     def _shutdown_threads(self) -> None:
         if self._loop is not None:
             self._loop.stop()
-        if self._publisher is not None:
-            self._publisher.shutdown(wait=True)
+        for pool in (self._publisher, self._committer):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this bridge: ``frames_out`` (acknowledged by JetStream, duplicates
@@ -773,7 +780,7 @@ class NatsBridge:
         if seq <= out.committed:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, out.sub.commit, seq)  # not the publisher's thread
+        await loop.run_in_executor(self._committer, out.sub.commit, seq)
         out.committed = seq
 
     # ------------------------------------------------------------------- in
