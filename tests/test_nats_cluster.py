@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,7 +114,8 @@ def test_registry_join_and_leave_on_ttl_expiry(nats_server: NatsServer) -> None:
             assert p.stdout is not None and p.stdout.readline() == "registered\n"
             assert events.get(timeout=10) == ("join", "there", {"role": "child", "n": 7})
             assert reg.nodes() == {"here": {"role": "test"}, "there": {"role": "child", "n": 7}}
-            assert reg.describe()["there"]["pid"] == p.pid
+            there = reg.describe()["there"]
+            assert (there["pid"], there["host"]) == (p.pid, socket.gethostname())
             # the child keeps it alive past several TTLs while it lives
             assert not wait_for(lambda: "there" not in reg.nodes(), 4.5, 0.1)
             p.send_signal(signal.SIGKILL)

@@ -1,7 +1,8 @@
 """The cluster interfaces on NATS: ClusterEventBus (core NATS publish / subscribe /
 request-reply), NodeRegistry (a JetStream KV bucket with per-key TTL and heartbeats) and
 DistributedLock (a KV create-if-absent with revision checks). Each object holds one NATS
-connection on an asyncio loop of its own thread; ``close()`` ends both.
+connection on an asyncio loop of its own thread; ``close()`` ends both. The registry and
+the lock use per-message TTLs: nats-server 2.11 or later.
 
 ClusterEventBus
     ``publish_local`` / ``subscribe_local`` are the bus's EventBus (``bus.events``).
@@ -45,7 +46,9 @@ import asyncio
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -489,8 +492,8 @@ class NodeRegistry:
         value = json.dumps(
             {
                 "metadata": metadata or {},
-                "host": default_node_id().rsplit("-", 1)[0],
-                "pid": __import__("os").getpid(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
                 "started": time.time(),
             }
         ).encode()
