@@ -113,3 +113,53 @@ def test_nodes_command(nats_server: NatsServer, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.endswith("no live nodes\n")  # close() deregistered it
     assert main(["nodes", "--nats", f"nats://127.0.0.1:{free_port()}"]) == 1
     assert "cannot connect to NATS" in capsys.readouterr().err
+
+
+@pytest.mark.crash
+def test_bridge_command_sigkilled_on_a_wal_bus_loses_nothing(
+    nats_server: NatsServer, name: str, tmp_path: Path
+) -> None:
+    # the bus (and its WAL) lives in this process; the bridge in another, SIGKILLed while
+    # frames are in flight, then started again: it resends from the group's commit
+    total = 6000
+    bus = fb.FrameBus.create_shared(
+        name, preset="memory_optimized", wal_dir=str(tmp_path / "wal"), wal_sync=True
+    )
+    cmd = bridge_cmd("--nats", nats_server.url, "--export", "load.>", "--interval", "0.05", name)
+    procs: list[subprocess.Popen[str]] = []
+
+    def stored() -> int:
+        async def count() -> int:
+            nc = await nats.connect(nats_server.url)
+            try:
+                return int((await nc.jetstream().stream_info("FRAMEBUS")).state.messages)
+            finally:
+                await nc.close()
+
+        return int(run(count()))
+
+    try:
+        procs.append(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+        assert procs[0].stderr is not None
+        assert " connected: " in procs[0].stderr.readline()
+        for start in range(0, total, 100):
+            bus.publish_batch([b"%d" % (start + i) for i in range(100)], topic="load.x")
+            if start == total // 2:
+                assert wait_for(lambda: stored() >= total // 4, 30, 0.05)
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait(10)
+                procs.append(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+        assert wait_for(lambda: stored() >= total, 60, 0.1)
+        procs[-1].send_signal(signal.SIGTERM)
+        assert procs[-1].wait(30) == 0
+        msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=total))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+            if p.stderr is not None:
+                p.stderr.close()
+        bus.close()
+    ids = [int(fb.Envelope.decode(m.data).payload) for m in msgs]
+    assert ids == list(range(total))  # each once, in order
