@@ -386,3 +386,17 @@ def test_a_closed_bus_stops_the_bridge(nats_server: NatsServer) -> None:
     finally:
         br.close()
     assert br.stats()["state"] == "closed"
+
+
+def test_default_durable_name(name: str) -> None:
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        assert NatsBridge(bus, export=["a"], start=False).durable == "framebus"
+    bus = fb.FrameBus.create_shared(name + ".cam.0", preset="memory_optimized")
+    try:
+        br = NatsBridge(bus, export=["a"], start=False)
+        assert br.durable == (name + ".cam.0").replace(".", "_")
+        br.close()
+        assert br.stats()["state"] == "closed"
+    finally:
+        bus.close()
+        fb.FrameBus.unlink(name + ".cam.0")

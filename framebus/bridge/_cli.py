@@ -57,7 +57,9 @@ def add_bridge_commands(sub: Any) -> None:
     )
     bridge.add_argument("--stream", default="FRAMEBUS", help="JetStream stream (default FRAMEBUS)")
     bridge.add_argument(
-        "--durable", default=None, help="the bridge's durable name (default: the bus name)"
+        "--durable",
+        default=None,
+        help="the bridge's durable name (default: the bus name, '.' as '_')",
     )
     bridge.add_argument(
         "--interval", type=_seconds, default=1.0, metavar="S", help="status every S seconds"
@@ -121,7 +123,7 @@ def _cmd_bridge(args: argparse.Namespace, argv: list[str], prog: str) -> int:
                 export=args.export,
                 import_=args.import_,
                 stream=args.stream,
-                durable=args.durable or args.name,
+                durable=args.durable,  # None: the bus name
             )
         except (BridgeError, ValueError) as exc:
             print(f"{prog} bridge: {exc}", file=sys.stderr)

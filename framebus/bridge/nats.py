@@ -50,8 +50,9 @@ Guarantees, as built
     JetStream's deduplication makes that resend exactly-once within the stream's
     ``duplicate_window`` (2 minutes by default). On a bus without a WAL, unacknowledged
     frames are held in the bridge's memory: a NATS outage or restart loses nothing; a
-    bridge process that dies loses what was not yet acknowledged, and message ids carry
-    a per-start token (``<durable>:<token>:<seq>``) so a new bus's sequence numbers
+    bridge process that dies loses what was not yet acknowledged, frames published while
+    no bridge runs are not exported (its group starts at the live end), and message ids
+    carry a per-start token (``<durable>:<token>:<seq>``) so a new bus's sequence numbers
     never collide with an old one's. Frames of one topic reach JetStream in bus order:
     after a failure the bridge reconnects and resends from the first unacknowledged
     frame, in order, on a fresh connection (the client's own reconnect, which could
@@ -292,7 +293,12 @@ class _Acks:
 
 class NatsBridge:
     """Carries ``export`` topics of ``bus`` to JetStream and ``import_`` subjects back
-    (see the module docstring for what crosses and the guarantees)."""
+    (see the module docstring for what crosses and the guarantees).
+
+    ``durable`` names the bridge: its inbound consumer, its groups on the bus, its
+    message ids and the origin of what it exports. Give each bus its own on a stream
+    (default: the shared bus's name with "." as "_", or "framebus" for an in-process
+    bus). ``start=False`` leaves connecting to ``start()`` (or ``with``)."""
 
     def __init__(
         self,
@@ -318,7 +324,8 @@ class NatsBridge:
         if not self._export and not self._import:
             raise ValueError("nothing to bridge: give export and/or import_ filters")
         if durable is None:
-            durable = bus.name or "framebus"
+            # a shared bus's name, with the "." NATS does not take in a durable name as "_"
+            durable = (bus.name or "framebus").replace(".", "_")
         if not isinstance(durable, str) or not _NAME.fullmatch(durable):
             raise ValueError(f"durable must be 1-64 letters, digits, '_' or '-', got {durable!r}")
         if not isinstance(stream, str) or not _NAME.fullmatch(stream):
