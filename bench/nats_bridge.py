@@ -12,6 +12,9 @@ fresh stream:
   bridge reports every frame acknowledged by JetStream (``exported_through``).
 - ``nats-py``: ``js.publish_async`` of the same payloads in windows of 1000 (the
   bridge's window), each window's acks awaited, on one connection.
+- ``inbox``: the way the bridge sends, without the bus: core ``nc.publish`` with a
+  reply subject under one inbox and the bridge's two headers (``Nats-Msg-Id``, origin),
+  acks matched by token, windows of 1000.
 
 Medians of ``--repeat`` runs. The bridge sends each frame as an Envelope (48 bytes of
 header plus the topic), the peer the raw payload.
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -104,6 +108,45 @@ async def run_nats_py(url: str, stream: str, payloads: list[bytes]) -> float:
         await nc.close()
 
 
+async def run_inbox(url: str, stream: str, payloads: list[bytes]) -> float:
+    """Core NATS publishes with a reply subject under one inbox, acks matched by token
+    (how the bridge sends, without the bus): the floor of the bridge's NATS cost."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=["inbox.>"])
+        prefix = nc.new_inbox()
+        waiting: dict[str, asyncio.Future[bytes]] = {}
+
+        async def on_reply(msg: Any) -> None:
+            fut = waiting.pop(msg.subject[len(prefix) + 1 :], None)
+            if fut is not None:
+                fut.set_result(msg.data)
+
+        await nc.subscribe(prefix + ".*", cb=on_reply)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        n = 0
+        for i in range(0, len(payloads), WINDOW):
+            futs = []
+            for p in payloads[i : i + WINDOW]:
+                n += 1
+                fut: asyncio.Future[bytes] = loop.create_future()
+                waiting[str(n)] = fut
+                headers = {"Nats-Msg-Id": f"peer:{n}", "Framebus-Origin": "peer"}
+                await nc.publish("inbox.a", p, reply=f"{prefix}.{n}", headers=headers)
+                futs.append(fut)
+            for data in await asyncio.gather(*futs):
+                assert b'"error"' not in data, data
+        elapsed = time.perf_counter() - t0
+        info = await js.stream_info(stream)
+        assert info.state.messages == len(payloads)
+        await js.delete_stream(stream)
+        return len(payloads) / elapsed
+    finally:
+        await nc.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=256, help="payload bytes (default 256)")
@@ -112,16 +155,16 @@ def main() -> int:
     ap.add_argument("--json", default=None, metavar="PATH", help="write every number here")
     args = ap.parse_args()
     payloads = [(b"%08d" % i).ljust(args.size, b"x") for i in range(args.count)]
-    results: dict[str, list[float]] = {"bridge": [], "nats-py": []}
+    results: dict[str, list[float]] = {"bridge": [], "nats-py": [], "inbox": []}
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))
         try:
             for r in range(args.repeat):
                 results["bridge"].append(run_bridge(url, f"BR{r}", payloads))
                 results["nats-py"].append(asyncio.run(run_nats_py(url, f"PY{r}", payloads)))
+                results["inbox"].append(asyncio.run(run_inbox(url, f"IN{r}", payloads)))
                 print(
-                    f"run {r + 1}: bridge {results['bridge'][-1]:,.0f} frames/s, "
-                    f"nats-py {results['nats-py'][-1]:,.0f} msgs/s",
+                    f"run {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
                     file=sys.stderr,
                 )
         finally:
@@ -132,6 +175,7 @@ def main() -> int:
     for k, v in med.items():
         print(f"  {k:<8} {v:>12,.0f} /s")
     print(f"  bridge / nats-py = {med['bridge'] / med['nats-py']:.2f}")
+    print(f"  bridge / inbox   = {med['bridge'] / med['inbox']:.2f}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"command": sys.argv, "runs": results, "medians": med}, indent=2)

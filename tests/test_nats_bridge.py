@@ -400,3 +400,28 @@ def test_default_durable_name(name: str) -> None:
     finally:
         bus.close()
         fb.FrameBus.unlink(name + ".cam.0")
+
+
+def test_resent_frames_are_deduplicated_and_counted(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # as if a bridge had died after JetStream stored frames 0..4 and before its group
+    # committed them: they come again with the same message ids and are not stored twice
+    async def stored_before() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="FRAMEBUS", subjects=["d.>"])
+        for seq in range(5):
+            env = fb.Envelope(topic="d.x", payload=b"%d" % seq)
+            await js.publish("d.x", env.encode(), headers={"Nats-Msg-Id": f"dd:{seq}"})
+        await nc.close()
+
+    run(stored_before())
+    with fb.FrameBus(preset="memory_optimized", wal_dir=str(tmp_path / "wal")) as bus:
+        with NatsBridge(bus, [nats_server.url], export=["d.>"], durable="dd") as br:
+            bus.publish_batch([b"%d" % i for i in range(10)], topic="d.x")  # seqs 0..9
+            assert wait_for(lambda: br.stats()["exported_through"] == [9])
+            s = br.stats()
+    msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=10))
+    check_stream(msgs, 10)
+    assert (s["frames_out"], s["duplicates"]) == (10, 5)
