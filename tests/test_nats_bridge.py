@@ -216,8 +216,10 @@ def test_nats_server_restart_loses_nothing(nats_server: NatsServer) -> None:
     msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=total), 120)
     check_stream(msgs, total)
     assert s["reconnects"] >= 1 and s["acks_pending"] == 0
-    # resends that JetStream had stored already are acknowledged as duplicates, not stored
-    assert s["frames_out"] == total + s["duplicates"]
+    # every frame acknowledged once; resends of frames JetStream had stored (their ack
+    # lost with the server) are acknowledged as duplicates, and not stored again
+    assert s["frames_out"] == total
+    assert 0 <= s["duplicates"] <= total
 
 
 @pytest.mark.crash
