@@ -148,15 +148,16 @@ async def stream_messages(
     nc = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream()
+
+        async def stored() -> int:
+            info = await js.stream_info(stream, subjects_filter=subject)
+            return sum((info.state.subjects or {}).values())
+
         if expect is not None:
             deadline = time.monotonic() + timeout
-            while True:
-                info = await js.stream_info(stream)
-                if info.state.messages >= expect or time.monotonic() > deadline:
-                    break
+            while await stored() < expect and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        info = await js.stream_info(stream)
-        total = min(info.state.messages, limit)
+        total = min(await stored(), limit)
         out: list[Any] = []
         if total == 0:
             return out

@@ -191,15 +191,29 @@ def check_stream(msgs: list[Any], total: int) -> None:
 @pytest.mark.crash
 def test_nats_server_restart_loses_nothing(nats_server: NatsServer) -> None:
     total = STRESS
+
+    async def command(i: int) -> None:
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().publish("cmd.x", b"%d" % i)
+        await nc.close()
+
     with fb.FrameBus(preset="memory_optimized") as bus:
-        with NatsBridge(bus, [nats_server.url], export=["load.>"], durable="r", backoff=0.05) as br:
+        inbox = bus.subscribe("cmd.>", envelopes=True)
+        with NatsBridge(
+            bus, [nats_server.url], export=["load.>"], import_=["cmd.>"], durable="r", backoff=0.05
+        ) as br:
+            run(command(0))
+            assert [e.payload for e in recv_envelopes(inbox, 1)] == [b"0"]
+
+            last: list[int] = []  # the seq of the last frame (an import took seq 0)
 
             def produce() -> None:
                 for start in range(0, total, 100):
                     n = min(100, total - start)
-                    bus.publish_batch(
+                    first = bus.publish_batch(
                         [b"%d" % (start + i) for i in range(n)], topic=f"load.{start // 100 % 3}"
                     )
+                    last[:] = [first + n - 1]
 
             producer = threading.Thread(target=produce, name="fb-test-producer")
             producer.start()
@@ -211,9 +225,11 @@ def test_nats_server_restart_loses_nothing(nats_server: NatsServer) -> None:
             finally:
                 producer.join(120)
             assert not producer.is_alive()
-            assert wait_for(lambda: br.stats()["exported_through"] == [total - 1], 120)
+            assert wait_for(lambda: br.stats()["exported_through"] == last, 120)
+            run(command(1))  # imports go on too, through the durable consumer
+            assert [e.payload for e in recv_envelopes(inbox, 1)] == [b"1"]
             s = br.stats()
-    msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=total), 120)
+    msgs = run(stream_messages(nats_server.url, "FRAMEBUS", "load.>", expect=total), 120)
     check_stream(msgs, total)
     assert s["reconnects"] >= 1 and s["acks_pending"] == 0
     # every frame acknowledged once; resends of frames JetStream had stored (their ack
@@ -427,3 +443,26 @@ def test_resent_frames_are_deduplicated_and_counted(
     msgs = run(stream_messages(nats_server.url, "FRAMEBUS", expect=10))
     check_stream(msgs, 10)
     assert (s["frames_out"], s["duplicates"]) == (10, 5)
+
+
+def test_imports_wait_in_the_durable_consumer_while_the_bridge_is_down(
+    nats_server: NatsServer,
+) -> None:
+    async def publish(first: int, n: int) -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        for i in range(first, first + n):
+            await js.publish("cmd.x", b"%d" % i)
+        await nc.close()
+
+    with fb.FrameBus(preset="memory_optimized") as bus:
+        inbox = bus.subscribe("cmd.>", envelopes=True)
+        with NatsBridge(bus, [nats_server.url], import_=["cmd.>"], durable="in"):
+            run(publish(0, 10))
+            got = recv_envelopes(inbox, 10)
+        run(publish(10, 10))  # nobody bridges these now: the consumer keeps them
+        assert inbox.recv(timeout=0.2) is None
+        with NatsBridge(bus, [nats_server.url], import_=["cmd.>"], durable="in") as br:
+            got += recv_envelopes(inbox, 10)
+            assert wait_for(lambda: br.stats()["frames_in"] == 10)
+    assert [e.payload for e in got] == [b"%d" % i for i in range(20)]

@@ -817,8 +817,8 @@ class NatsBridge:
             while not stopping.is_set():
                 try:
                     msgs = await psub.fetch(_FETCH, timeout=0.25)
-                except nats.errors.TimeoutError:
-                    continue
+                except (nats.errors.TimeoutError, asyncio.TimeoutError, TimeoutError):
+                    continue  # nothing to import now (nats-py raises either kind)
                 envs = []
                 for msg in msgs:
                     env = self._inbound(msg)
