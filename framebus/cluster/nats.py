@@ -354,7 +354,7 @@ class ClusterEventBus:
         except nats.errors.NoRespondersError:
             self._count("no_responders")
             raise NoResponders(f"no responder in the cluster for {topic!r}") from None
-        except (nats.errors.TimeoutError, TimeoutError):
+        except (nats.errors.TimeoutError, asyncio.TimeoutError, TimeoutError):
             self._count("timeouts")
             raise RequestTimeout(f"no reply to {topic!r} within {timeout} s") from None
         error = (reply.headers or {}).get(ERROR_HEADER)
