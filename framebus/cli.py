@@ -22,6 +22,9 @@
 ``framebus wal inspect DIR`` / ``framebus wal replay DIR``
     describe a write-ahead log directory, or write its frames to stdout (JSON lines or
     raw payloads); read-only, also while a bus is writing it.
+``framebus bridge --nats URL --export FILTER --import FILTER NAME``
+    bridges the shared bus NAME to NATS JetStream with a live status line; ``framebus
+    nodes --nats URL`` lists the cluster registry's live nodes (framebus.bridge._cli).
 
 A benchmark suite is imported only when ``bench`` runs it: the parser takes its options
 from framebus.bench._common.
@@ -135,6 +138,9 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
     replay.add_argument("--format", choices=("jsonl", "raw"), default="jsonl")
     replay.set_defaults(func=_cmd_wal_replay)
     wal.set_defaults(func=_cmd_wal_usage, subparser=wal)
+    from .bridge._cli import add_bridge_commands  # nats-py is imported only when they run
+
+    add_bridge_commands(sub)
     return parser
 
 
