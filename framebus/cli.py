@@ -9,7 +9,8 @@
     benchmarks framebus against its peers in the same run: ``--suite inproc``
     (default) threads in this process, ``xproc`` across processes, ``all`` both, ``wal``
     the write-ahead log, ``flow`` framebus.flow pipelines beside bytewax, streamz and
-    queue.Queue threads (see framebus.bench). Progress goes to stderr, the table to
+    queue.Queue threads, ``bridge`` the NATS JetStream bridge beside nats-py (see
+    framebus.bench). Progress goes to stderr, the table to
     stdout, every raw number to ``--json PATH``.
 ``framebus ls``
     lists the shared buses (/dev/shm/framebus.*): creator and whether it is alive,
@@ -67,7 +68,10 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
         "the WAL targets. --suite flow: a source -> map -> filter -> sink pipeline, "
         "framebus.flow's sync and inproc runtimes beside bytewax (one worker), streamz and "
-        "queue.Queue threads, and inproc's end-to-end latency paced at 20000 items/s.",
+        "queue.Queue threads, and inproc's end-to-end latency paced at 20000 items/s. "
+        "--suite bridge: the NATS JetStream bridge, bus -> JetStream and bus -> JetStream "
+        "-> bus beside nats-py's async publish on a local nats-server it starts, and the "
+        "end-to-end latency.",
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
@@ -523,6 +527,10 @@ def _cmd_bench(args: argparse.Namespace, argv: list[str], prog: str) -> int:
         from .bench import flow
 
         return flow.execute(args, error, command)
+    if args.suite == "bridge":
+        from .bench import bridge
+
+        return bridge.execute(args, error, command)
     from .bench import xproc
 
     return xproc.execute(args, error, command, args.suite)

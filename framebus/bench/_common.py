@@ -55,7 +55,7 @@ __all__ = [
     "write_json",
 ]
 
-SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "flow", "all")
+SUITES: tuple[str, ...] = ("inproc", "xproc", "wal", "flow", "bridge", "all")
 
 # The defaults the options' help states. They live here, not in the suites, so that
 # building the parser imports no suite; each suite takes its own under its old names.
@@ -174,7 +174,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "repeats. flow: a source -> map -> filter -> sink pipeline of 64-byte items, "
         "framebus.flow sync and inproc beside bytewax, streamz and queue.Queue threads, and "
         "inproc's latency paced at 20000 items/s (not part of all; --count items, default "
-        "500000)",
+        "500000). bridge: the NATS JetStream bridge, bus -> JetStream and bus -> JetStream "
+        "-> bus against nats-py's async publish on one local nats-server it starts, and the "
+        "end-to-end latency at 1000 frames/s (not part of all; needs nats-py and "
+        "nats-server; sizes default 64,1024, --count default 50000)",
     ),
     "--scenario": dict(
         action="append",
