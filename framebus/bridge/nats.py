@@ -831,8 +831,11 @@ class NatsBridge:
                     )
                 for msg in msgs:
                     await msg.ack()
-                await nc.flush(math.ceil(self._ack_timeout))
+                # the acks go out with the client's next write, not awaited: a flush (a
+                # round trip to the server) per fetch doubled the import latency; one
+                # that is lost with the connection means a redelivery (at-least-once)
                 self._count("frames_in", published)
+            await nc.flush(math.ceil(self._ack_timeout))  # stopping: the last acks
         finally:
             try:
                 await psub.unsubscribe()
