@@ -95,8 +95,10 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "header, and its reader slots, refreshed every --interval seconds until Ctrl-C.",
     )
     stats.add_argument("name", metavar="NAME", help="the shared bus (as in 'framebus ls')")
+    from .bench._common import positive_float
+
     stats.add_argument(
-        "--interval", type=_interval_arg, default=1.0, metavar="S", help="seconds (default 1)"
+        "--interval", type=positive_float, default=1.0, metavar="S", help="seconds (default 1)"
     )
     stats.add_argument("--once", action="store_true", help="print one table and exit")
     stats.add_argument("--json", action="store_true", help="print one JSON object and exit")
@@ -265,16 +267,6 @@ def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
             f"{r['usage'] * 100:6.1f}% {r['published']:>12}"
         )
     return 0
-
-
-def _interval_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
 
 
 def _stats_snapshot(bus: Any) -> dict[str, Any]:

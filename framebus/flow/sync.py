@@ -77,6 +77,16 @@ class _Failed(Exception):
     """A call failed after its retries; the dead letter is recorded."""
 
 
+def clock_and_sleep(
+    clock: Callable[[], int] | None, sleep: Callable[[float], None] | None
+) -> tuple[Callable[[], int], Callable[[float], None]]:
+    """A run's clock (ns) and sleep: the real ones, or an injected clock with its own
+    ``sleep`` if it has one (a stepped clock), else a sleep that returns at once."""
+    if clock is None:
+        return time.monotonic_ns, sleep or time.sleep
+    return clock, sleep or getattr(clock, "sleep", None) or (lambda seconds: None)
+
+
 class SyncEngine:
     """Runs a Plan in the calling thread; see the module's docstring."""
 
@@ -87,13 +97,7 @@ class SyncEngine:
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.plan = plan
-        if clock is None:
-            self.clock: Callable[[], int] = time.monotonic_ns
-            self.sleep: Callable[[float], None] = sleep or time.sleep
-        else:
-            self.clock = clock
-            companion = getattr(clock, "sleep", None)
-            self.sleep = sleep or companion or (lambda seconds: None)
+        self.clock, self.sleep = clock_and_sleep(clock, sleep)
         self.nodes = plan.nodes
         self.report = Report(
             plan.name,
