@@ -30,3 +30,105 @@ class Ns:
     @staticmethod
     def inc(x: int) -> int:
         return x + 1
+
+
+# -- for the ipc runtime: callables that run in worker processes and leave their
+# effects where the test process can see them (files named by FLOW_DIR)
+
+FLOW_DIR = "FLOW_DIR"  # the env var naming a directory the workers write to
+
+
+def _path(name: str) -> str:
+    import os
+
+    return os.path.join(os.environ[FLOW_DIR], name)
+
+
+def write_line(x: object) -> None:
+    """Sink: appends json(x) as a line to $FLOW_DIR/out (one write per item, so what
+    a killed worker wrote is whole)."""
+    import json
+    import os
+
+    fd = os.open(_path("out"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(x) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_lines(directory: str, name: str = "out") -> list[object]:
+    import json
+    import os
+
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def fifty() -> range:
+    return range(50)
+
+
+def thousand() -> range:
+    return range(1000)
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def fail_on_7(x: int) -> int:
+    if x == 7:
+        raise ValueError("seven")
+    return x
+
+
+def counted(n: int = 200) -> object:
+    """Source: 0..n-1, writing how many it has produced to $FLOW_DIR/emitted before
+    each (8 bytes, overwritten in place)."""
+    import os
+
+    fd = os.open(_path("emitted"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for i in range(n):
+            os.pwrite(fd, (i + 1).to_bytes(8, "little"), 0)
+            yield i
+    finally:
+        os.close(fd)
+
+
+def slow_progress_sink(x: int) -> None:
+    """Sink: sleeps 2 ms, then writes [x, items the source had produced by then]."""
+    import time
+
+    time.sleep(0.002)
+    with open(_path("emitted"), "rb") as f:
+        emitted = int.from_bytes(f.read(8), "little")
+    write_line([x, emitted])
+
+
+def endless_slow() -> object:
+    """Source: 0, 1, 2, ... one every 5 ms, without end."""
+    import itertools
+    import time
+
+    for i in itertools.count():
+        time.sleep(0.005)
+        yield i
+
+
+def die_on_5(x: int) -> int:
+    """Map: SIGKILLs its own process at item 5."""
+    import os
+    import signal
+
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def not_iterable() -> int:
+    return 42

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNTIMES", "FlowAdapter", "Plan", "compile"]
 
-RUNTIMES = ("sync", "inproc")
+RUNTIMES = ("sync", "inproc", "ipc")
 SCHEMA_VER = 1
 
 
@@ -130,6 +130,7 @@ class Plan:
         max_batch: int | None = None,
         metrics: Any = None,
         codec: str | None = None,
+        start_method: str | None = None,
     ) -> Report:
         """Run the plan to the end of its sources (or ``timeout`` seconds by ``clock``)
         and return the Report. ``clock()`` returns nanoseconds (default
@@ -146,7 +147,17 @@ class Plan:
         export the ``framebus_flow_*`` families in while the run is live; ``codec``,
         how items other than bytes cross a stage boundary: ``"ref"`` (default) as they
         are, the same objects the sync engine would hand on, or ``"msgpack"`` encoded
-        in the frames, as they would cross processes (tuples arrive as lists)."""
+        in the frames, as they would cross processes (tuples arrive as lists).
+
+        ``runtime="ipc"`` runs each stage in processes of its own (``parallelism``
+        processes for a map, filter or sink), their edges DataPorts of one shared bus
+        made for the run and unlinked after it (:mod:`framebus.flow.ipc` states its
+        rules): items cross as msgpack (``codec`` may only be ``"msgpack"``), every
+        callable must be importable by ``"module:qualname"``, sources and sinks run in
+        their workers (a sink's side effects happen in its process), and a worker
+        process that dies ends the run with a FlowError naming its stage. It takes
+        ``max_batch`` and ``start_method`` (``"spawn"``, the default, ``"forkserver"``
+        or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``."""
         if runtime not in RUNTIMES:
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "
@@ -156,6 +167,35 @@ class Plan:
             isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
         ):
             raise FlowError(f"timeout={timeout!r} is invalid: expected a number > 0 or None")
+        if runtime != "ipc" and start_method is not None:
+            raise FlowError(
+                f"start_method={start_method!r}: only the ipc runtime takes start_method"
+            )
+        if runtime == "ipc":
+            for key, value in (
+                ("clock", clock),
+                ("sleep", sleep),
+                ("bus", bus),
+                ("metrics", metrics),
+            ):
+                if value is not None:
+                    raise FlowError(
+                        f"{key}={value!r}: the ipc runtime does not take {key} "
+                        "(its workers use time.monotonic_ns and a bus of the run's own)"
+                    )
+            if codec not in (None, "msgpack"):
+                raise FlowError(
+                    f"codec={codec!r} is invalid for the ipc runtime: items cross processes "
+                    'as "msgpack"'
+                )
+            from .inproc import MAX_BATCH as IPC_MAX_BATCH
+            from .ipc import IpcEngine
+
+            return IpcEngine(
+                self,
+                max_batch=IPC_MAX_BATCH if max_batch is None else max_batch,
+                start_method=start_method,
+            ).run(timeout=timeout)
         if runtime == "sync":
             for key, value in (
                 ("bus", bus),

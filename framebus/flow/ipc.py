@@ -1,0 +1,655 @@
+"""The cross-process runtime (``plan.run(runtime="ipc")``): each stage of the plan runs
+in processes of its own, and its edges are DataPorts on one shared FrameBus made for
+the run, so credits carry backpressure from the sinks back to the sources across
+processes.
+
+Processes. A stage (a fused chain, or one node) runs in one worker process, or in
+``parallelism`` processes for a map, filter or sink: they are members of the node's
+input port, ``<graph>.<node>``, as a work-sharing group (each frame goes to one of
+them) and draw on its one credit pool. The workers are started with
+``multiprocessing`` (``start_method``: ``"spawn"`` by default, or ``"forkserver"``;
+``"fork"`` only when asked), so a worker imports the graph's callables by their
+``"module:qualname"`` (``plan.manifests``): a lambda, a local function, a bound
+method or a callable object is refused with a FlowError naming the node before any
+process starts. Sources run in their worker process (the callable produces the items
+there), and so do sinks: a sink's side effects happen in the sink's process (a sink
+appending to a list of the parent's leaves the parent's list empty; write to a file,
+a database or a bus). With ``rate`` on a node of ``parallelism`` n, each of its n
+processes paces at ``rate / n``.
+
+Frames. As the inproc runtime with ``codec="msgpack"``: one msgpack array ``[kind,
+emitted_ns, deadline_ns, items]`` per frame (bytes stay bytes, tuples arrive as
+lists, an Envelope arrives as an equal Envelope; an item msgpack cannot encode is a
+dead letter of the node that produced it), the same adaptive batching (``max_batch``),
+end markers, order (per path of parallelism-1 stages, the source's order) and output
+multiset as the sync engine. Emission times are ``time.monotonic_ns``, one clock for
+every process of the machine: the latency histogram is end to end across processes.
+
+Failures. As inproc: retries, backoff, dead letters (in the report, the item as
+itself when msgpack can carry it, else its repr) and deadline misses; the workers
+publish dead letters on ``_flow.dead.<graph>`` of the run's bus too. A worker process
+that dies (killed, or exited without its result) ends the run: every other worker is
+stopped and ``run`` raises a FlowError naming the stage, the process and its exit
+code or signal. Restarting a dead worker is not supported (yet).
+
+Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
+sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
+the partial Report as ``.report``; a second one stops every worker at once). The
+workers ignore SIGINT: the parent leads the stop. When ``run`` returns or raises, every
+worker process has ended (one not ending 10 s after a stop is terminated, then
+killed) and the run's shared-memory segment is unlinked. The report is gathered from
+the workers at the end: each sends its node counters, latency histogram (HDR,
+encoded) and dead letters over a result queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import pickle
+import queue
+import secrets
+import signal
+import threading
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from hdrh.histogram import HdrHistogram
+
+from framebus._internal import TopicCounter
+from framebus._reserved import FLOW, port_topics
+from framebus.dataport import DataPort
+
+from .errors import FlowError
+from .graph import Graph, callable_name, resolve_callable
+from .inproc import (
+    _DATA,
+    _END,
+    _POLL,
+    _RECV_FRAMES,
+    _default,
+    _Out,
+    _Run,
+    _Stage,
+    _Stop,
+    _unpack,
+    _Wake,
+    _Worker,
+)
+from .report import DeadLetter, NodeStats, Report
+
+if TYPE_CHECKING:
+    from framebus.bus import FrameBus, Subscription
+
+    from .compile import Plan
+
+__all__ = ["START_METHODS", "IpcEngine"]
+
+START_METHODS = ("spawn", "forkserver", "fork")
+_RING_BYTES = 1 << 25
+_RING_POW = 14
+_MAX_FRAME = 1 << 22
+_GRACE = 10.0  # s: how long a stopped run waits for a worker before terminating it
+_EXIT_GRACE = 2.0  # s: how long a worker that exited 0 has for its result to arrive
+
+
+def _ctl(head: str, what: str) -> str:
+    # the run's own counters in the topic table; ":" is in no graph or node name
+    return f"{FLOW}ipc:{head}:{what}"
+
+
+def _bus_name(graph: str) -> str:
+    return f"flow-{graph}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class _Flag:
+    """A flag in shared memory, set once (stop, abort): the ``threading.Event`` calls
+    the inproc stages make (is_set, set), readable at the cost of a memory load."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.value = ctx.RawValue(ctypes.c_int, 0)
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+    def set(self) -> None:
+        self.value.value = 1
+
+
+class _SharedPort(DataPort):
+    """A DataPort whose receiving side several processes share: each is a member of
+    the port's group. The run's parent made the group and filled the credit pool before
+    any worker started, so a member neither checks for other receivers nor resets the
+    pool, and leaves the pool as it is when it closes."""
+
+    def _receive_side(self) -> Subscription:
+        sub = self._sub
+        if sub is None:
+            with self._lock:
+                self._check_open()
+                if self._sub is None:
+                    self._sub = self._bus.subscribe(self._group + ".*", group=self._group)
+                sub = self._sub
+        return sub
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            sub = self._sub
+        if not self._bus.closed:
+            self._release_credits()
+            self._credits.wake()
+        if sub is not None:
+            sub.close()
+
+
+class _IpcWorker(_Worker):
+    """An inproc stage worker in a process of its own: the end markers and the count of
+    finished workers live in counters of the shared ring; receiving waits in the ring."""
+
+    ends: TopicCounter
+    finished: TopicCounter
+
+    def _finish(self) -> None:
+        # inproc's _finish with the stage's running count in the ring
+        for out in self.outs:
+            if out.pending:
+                self._push(out, [], [], wait=True)
+        stage = self.stage
+        if self.finished.add(1) < stage.workers:
+            return
+        if stage.acc is not None and len(stage.acc):
+            self._send(self._flush_acc("end"))
+        if self.outs:
+            end = self.packer.pack([_END, 0, 0, None])
+            for out in self.outs:
+                self._push(out, [end], [0], wait=True)
+
+    def _consume(self) -> None:
+        # inproc's _consume: receive in the ring (no wake-up from another process's
+        # thread), the end markers counted in the ring
+        stage = self.stage
+        port = stage.port
+        assert port is not None
+        run = self.run
+        acc = stage.acc
+        ttl_ns = None if acc is None else acc.ttl_ns
+        ends, expected = self.ends, stage.expected_ends
+        take = min(_RECV_FRAMES, port.window)
+        while True:
+            self._check_abort()
+            if ends.get() >= expected:
+                return
+            timeout = _POLL
+            if acc is not None and ttl_ns is not None and len(acc):
+                left = acc.first_at + ttl_ns - self.clock()
+                timeout = min(_POLL, max(0.0, left / 1e9))
+            payloads = port.recv_payloads(take, timeout)
+            if acc is not None and acc.expired(self.clock()):
+                self._send(self._flush_acc("ttl"))
+            for payload in payloads:
+                kind, emitted, deadline, items = _unpack(payload)
+                if kind == _END:
+                    ends.add(1)
+                    continue
+                if kind != _DATA:
+                    continue
+                if acc is not None:
+                    self._send(self._accumulate(items, emitted))
+                else:
+                    items = self._chain(items, emitted, deadline)
+                    if items:
+                        self._send(self._frame(emitted, deadline, items))
+            if not payloads:
+                for o in self.outs:
+                    if o.pending:
+                        self._push(o, [], [], wait=False)
+            if run.abort.is_set():
+                raise _Stop
+
+
+def check_importable(plan: Plan) -> None:
+    """Every callable of the plan can be imported by its "module:qualname" in another
+    process (and names the very object given); a FlowError naming the node if not."""
+    for name, node in plan.graph.nodes.items():
+        for what, fn in (("callable", node.fn), ("option until", node.options.get("until"))):
+            if fn is None or isinstance(fn, str):
+                continue
+            spec = callable_name(fn)
+            where = f"node {name!r}: {what} {spec!r}"
+            if "<lambda>" in spec or "<locals>" in spec:
+                raise FlowError(
+                    f"{where} cannot run in another process: the ipc runtime imports "
+                    'callables by "module:qualname"; define it at module level'
+                )
+            try:
+                found = resolve_callable(spec, f"node {name!r}")
+            except FlowError as exc:
+                raise FlowError(f"{where} is not importable by name: {exc}") from None
+            if found is not fn:
+                raise FlowError(
+                    f"{where} is not importable by name: {spec!r} imports {found!r}, not "
+                    f"{fn!r} (a bound method or a callable object cannot be named); "
+                    "use a module-level function"
+                )
+
+
+def _rebuild(spec: dict[str, Any]) -> Plan:
+    from .compile import compile
+
+    g = Graph(spec["graph"])
+    for m in spec["manifests"]:
+        options = dict(m["options"])
+        if m["kind"] == "accumulate":
+            g.add(m["name"], "accumulate", None, **options)
+        else:
+            g.add(m["name"], m["kind"], m["callable"], **options)
+    for a, b in spec["edges"]:
+        g.connect(a, b)
+    return compile(g, fuse=spec["fused"])
+
+
+def _pack_dead(dead: list[DeadLetter]) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True, default=_default)
+    rows = []
+    for d in dead:
+        try:
+            packer.pack(d.item)
+            item = d.item
+        except Exception:
+            packer.reset()
+            item = repr(d.item)
+        rows.append([d.node, item, d.error])
+    return packer.pack(rows)
+
+
+def _exc_payload(exc: BaseException) -> tuple[str, bytes | None]:
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        return f"{type(exc).__name__}: {exc}", None
+    return f"{type(exc).__name__}: {exc}", data
+
+
+def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -> None:
+    """A worker process: attaches to the run's bus, runs its stage's worker, sends its
+    numbers to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent leads the stop
+    from framebus.bus import FrameBus
+
+    from .inproc import InprocEngine
+
+    stage_name, index = spec["stage_name"], spec["index"]
+    out: dict[str, Any] = {"stage": stage_name, "index": index, "fatal": None}
+    bus: FrameBus | None = None
+    ports: list[DataPort] = []
+    try:
+        bus = FrameBus.attach(spec["bus"])
+        plan = _rebuild(spec)
+        names = plan.stage_nodes[spec["stage"]]
+        engine = InprocEngine(plan, bus=bus, max_batch=spec["max_batch"], codec="msgpack")
+        engine.limit = spec["limit"]
+        engine.max_frame = bus.config.max_frame - 64
+        run = _Run(engine)
+        run.bus = bus
+        run.stopping = stop  # type: ignore[assignment]
+        run.abort = abort  # type: ignore[assignment]
+        stage = _Stage(plan, names)
+        for node in stage.nodes:
+            rate = node.options.get("rate")
+            if rate is not None and stage.workers > 1:
+                node.options["rate"] = rate / stage.workers
+        head = stage.head
+        if stage.kind != "source":
+            port = _SharedPort(bus, f"{plan.name}.{head.name}", window=head.options["window"])
+            ports.append(port)
+            port._receive_side()
+            stage.port = port
+        worker = _IpcWorker(engine, run, stage, index)
+        worker.ends = TopicCounter(bus, _ctl(head.name, "end"))
+        worker.finished = TopicCounter(bus, _ctl(head.name, "fin"))
+        for dst in stage.tail.outputs:
+            dnode = plan.nodes[dst]
+            p = DataPort(bus, f"{plan.name}.{dst}", window=dnode.options["window"])
+            ports.append(p)
+            worker.outs.append(_Out(dnode, p, _Wake()))
+        ready = TopicCounter(bus, _ctl("", "ready"))
+        if stage.kind == "source":
+            # the sources start once every other worker is in its port: no item waits
+            # for a process still starting
+            while not ready.wait(spec["receivers"], _POLL):
+                if abort.is_set() or stop.is_set():
+                    break
+        else:
+            ready.add(1)
+        worker.main()  # in this thread: catches what the stage raises into run.fatal
+        out["stats"] = {n: asdict(s) for n, s in worker.stats.items()}
+        out["dropped"] = {o.dst: o.dropped for o in worker.outs}
+        rep = worker.report
+        out["latency"] = rep.latency.encode()
+        out["buckets"] = list(rep._buckets)
+        out["sum_ns"] = rep._sum_ns
+        out["e2e"] = rep.e2e_deadline_misses
+        out["dead"] = _pack_dead(run.dead)
+        out["timed_out"] = run.timed_out
+        if run.fatal is not None:
+            out["fatal"] = _exc_payload(run.fatal)
+    except BaseException as exc:  # noqa: BLE001 - all of it goes to the parent
+        abort.set()
+        out["fatal"] = _exc_payload(exc)
+    finally:
+        for p in reversed(ports):
+            with contextlib.suppress(Exception):
+                p.close()
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                bus.close()
+    results.put(out)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code} without its result"
+
+
+class IpcEngine:
+    """Runs a Plan in worker processes; see the module's docstring."""
+
+    def __init__(self, plan: Plan, max_batch: int, start_method: str | None = None) -> None:
+        self.plan = plan
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
+        self.max_batch = max_batch
+        method = "spawn" if start_method is None else start_method
+        if method not in START_METHODS:
+            raise FlowError(
+                f"start_method={start_method!r} is invalid: expected one of "
+                + ", ".join(map(repr, START_METHODS))
+            )
+        self.start_method = method
+        for name, node in plan.nodes.items():
+            if node.kind == "accumulate" and node.options.get("parallelism", 1) != 1:
+                raise FlowError(
+                    f"node {name!r}: option parallelism={node.options['parallelism']!r} is "
+                    "invalid for an accumulate node in the ipc runtime: expected 1"
+                )
+        check_importable(plan)
+        self.bus_name: str | None = None
+        self.arrived: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def run(self, timeout: float | None = None) -> Report:
+        from framebus.bus import FrameBus
+
+        plan = self.plan
+        ctx: Any = multiprocessing.get_context(self.start_method)
+        started = time.monotonic_ns()
+        limit = None if timeout is None else started + int(timeout * 1e9)
+        stop, abort = _Flag(ctx), _Flag(ctx)
+        results = ctx.Queue()
+        done = threading.Event()
+        receiver = threading.Thread(
+            target=self._receive_results,
+            args=(results, done),
+            name=f"framebus-flow-{plan.name}-results",
+            daemon=True,
+        )
+        name = _bus_name(plan.name)
+        self.bus_name = name
+        bus = FrameBus.create_shared(
+            name, wal_dir=None, ring_bytes=_RING_BYTES, ring_pow=_RING_POW, max_frame=_MAX_FRAME
+        )
+        subs: list[Subscription] = []
+        procs: list[tuple[str, int, Any]] = []
+        got: dict[tuple[str, int], dict[str, Any]] = {}
+        state: dict[str, Any] = {"fatal": None, "interrupted": None, "timed_out": False}
+        try:
+            receiver.start()
+            for names in plan.stage_nodes:
+                head = plan.nodes[names[0]]
+                if head.kind != "source":
+                    # the port's group and credit pool exist before any worker does
+                    bytes_topic, _env, group = port_topics(f"{plan.name}.{head.name}")
+                    subs.append(bus.subscribe(group + ".*", group=group))
+                    TopicCounter(bus, tid=bus.topic_id(bytes_topic)).exchange(
+                        head.options["window"]
+                    )
+                TopicCounter(bus, _ctl(head.name, "end"))
+                TopicCounter(bus, _ctl(head.name, "fin"))
+            base = {
+                "bus": name,
+                "graph": plan.name,
+                "manifests": plan.manifests,
+                "edges": plan.edges,
+                "fused": plan.fused,
+                "max_batch": self.max_batch,
+                "limit": limit,
+                "receivers": sum(
+                    plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
+                    for names in plan.stage_nodes
+                    if plan.nodes[names[0]].kind != "source"
+                ),
+            }
+            for i, names in enumerate(plan.stage_nodes):
+                head = plan.nodes[names[0]]
+                n = head.options.get("parallelism", 1) if len(names) == 1 else 1
+                stage_name = "+".join(names)
+                for k in range(n):
+                    spec = dict(base, stage=i, stage_name=stage_name, index=k)
+                    p = ctx.Process(
+                        target=worker_main,
+                        args=(spec, stop, abort, results),
+                        name=f"framebus-flow-{plan.name}-{stage_name}-{k}",
+                        daemon=True,
+                    )
+                    procs.append((stage_name, k, p))
+            try:
+                for _s, _k, p in reversed(procs):  # the sources last
+                    p.start()
+            except KeyboardInterrupt as exc:
+                state["interrupted"] = exc
+                abort.set()
+            self._wait(procs, got, stop, abort, limit, state)
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            self._reap(procs, got, abort)
+            done.set()
+            if receiver.ident is not None:
+                receiver.join()
+            self._collect(got, 0)
+            results.close()
+            results.join_thread()
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    sub.close()
+            bus.close()
+            with contextlib.suppress(FileNotFoundError):
+                FrameBus.unlink(name)
+        report = self._report(got, started, state)
+        fatal = state["fatal"] if state["fatal"] is not None else state["interrupted"]
+        if fatal is not None:
+            if isinstance(fatal, KeyboardInterrupt):
+                fatal.report = report  # type: ignore[attr-defined]
+            raise fatal
+        return report
+
+    def _collect(self, got: dict[tuple[str, int], dict[str, Any]], wait: float) -> None:
+        try:
+            r = self.arrived.get(timeout=wait) if wait else self.arrived.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            got[(r["stage"], r["index"])] = r
+            try:
+                r = self.arrived.get_nowait()
+            except queue.Empty:
+                return
+
+    def _receive_results(self, results: Any, done: threading.Event) -> None:
+        # on a thread of its own: a Ctrl-C (raised in the main thread) never breaks off
+        # a read of the results pipe halfway
+        while True:
+            try:
+                r = results.get(timeout=_POLL)
+            except queue.Empty:
+                if done.is_set():
+                    return
+                continue
+            except (EOFError, OSError, ValueError):
+                return
+            self.arrived.put(r)
+
+    def _fail(self, state: dict[str, Any], exc: BaseException, abort: _Flag) -> None:
+        if state["fatal"] is None:
+            state["fatal"] = exc
+        abort.set()
+
+    def _wait(
+        self,
+        procs: list[tuple[str, int, Any]],
+        got: dict[tuple[str, int], dict[str, Any]],
+        stop: _Flag,
+        abort: _Flag,
+        limit: int | None,
+        state: dict[str, Any],
+    ) -> None:
+        """Until every worker has sent its result: the timeout, Ctrl-C (the first
+        drains, a second aborts), failed and dead workers."""
+        exited_at: dict[tuple[str, int], float] = {}
+        graph = self.plan.name
+        while True:
+            try:
+                if len(got) == len(procs) or (abort.is_set() and state["fatal"] is not None):
+                    return
+                if abort.is_set() and all(
+                    p.pid is None or p.exitcode is not None for _s, _k, p in procs
+                ):
+                    return
+                self._collect(got, _POLL)
+                for key, r in got.items():
+                    if r["fatal"] is not None and state["fatal"] is None:
+                        self._fail(state, _rebuild_exc(key[0], r["fatal"]), abort)
+                now = time.monotonic()
+                for s, k, p in procs:
+                    if (s, k) in got or p.exitcode is None:
+                        continue
+                    if p.pid is None:
+                        continue  # never started
+                    if p.exitcode == 0:
+                        # its result may still be on the way
+                        if now - exited_at.setdefault((s, k), now) < _EXIT_GRACE:
+                            continue
+                    self._fail(
+                        state,
+                        FlowError(
+                            f"flow {graph!r}: stage {s!r}: worker process {k} (pid {p.pid}) "
+                            f"{_describe_exit(p.exitcode)}; the run was stopped"
+                        ),
+                        abort,
+                    )
+                if limit is not None and not stop.is_set() and time.monotonic_ns() >= limit:
+                    state["timed_out"] = True
+                    stop.set()
+            except KeyboardInterrupt as exc:
+                if state["interrupted"] is None:
+                    state["interrupted"] = exc
+                    stop.set()
+                else:
+                    abort.set()
+                    return
+
+    def _reap(
+        self,
+        procs: list[tuple[str, int, Any]],
+        got: dict[tuple[str, int], dict[str, Any]],
+        abort: _Flag,
+    ) -> None:
+        """Every worker ends: waited for _GRACE s (their results collected meanwhile),
+        then terminated, then killed."""
+        end = time.monotonic() + _GRACE
+        live = [p for _s, _k, p in procs if p.pid is not None]
+        while True:
+            try:
+                self._collect(got, 0)
+                live = [p for p in live if p.exitcode is None]
+                if not live:
+                    break
+                if time.monotonic() >= end:
+                    abort.set()
+                    for p in live:
+                        p.terminate()
+                    for p in live:
+                        p.join(1.0)
+                        if p.exitcode is None:
+                            p.kill()
+                            p.join(1.0)
+                    break
+                live[0].join(_POLL)
+            except KeyboardInterrupt:
+                abort.set()
+        self._collect(got, 0)
+        for _s, _k, p in procs:
+            if p.pid is not None:
+                p.join(1.0)
+                with contextlib.suppress(ValueError):
+                    p.close()
+
+    def _report(
+        self, got: dict[tuple[str, int], dict[str, Any]], started: int, state: dict[str, Any]
+    ) -> Report:
+        plan = self.plan
+        report = Report(
+            plan.name,
+            "ipc",
+            {n: NodeStats(plan.nodes[n].kind, plan.nodes[n].stage) for n in plan.order},
+        )
+        timed_out = state["timed_out"]
+        for r in got.values():
+            if "stats" not in r:
+                continue
+            for name, s in r["stats"].items():
+                into = report.nodes[name]
+                for key, value in s.items():
+                    if key == "flushes":
+                        for reason, k in value.items():
+                            into.flushes[reason] = into.flushes.get(reason, 0) + k
+                    elif key not in ("kind", "stage"):
+                        setattr(into, key, getattr(into, key) + value)
+            for dst, k in r["dropped"].items():
+                report.nodes[dst].dropped += k
+            report.latency.add(HdrHistogram.decode(r["latency"]))
+            report._buckets = [a + b for a, b in zip(report._buckets, r["buckets"], strict=True)]
+            report._sum_ns += r["sum_ns"]
+            report.e2e_deadline_misses += r["e2e"]
+            for node, item, error in _unpack(r["dead"]):
+                report.dead_letters.append(DeadLetter(node, item, error))
+            timed_out = timed_out or r["timed_out"]
+        report.timed_out = bool(timed_out)
+        report.duration_ns = time.monotonic_ns() - started
+        return report
+
+
+def _rebuild_exc(stage: str, fatal: tuple[str, bytes | None]) -> BaseException:
+    text, data = fatal
+    if data is not None:
+        try:
+            exc = pickle.loads(data)
+            if isinstance(exc, BaseException):
+                return exc
+        except Exception:
+            pass
+    return FlowError(f"stage {stage!r}: {text}")

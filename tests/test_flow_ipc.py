@@ -1,0 +1,245 @@
+"""framebus.flow's ipc runtime: the sync engine's outputs across processes (a chain
+with an accumulator, a fan-out/fan-in with parallel workers), backpressure bounded by
+the windows across processes, a killed worker, a failing source, timeout and Ctrl-C,
+refused callables and options; after every run no worker process and no shared-memory
+segment is left. Exact behaviour only, no timing assertions; every wait is bounded."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import flow_fns
+import pytest
+
+from framebus import flow
+from framebus.flow import FlowError
+
+pytestmark = pytest.mark.xproc
+
+SHM = "/dev/shm"
+
+
+def _children() -> list[int]:
+    """Processes whose parent is this one, but multiprocessing's own helpers."""
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me and b"resource_tracker" not in cmd and b"forkserver" not in cmd:
+            out.append(int(pid))
+    return out
+
+
+def _segments(graph: str) -> list[str]:
+    return [n for n in os.listdir(SHM) if n.startswith(f"framebus.flow-{graph}-")]
+
+
+@pytest.fixture(autouse=True)
+def nothing_left(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The workers write to tmp_path; afterwards no worker process and no segment of a
+    run is left."""
+    monkeypatch.setenv(flow_fns.FLOW_DIR, str(tmp_path))
+    yield
+    assert multiprocessing.active_children() == []
+    assert _children() == []
+    assert [n for n in os.listdir(SHM) if n.startswith("framebus.flow-ipc")] == []
+
+
+def ipc(g: flow.Graph, **kwargs: Any) -> flow.Report:
+    kwargs.setdefault("timeout", 60)
+    report = flow.compile(g).run(runtime="ipc", **kwargs)
+    assert _segments(g.name) == []
+    return report
+
+
+def sync_out(g: flow.Graph) -> list[Any]:
+    flow_fns.STORED.clear()
+    flow.compile(g).run(runtime="sync")
+    out = list(flow_fns.STORED)
+    flow_fns.STORED.clear()
+    return out
+
+
+def test_chain_with_accumulate_as_sync(tmp_path: Any) -> None:
+    def graph(sink: Any) -> flow.Graph:
+        g = flow.Graph("ipc-chain")
+        src = g.source("src", flow_fns.fifty)
+        (
+            src
+            >> g.map("inc", flow_fns.inc)
+            >> g.filter("odd", flow_fns.odd)
+            >> g.map("double", flow_fns.double)
+            >> g.accumulate("acc", count=3)
+            >> g.sink("out", sink)
+        )
+        return g
+
+    expected = sync_out(graph(flow_fns.store))
+    report = ipc(graph(flow_fns.write_line))
+    assert flow_fns.read_lines(str(tmp_path)) == expected  # one path: in order
+    assert report.runtime == "ipc"
+    assert report.nodes["src"].items_out == 50
+    assert report.nodes["odd"].items_out == 25
+    assert report.nodes["acc"].items_out == report.nodes["out"].items_in == len(expected)
+    assert report.nodes["acc"].flushes == {"count": 8, "end": 1}
+    assert report.latency_ns()["count"] == report.items_delivered == len(expected)
+    assert not report.timed_out and report.dead_letters == []
+
+
+def test_fan_out_fan_in_parallel_as_sync(tmp_path: Any) -> None:
+    def graph(sink: Any, parallelism: int) -> flow.Graph:
+        g = flow.Graph("ipc-fan")
+        src = g.source("src", flow_fns.thousand)
+        a = g.map("a", flow_fns.double, parallelism=parallelism, window=8)
+        b = g.map("b", flow_fns.inc)
+        k = g.sink("out", sink, parallelism=parallelism)
+        src >> a >> k
+        src >> b >> k
+        return g
+
+    expected = sync_out(graph(flow_fns.store, 1))
+    report = ipc(graph(flow_fns.write_line, 2), max_batch=16)
+    got = flow_fns.read_lines(str(tmp_path))
+    assert Counter(got) == Counter(expected)
+    assert report.nodes["a"].items_in == report.nodes["b"].items_in == 1000
+    assert report.nodes["out"].items_out == 2000
+    assert report.latency_ns()["count"] == 2000
+
+
+def test_backpressure_bounded_by_windows(tmp_path: Any) -> None:
+    window = 4
+    g = flow.Graph("ipc-bp")
+    g.source("src", flow_fns.counted) >> g.sink("out", flow_fns.slow_progress_sink, window=window)
+    report = ipc(g, max_batch=1)
+    rows = flow_fns.read_lines(str(tmp_path))
+    assert [x for x, _ in rows] == list(range(200))
+    # when the sink took item x, the source had made at most: the window's frames, the
+    # frames the sink holds (at most one window), the one it works on and the one the
+    # source is making
+    ahead = max(emitted - (x + 1) for x, emitted in rows)
+    assert ahead <= 2 * window + 2
+    assert report.nodes["src"].blocked_ns > 0
+
+
+def test_dead_letters_and_retries_cross(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-dead")
+    (
+        g.source("src", flow_fns.ten)
+        >> g.map("m", flow_fns.fail_on_7, retries=2)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g)
+    assert sorted(flow_fns.read_lines(str(tmp_path))) == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    m = report.nodes["m"]
+    assert (m.errors, m.retries, m.dead_letters) == (3, 2, 1)
+    assert [(d.node, d.item) for d in report.dead_letters] == [("m", 7)]
+    assert "seven" in report.dead_letters[0].error
+
+
+def test_killed_worker_is_a_flow_error_naming_the_stage(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-kill")
+    (
+        g.source("src", flow_fns.endless_slow)
+        >> g.map("victim", flow_fns.die_on_5, pure=False)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    with pytest.raises(FlowError) as info:
+        ipc(g)
+    msg = str(info.value)
+    assert "'victim'" in msg and "SIGKILL" in msg
+
+
+def test_source_error_in_worker_is_raised() -> None:
+    g = flow.Graph("ipc-bad")
+    g.source("src", flow_fns.not_iterable) >> g.sink("out", flow_fns.write_line)
+    with pytest.raises(FlowError, match="not an iterable"):
+        ipc(g)
+
+
+def test_timeout_drains(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-timeout")
+    (
+        g.source("src", flow_fns.endless_slow)
+        >> g.map("inc", flow_fns.inc)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g, timeout=2.0)
+    assert report.timed_out
+    got = flow_fns.read_lines(str(tmp_path))
+    assert report.nodes["src"].items_out == report.items_delivered == len(got)
+    assert got == list(range(1, len(got) + 1))
+
+
+def test_ctrl_c_drains_and_reraises_with_report(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-int")
+    g.source("src", flow_fns.endless_slow) >> g.sink("out", flow_fns.write_line)
+    out = tmp_path / "out"
+
+    def interrupt() -> None:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not (out.exists() and out.stat().st_size > 20):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt) as info:
+        ipc(g)
+    t.join(10)
+    report = info.value.report  # type: ignore[attr-defined]
+    got = flow_fns.read_lines(str(tmp_path))
+    assert len(got) > 0
+    assert report.nodes["src"].items_out == report.items_delivered == len(got)
+    assert got == list(range(len(got)))
+
+
+def test_lambda_and_local_function_refused_before_any_process() -> None:
+    def local(x: int) -> int:
+        return x
+
+    for fn, what in ((lambda x: x, "<lambda>"), (local, "<locals>")):
+        g = flow.Graph("ipc-lambda")
+        g.source("src", flow_fns.ten) >> g.map("m", fn) >> g.sink("out", flow_fns.write_line)
+        with pytest.raises(FlowError, match=f"node 'm'.*{what}"):
+            ipc(g)
+
+
+def test_options_refused() -> None:
+    g = flow.Graph("ipc-opts")
+    g.source("src", flow_fns.ten) >> g.sink("out", flow_fns.write_line)
+    plan = flow.compile(g)
+    with pytest.raises(FlowError, match="start_method"):
+        plan.run(runtime="ipc", start_method="thread")
+    with pytest.raises(FlowError, match="clock"):
+        plan.run(runtime="ipc", clock=time.monotonic_ns)
+    with pytest.raises(FlowError, match="codec"):
+        plan.run(runtime="ipc", codec="ref")
+    with pytest.raises(FlowError, match="only the ipc runtime"):
+        plan.run(runtime="inproc", start_method="spawn")
+
+
+def test_forkserver_start_method(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-fs")
+    (
+        g.source("src", flow_fns.ten)
+        >> g.map("d", flow_fns.double)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    ipc(g, start_method="forkserver")
+    assert flow_fns.read_lines(str(tmp_path)) == [2 * i for i in range(10)]
