@@ -15,7 +15,8 @@ print(report)
 ``flow.load(path)`` reads a graph from YAML or JSON. The sync runtime
 (:mod:`framebus.flow.sync`) is the reference semantics; ``runtime="inproc"``
 (:mod:`framebus.flow.inproc`) runs the stages on threads with DataPorts between them;
-the cross-process runtime comes next. Nothing below this package imports it.
+``runtime="ipc"`` (:mod:`framebus.flow.ipc`) runs them in worker processes on a shared
+bus. Nothing below this package imports it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .compile import RUNTIMES, FlowAdapter, Plan, compile
 from .errors import FlowError
 from .graph import KINDS, Graph, Node
 from .inproc import AsyncEngine, InprocEngine
+from .ipc import IpcEngine
 from .load import load
 from .report import DeadLetter, NodeStats, Report
 from .sync import SyncEngine
@@ -40,6 +42,7 @@ __all__ = [
     "FlowError",
     "Graph",
     "InprocEngine",
+    "IpcEngine",
     "ManualClock",
     "Node",
     "NodeStats",
