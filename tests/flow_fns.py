@@ -132,3 +132,23 @@ def die_on_5(x: int) -> int:
 
 def not_iterable() -> int:
     return 42
+
+
+def _envelope() -> object:
+    from framebus.envelope import Envelope
+
+    return Envelope("t.x", {"a": 1}, content_type="application/msgpack", corr_id=7)
+
+
+def mixed() -> list[object]:
+    """Source: items of every kind msgpack carries (bytes and an Envelope among them)."""
+    return [b"\x00raw", _envelope(), (1, 2), {"k": [1, None]}, {3: "int key"}, 1.5, "s", None]
+
+
+def describe_line(x: object) -> None:
+    """Sink: writes [type name, repr], an Envelope compared with mixed()'s."""
+    write_line([type(x).__name__, x == _envelope() if type(x).__name__ == "Envelope" else repr(x)])
+
+
+def set_on_2(x: int) -> object:
+    return {x} if x == 2 else x

@@ -243,3 +243,40 @@ def test_forkserver_start_method(tmp_path: Any) -> None:
     )
     ipc(g, start_method="forkserver")
     assert flow_fns.read_lines(str(tmp_path)) == [2 * i for i in range(10)]
+
+
+def test_items_cross_msgpack_encoded_bytes_and_envelopes_as_they_are(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-items")
+    g.source("src", flow_fns.mixed) >> g.sink("out", flow_fns.describe_line)
+    ipc(g)
+    assert flow_fns.read_lines(str(tmp_path)) == [
+        ["bytes", repr(b"\x00raw")],
+        ["Envelope", True],
+        ["list", "[1, 2]"],  # a tuple comes back a list, as on any msgpack channel
+        ["dict", "{'k': [1, None]}"],
+        ["dict", "{3: 'int key'}"],
+        ["float", "1.5"],
+        ["str", "'s'"],
+        ["NoneType", "None"],
+    ]
+
+
+def test_an_item_msgpack_cannot_encode_is_a_dead_letter_by_its_repr(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-unenc")
+    (
+        g.source("src", flow_fns.ten)
+        >> g.map("m", flow_fns.set_on_2, pure=False)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g)
+    assert flow_fns.read_lines(str(tmp_path)) == [0, 1, 3, 4, 5, 6, 7, 8, 9]
+    assert [(d.node, d.item) for d in report.dead_letters] == [("m", "{2}")]
+    assert "TypeError" in report.dead_letters[0].error
+
+
+def test_fork_start_method(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-fork")
+    g.source("src", flow_fns.ten) >> g.sink("out", flow_fns.write_line, parallelism=2)
+    report = ipc(g, start_method="fork")
+    assert sorted(flow_fns.read_lines(str(tmp_path))) == list(range(10))
+    assert report.nodes["out"].items_out == 10
