@@ -152,3 +152,24 @@ def describe_line(x: object) -> None:
 
 def set_on_2(x: int) -> object:
     return {x} if x == 2 else x
+
+
+def die_once_on_5(x: int) -> int:
+    """Map: SIGKILLs its own process at item 5 the first time ($FLOW_DIR/died marks it)."""
+    import os
+    import signal
+
+    if x == 5:
+        try:
+            fd = os.open(_path("died"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return x
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def sink_dying_once_on_5(x: int) -> None:
+    """Sink: write_line, but SIGKILLs its process at item 5 the first time."""
+    die_once_on_5(x)
+    write_line(x)

@@ -280,3 +280,54 @@ def test_fork_start_method(tmp_path: Any) -> None:
     report = ipc(g, start_method="fork")
     assert sorted(flow_fns.read_lines(str(tmp_path))) == list(range(10))
     assert report.nodes["out"].items_out == 10
+
+
+@pytest.mark.parametrize("max_batch", [1, 64])
+def test_restart_redelivers_what_the_dead_worker_did_not_finish(
+    tmp_path: Any, max_batch: int
+) -> None:
+    g = flow.Graph("ipc-restart")
+    (
+        g.source("src", flow_fns.fifty)
+        >> g.map("m", flow_fns.die_once_on_5, pure=False, restart=True)
+        >> g.map("d", flow_fns.double)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g, max_batch=max_batch)
+    assert (tmp_path / "died").exists()
+    got = flow_fns.read_lines(str(tmp_path))
+    assert set(got) == {2 * i for i in range(50)}  # nothing lost
+    assert report.nodes["m"].redelivered >= 1
+    assert len(got) - 50 <= report.nodes["m"].redelivered  # duplicates, all counted
+
+
+def test_restart_of_a_sink(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-restart-sink")
+    g.source("src", flow_fns.thousand) >> g.sink(
+        "out", flow_fns.sink_dying_once_on_5, restart=True, window=4
+    )
+    report = ipc(g, max_batch=8)
+    got = flow_fns.read_lines(str(tmp_path))
+    assert set(got) == set(range(1000))
+    assert report.nodes["out"].redelivered >= 1
+    assert len(got) - 1000 <= report.nodes["out"].redelivered
+
+
+def test_restart_needs_parallelism_1() -> None:
+    g = flow.Graph("ipc-restart-par")
+    g.source("src", flow_fns.ten) >> g.sink("out", flow_fns.write_line, restart=True, parallelism=2)
+    with pytest.raises(FlowError, match="node 'out': option restart=True is invalid"):
+        ipc(g)
+
+
+def test_a_worker_dying_on_every_restart_ends_the_run() -> None:
+    g = flow.Graph("ipc-restart-loop")
+    (
+        g.source("src", flow_fns.ten)
+        >> g.map("victim", flow_fns.die_on_5, pure=False, restart=True)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    with pytest.raises(FlowError) as info:
+        ipc(g)
+    msg = str(info.value)
+    assert "'victim'" in msg and "SIGKILL" in msg and "after 3 restarts" in msg

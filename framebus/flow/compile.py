@@ -155,7 +155,9 @@ class Plan:
         rules): items cross as msgpack (``codec`` may only be ``"msgpack"``), every
         callable must be importable by ``"module:qualname"``, sources and sinks run in
         their workers (a sink's side effects happen in its process), and a worker
-        process that dies ends the run with a FlowError naming its stage. It takes
+        process that dies ends the run with a FlowError naming its stage, unless its
+        node has ``restart=True``: then a new worker takes over and what the dead one
+        had not finished is handed on again (counted as ``redelivered``). It takes
         ``max_batch`` and ``start_method`` (``"spawn"``, the default, ``"forkserver"``
         or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``."""
         if runtime not in RUNTIMES:

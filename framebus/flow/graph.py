@@ -37,15 +37,16 @@ _DEFAULTS: dict[str, Any] = {
     "ttl": None,
     "until": None,
     "content_type": None,
+    "restart": False,
 }
 _PORTED = ("deadline", "on_deadline", "rate", "parallelism", "overflow", "window")
 _CALLS = ("retries", "backoff")
 OPTIONS: dict[str, tuple[str, ...]] = {
     "source": ("deadline", "rate", "content_type"),
-    "map": (*_PORTED, *_CALLS, "pure", "content_type"),
-    "filter": (*_PORTED, *_CALLS, "pure"),
+    "map": (*_PORTED, *_CALLS, "pure", "content_type", "restart"),
+    "filter": (*_PORTED, *_CALLS, "pure", "restart"),
     "accumulate": (*_PORTED, "count", "size", "ttl", "until"),
-    "sink": (*_PORTED, *_CALLS),
+    "sink": (*_PORTED, *_CALLS, "restart"),
 }
 
 
@@ -82,7 +83,7 @@ def _check_option(node: str, key: str, value: Any) -> None:
     elif key == "overflow":
         if value not in OVERFLOW:
             raise bad(", ".join(repr(v) for v in OVERFLOW))
-    elif key == "pure":
+    elif key in ("pure", "restart"):
         if not isinstance(value, bool):
             raise bad("True or False")
     elif key == "content_type":

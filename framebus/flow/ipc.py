@@ -30,7 +30,22 @@ itself when msgpack can carry it, else its repr) and deadline misses; the worker
 publish dead letters on ``_flow.dead.<graph>`` of the run's bus too. A worker process
 that dies (killed, or exited without its result) ends the run: every other worker is
 stopped and ``run`` raises a FlowError naming the stage, the process and its exit
-code or signal. Restarting a dead worker is not supported (yet).
+code or signal.
+
+Restart. A stage with ``restart=True`` on one of its nodes (a map, filter or sink;
+parallelism 1) gets a new worker when its worker dies, up to MAX_RESTARTS (3) times
+a run, then the run ends as above. Its worker acknowledges each frame it received
+only after the frame's outputs are sent (with ``overflow="block"``, the default: in
+the next port): its port has a second cursor, the ack group, that the worker moves
+past the frames it finished and the parent holds open. When the worker dies, the
+parent publishes again on the port every frame between the two cursors (taken, not
+acknowledged) and starts the new worker, which takes them before the port's end: no
+item is lost, and an item whose outputs were sent before the death is handed on twice
+(at least once; a sink's side effects may repeat). The items handed on again are
+counted as the head node's ``redelivered``. The counters of the dead worker are lost:
+the report counts what its replacement did. The pool takes back the credits of the
+frames handed on again, so the window stays a bound (at most a quarter window of
+credits, the dead worker's grants not yet given back, is lost per restart).
 
 Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
 sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
@@ -63,6 +78,7 @@ from hdrh.histogram import HdrHistogram
 from framebus._internal import TopicCounter
 from framebus._reserved import FLOW, port_topics
 from framebus.dataport import DataPort
+from framebus.errors import WouldBlock
 
 from .errors import FlowError
 from .graph import Graph, callable_name, resolve_callable
@@ -94,12 +110,18 @@ _RING_BYTES = 1 << 25
 _RING_POW = 14
 _MAX_FRAME = 1 << 22
 _GRACE = 10.0  # s: how long a stopped run waits for a worker before terminating it
+MAX_RESTARTS = 3  # restarts of one stage's workers in one run, at most
 _EXIT_GRACE = 2.0  # s: how long a worker that exited 0 has for its result to arrive
 
 
 def _ctl(head: str, what: str) -> str:
     # the run's own counters in the topic table; ":" is in no graph or node name
     return f"{FLOW}ipc:{head}:{what}"
+
+
+def _ack_group(graph: str, head: str) -> str:
+    # the second cursor of a restartable stage's port (a group name, not a topic)
+    return f"{FLOW}ipc:{graph}.{head}:ack"
 
 
 def _bus_name(graph: str) -> str:
@@ -151,13 +173,30 @@ class _SharedPort(DataPort):
 
 class _IpcWorker(_Worker):
     """An inproc stage worker in a process of its own: the end markers and the count of
-    finished workers live in counters of the shared ring; receiving waits in the ring."""
+    finished workers live in counters of the shared ring; receiving waits in the ring.
 
-    ends: TopicCounter
+    With ``restart``, every frame received is acknowledged only once its outputs are
+    sent: the worker then moves the port's second cursor (the ack group, which the
+    parent holds open) past it. What lies between that cursor and the port's own is
+    what a worker took and did not finish; the parent hands it on again to the worker
+    it starts in place of one that died."""
+
     finished: TopicCounter
+    ack: Subscription | None = None
+
+    def setup_ends(self, bus: FrameBus) -> None:
+        head = self.stage.head.name
+        # one mark per input: an end marker handed on again is counted once
+        self.end_marks = {
+            src: TopicCounter(bus, _ctl(head, f"end:{src}")) for src in self.stage.head.inputs
+        }
+
+    def _ends_complete(self) -> bool:
+        return all(c.get() >= 1 for c in self.end_marks.values())
 
     def _finish(self) -> None:
-        # inproc's _finish with the stage's running count in the ring
+        # inproc's _finish with the stage's running count in the ring and the sender
+        # named in the end marker
         for out in self.outs:
             if out.pending:
                 self._push(out, [], [], wait=True)
@@ -167,36 +206,46 @@ class _IpcWorker(_Worker):
         if stage.acc is not None and len(stage.acc):
             self._send(self._flush_acc("end"))
         if self.outs:
-            end = self.packer.pack([_END, 0, 0, None])
+            end = self.packer.pack([_END, 0, 0, stage.tail.name])
             for out in self.outs:
                 self._push(out, [end], [0], wait=True)
 
     def _consume(self) -> None:
         # inproc's _consume: receive in the ring (no wake-up from another process's
-        # thread), the end markers counted in the ring
+        # thread); once every input has sent its end marker, what the port still
+        # holds (frames handed on again after a restart) is taken before the end
         stage = self.stage
         port = stage.port
         assert port is not None
         run = self.run
         acc = stage.acc
         ttl_ns = None if acc is None else acc.ttl_ns
-        ends, expected = self.ends, stage.expected_ends
         take = min(_RECV_FRAMES, port.window)
+        ack = self.ack
+        seqs: list[int] = []
         while True:
             self._check_abort()
-            if ends.get() >= expected:
-                return
-            timeout = _POLL
+            complete = self._ends_complete()
+            timeout = 0.0 if complete else _POLL
             if acc is not None and ttl_ns is not None and len(acc):
                 left = acc.first_at + ttl_ns - self.clock()
-                timeout = min(_POLL, max(0.0, left / 1e9))
-            payloads = port.recv_payloads(take, timeout)
+                timeout = min(timeout, max(0.0, left / 1e9))
+            if ack is None:
+                payloads = port.recv_payloads(take, timeout)
+            else:
+                batch = port.recv_frames(take, timeout)
+                payloads = batch.payloads()
+                seqs = list(batch.seqs)
+            if complete and not payloads:
+                return
             if acc is not None and acc.expired(self.clock()):
                 self._send(self._flush_acc("ttl"))
             for payload in payloads:
                 kind, emitted, deadline, items = _unpack(payload)
                 if kind == _END:
-                    ends.add(1)
+                    mark = self.end_marks.get(items)
+                    if mark is not None:
+                        mark.raise_to(1)
                     continue
                 if kind != _DATA:
                     continue
@@ -206,12 +255,62 @@ class _IpcWorker(_Worker):
                     items = self._chain(items, emitted, deadline)
                     if items:
                         self._send(self._frame(emitted, deadline, items))
+            if ack is not None and seqs:
+                self._acknowledge(ack, seqs)
             if not payloads:
                 for o in self.outs:
                     if o.pending:
                         self._push(o, [], [], wait=False)
             if run.abort.is_set():
                 raise _Stop
+
+    def _acknowledge(self, ack: Subscription, seqs: list[int]) -> None:
+        """Moves the ack cursor past the frames ``seqs`` (handled, outputs sent)."""
+        nxt = ack._info()["next_seq"]
+        need = sum(1 for seq in seqs if seq >= nxt)
+        while need > 0:
+            self._check_abort()
+            need -= len(ack.recv_batch(need, _POLL))
+
+    def _push(self, out: _Out, data: list[bytes], counts: list[int], wait: bool) -> None:
+        if self.ack is None:
+            super()._push(out, data, counts, wait)
+            return
+        # inproc's _push for a worker that may be restarted: it waits for credit in the
+        # pool instead of taking credit it would hold (and lose, were it killed)
+        port = out.port
+        if out.overflow == "drop_oldest" or out.pending:
+            out.pending.extend(data)
+            out.pending_n.extend(counts)
+            data, counts = list(out.pending), list(out.pending_n)
+            out.pending.clear()
+            out.pending_n.clear()
+        i, n = 0, len(data)
+        tail = self.stats[self.stage.tail.name]
+        credits = port._credits
+        while i < n:
+            try:
+                _first, k = port.send_batch(data if i == 0 else data[i:], timeout=_POLL)
+            except WouldBlock:
+                k = 0
+            i += k
+            if i >= n:
+                return
+            if not wait:
+                break
+            self._check_abort()
+            start = self.clock()
+            credits.wait(1, _POLL)
+            tail.blocked_ns += self.clock() - start
+        rest, rest_n = data[i:], counts[i:]
+        if out.overflow == "drop":
+            out.dropped += sum(rest_n)
+            return
+        out.pending.extend(rest)
+        out.pending_n.extend(rest_n)
+        while len(out.pending) > out.window:
+            out.pending.popleft()
+            out.dropped += out.pending_n.popleft()
 
 
 def check_importable(plan: Plan) -> None:
@@ -290,6 +389,7 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
     out: dict[str, Any] = {"stage": stage_name, "index": index, "fatal": None}
     bus: FrameBus | None = None
     ports: list[DataPort] = []
+    ack: Subscription | None = None
     try:
         bus = FrameBus.attach(spec["bus"])
         plan = _rebuild(spec)
@@ -313,8 +413,12 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
             port._receive_side()
             stage.port = port
         worker = _IpcWorker(engine, run, stage, index)
-        worker.ends = TopicCounter(bus, _ctl(head.name, "end"))
+        worker.setup_ends(bus)
         worker.finished = TopicCounter(bus, _ctl(head.name, "fin"))
+        if spec["restart"]:
+            group = _ack_group(plan.name, head.name)
+            ack = bus.subscribe(port_topics(f"{plan.name}.{head.name}")[2] + ".*", group=group)
+            worker.ack = ack
         for dst in stage.tail.outputs:
             dnode = plan.nodes[dst]
             p = DataPort(bus, f"{plan.name}.{dst}", window=dnode.options["window"])
@@ -345,6 +449,9 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
         abort.set()
         out["fatal"] = _exc_payload(exc)
     finally:
+        if ack is not None:
+            with contextlib.suppress(Exception):
+                ack.close()
         for p in reversed(ports):
             with contextlib.suppress(Exception):
                 p.close()
@@ -352,6 +459,12 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
             with contextlib.suppress(Exception):
                 bus.close()
     results.put(out)
+
+
+def _restarts(plan: Plan, names: list[str]) -> bool:
+    """Whether the stage of ``names`` is restarted when its worker dies (restart=True
+    on any of its nodes)."""
+    return any(plan.nodes[n].options.get("restart", False) for n in names)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -388,6 +501,20 @@ class IpcEngine:
                 )
         check_importable(plan)
         self.bus_name: str | None = None
+        self.bus: FrameBus | None = None
+        self.restartable: dict[str, tuple[Subscription, Subscription, str, str]] = {}
+        self.specs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.restarts: dict[str, int] = {}
+        self.redelivered: dict[str, int] = {}
+        for names in plan.stage_nodes:
+            if _restarts(plan, names):
+                head = plan.nodes[names[0]]
+                if len(names) == 1 and head.options.get("parallelism", 1) != 1:
+                    raise FlowError(
+                        f"node {head.name!r}: option restart=True is invalid with "
+                        f"parallelism={head.options['parallelism']!r} in the ipc runtime: "
+                        "expected parallelism 1"
+                    )
         self.arrived: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
 
     def run(self, timeout: float | None = None) -> Report:
@@ -399,6 +526,8 @@ class IpcEngine:
         limit = None if timeout is None else started + int(timeout * 1e9)
         stop, abort = _Flag(ctx), _Flag(ctx)
         results = ctx.Queue()
+        self._make = (ctx, stop, abort, results)
+        self.bus = None
         done = threading.Event()
         receiver = threading.Thread(
             target=self._receive_results,
@@ -411,6 +540,7 @@ class IpcEngine:
         bus = FrameBus.create_shared(
             name, wal_dir=None, ring_bytes=_RING_BYTES, ring_pow=_RING_POW, max_frame=_MAX_FRAME
         )
+        self.bus = bus
         subs: list[Subscription] = []
         procs: list[tuple[str, int, Any]] = []
         got: dict[tuple[str, int], dict[str, Any]] = {}
@@ -422,11 +552,17 @@ class IpcEngine:
                 if head.kind != "source":
                     # the port's group and credit pool exist before any worker does
                     bytes_topic, _env, group = port_topics(f"{plan.name}.{head.name}")
-                    subs.append(bus.subscribe(group + ".*", group=group))
+                    main = bus.subscribe(group + ".*", group=group)
+                    subs.append(main)
                     TopicCounter(bus, tid=bus.topic_id(bytes_topic)).exchange(
                         head.options["window"]
                     )
-                TopicCounter(bus, _ctl(head.name, "end"))
+                    if _restarts(plan, names):
+                        ack = bus.subscribe(group + ".*", group=_ack_group(plan.name, head.name))
+                        subs.append(ack)
+                        self.restartable["+".join(names)] = (main, ack, bytes_topic, head.name)
+                for src in head.inputs:
+                    TopicCounter(bus, _ctl(head.name, f"end:{src}"))
                 TopicCounter(bus, _ctl(head.name, "fin"))
             base = {
                 "bus": name,
@@ -447,14 +583,15 @@ class IpcEngine:
                 n = head.options.get("parallelism", 1) if len(names) == 1 else 1
                 stage_name = "+".join(names)
                 for k in range(n):
-                    spec = dict(base, stage=i, stage_name=stage_name, index=k)
-                    p = ctx.Process(
-                        target=worker_main,
-                        args=(spec, stop, abort, results),
-                        name=f"framebus-flow-{plan.name}-{stage_name}-{k}",
-                        daemon=True,
+                    spec = dict(
+                        base,
+                        stage=i,
+                        stage_name=stage_name,
+                        index=k,
+                        restart=stage_name in self.restartable,
                     )
-                    procs.append((stage_name, k, p))
+                    self.specs[(stage_name, k)] = spec
+                    procs.append((stage_name, k, self._process(spec)))
             try:
                 for _s, _k, p in reversed(procs):  # the sources last
                     p.start()
@@ -486,6 +623,48 @@ class IpcEngine:
                 fatal.report = report  # type: ignore[attr-defined]
             raise fatal
         return report
+
+    def _process(self, spec: dict[str, Any]) -> Any:
+        ctx, stop, abort, results = self._make
+        return ctx.Process(
+            target=worker_main,
+            args=(spec, stop, abort, results),
+            name=f"framebus-flow-{self.plan.name}-{spec['stage_name']}-{spec['index']}",
+            daemon=True,
+        )
+
+    def _restart(self, procs: list[tuple[str, int, Any]], at: int) -> None:
+        """Hands on again what the dead worker ``procs[at]`` took and did not finish
+        (the frames between its port's ack cursor and the port's cursor, republished
+        on the port), then starts a worker in its place."""
+        stage_name, k, dead = procs[at]
+        main, ack, bytes_topic, head = self.restartable[stage_name]
+        bus = self.bus
+        assert bus is not None
+        end = main._info()["next_seq"]  # the port's cursor: no member reads it now
+        again = frames_again = 0
+        while ack._info()["next_seq"] < end:
+            frames = ack.recv_batch(1, 0)
+            if not frames:
+                break
+            frame = frames[0]
+            bus.publish(frame.payload, bytes_topic)
+            frames_again += 1
+            kind, _emitted, _deadline, items = _unpack(frame.payload)
+            if kind == _DATA:
+                again += len(items)
+            if frame.seq >= end:
+                break  # read one past the cursor: handed on twice, never lost
+        # the frames handed on again came without credit and will give theirs back:
+        # take as many from the pool, so the window stays a bound
+        TopicCounter(bus, tid=bus.topic_id(bytes_topic)).take(frames_again)
+        self.redelivered[head] = self.redelivered.get(head, 0) + again
+        self.restarts[stage_name] = self.restarts.get(stage_name, 0) + 1
+        with contextlib.suppress(ValueError):
+            dead.close()
+        p = self._process(self.specs[(stage_name, k)])
+        procs[at] = (stage_name, k, p)
+        p.start()
 
     def _collect(self, got: dict[tuple[str, int], dict[str, Any]], wait: float) -> None:
         try:
@@ -544,7 +723,7 @@ class IpcEngine:
                     if r["fatal"] is not None and state["fatal"] is None:
                         self._fail(state, _rebuild_exc(key[0], r["fatal"]), abort)
                 now = time.monotonic()
-                for s, k, p in procs:
+                for at, (s, k, p) in enumerate(procs):
                     if (s, k) in got or p.exitcode is None:
                         continue
                     if p.pid is None:
@@ -553,11 +732,24 @@ class IpcEngine:
                         # its result may still be on the way
                         if now - exited_at.setdefault((s, k), now) < _EXIT_GRACE:
                             continue
+                    elif (
+                        s in self.restartable
+                        and not abort.is_set()
+                        and self.restarts.get(s, 0) < MAX_RESTARTS
+                    ):
+                        self._restart(procs, at)
+                        continue
                     self._fail(
                         state,
                         FlowError(
                             f"flow {graph!r}: stage {s!r}: worker process {k} (pid {p.pid}) "
-                            f"{_describe_exit(p.exitcode)}; the run was stopped"
+                            f"{_describe_exit(p.exitcode)}"
+                            + (
+                                f" (after {self.restarts[s]} restarts)"
+                                if self.restarts.get(s)
+                                else ""
+                            )
+                            + "; the run was stopped"
                         ),
                         abort,
                     )
@@ -638,6 +830,8 @@ class IpcEngine:
             for node, item, error in _unpack(r["dead"]):
                 report.dead_letters.append(DeadLetter(node, item, error))
             timed_out = timed_out or r["timed_out"]
+        for head, n in self.redelivered.items():
+            report.nodes[head].redelivered += n
         report.timed_out = bool(timed_out)
         report.duration_ns = time.monotonic_ns() - started
         return report
