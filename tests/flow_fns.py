@@ -173,3 +173,34 @@ def sink_dying_once_on_5(x: int) -> None:
     """Sink: write_line, but SIGKILLs its process at item 5 the first time."""
     die_once_on_5(x)
     write_line(x)
+
+
+def _note_pid(name: str) -> None:
+    import os
+
+    with open(_path(f"pid-{name}"), "w") as f:
+        f.write(str(os.getpid()))
+
+
+def endless_noting_pid() -> object:
+    """Source: endless_slow, its process id in $FLOW_DIR/pid-src first."""
+    _note_pid("src")
+    yield from endless_slow()  # type: ignore[misc]
+
+
+def write_line_noting_pid(x: object) -> None:
+    """Sink: write_line, its process id in $FLOW_DIR/pid-out at the first item."""
+    import os
+
+    if not os.path.exists(_path("pid-out")):
+        _note_pid("out")
+    write_line(x)
+
+
+def orphan_main() -> None:
+    """A program (python -c) running an endless ipc graph, for a test to kill."""
+    from framebus import flow
+
+    g = flow.Graph("ipc-orphan")
+    g.source("src", endless_noting_pid) >> g.sink("out", write_line_noting_pid)
+    flow.compile(g).run(runtime="ipc")

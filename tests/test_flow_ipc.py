@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -331,3 +332,36 @@ def test_a_worker_dying_on_every_restart_ends_the_run() -> None:
         ipc(g)
     msg = str(info.value)
     assert "'victim'" in msg and "SIGKILL" in msg and "after 3 restarts" in msg
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
+    except OSError:
+        return True
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path: Any) -> None:
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import flow_fns; flow_fns.orphan_main()"], cwd=here
+    )
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not (tmp_path / "pid-out").exists():
+            assert parent.poll() is None
+            time.sleep(0.02)
+        pids = [int((tmp_path / f"pid-{n}").read_text()) for n in ("src", "out")]
+    finally:
+        parent.kill()
+        parent.wait(10)
+    end = time.monotonic() + 20
+    while time.monotonic() < end and not all(_gone(p) for p in pids):
+        time.sleep(0.05)
+    assert all(_gone(p) for p in pids)
+    for n in os.listdir(SHM):  # the killed run's segment (framebus gc would take it)
+        if n.startswith("framebus.flow-ipc-orphan-"):
+            os.unlink(os.path.join(SHM, n))

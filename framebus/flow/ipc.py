@@ -110,6 +110,7 @@ _RING_BYTES = 1 << 25
 _RING_POW = 14
 _MAX_FRAME = 1 << 22
 _GRACE = 10.0  # s: how long a stopped run waits for a worker before terminating it
+_WATCH = 0.5  # s: how often a worker checks that the run's parent lives
 MAX_RESTARTS = 3  # restarts of one stage's workers in one run, at most
 _EXIT_GRACE = 2.0  # s: how long a worker that exited 0 has for its result to arrive
 
@@ -354,6 +355,19 @@ def _rebuild(spec: dict[str, Any]) -> Plan:
     return compile(g, fuse=spec["fused"])
 
 
+def _watch_parent(pid: int, abort: _Flag) -> None:
+    # a run whose parent died (killed) stops: its workers would wait for it forever
+    while not abort.is_set():
+        time.sleep(_WATCH)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            abort.set()
+            return
+        except PermissionError:
+            pass
+
+
 def _pack_dead(dead: list[DeadLetter]) -> bytes:
     packer = msgpack.Packer(use_bin_type=True, default=_default)
     rows = []
@@ -381,6 +395,9 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
     """A worker process: attaches to the run's bus, runs its stage's worker, sends its
     numbers to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent leads the stop
+    threading.Thread(
+        target=_watch_parent, args=(spec["parent"], abort), name="framebus-flow-watch", daemon=True
+    ).start()
     from framebus.bus import FrameBus
 
     from .inproc import InprocEngine
@@ -572,6 +589,7 @@ class IpcEngine:
                 "fused": plan.fused,
                 "max_batch": self.max_batch,
                 "limit": limit,
+                "parent": os.getpid(),
                 "receivers": sum(
                     plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
                     for names in plan.stage_nodes
