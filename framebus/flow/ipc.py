@@ -52,7 +52,9 @@ sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt 
 the partial Report as ``.report``; a second one stops every worker at once). The
 workers ignore SIGINT: the parent leads the stop. When ``run`` returns or raises, every
 worker process has ended (one not ending 10 s after a stop is terminated, then
-killed) and the run's shared-memory segment is unlinked. The report is gathered from
+killed) and the run's shared-memory segment is unlinked. Workers whose parent
+process is gone (killed) stop within about a second; that run's segment is left for
+``framebus gc``. The report is gathered from
 the workers at the end: each sends its node counters, latency histogram (HDR,
 encoded) and dead letters over a result queue.
 """
