@@ -204,3 +204,24 @@ def orphan_main() -> None:
     g = flow.Graph("ipc-orphan")
     g.source("src", endless_noting_pid) >> g.sink("out", write_line_noting_pid)
     flow.compile(g).run(runtime="ipc")
+
+
+async def adouble(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+def three_then_raise() -> object:
+    """Source: 0, 1, 2, then raises."""
+    yield from range(3)
+    raise RuntimeError("source broke")
+
+
+def slow_write_line(x: object) -> None:
+    """Sink: sleeps 1 ms, then write_line."""
+    import time
+
+    time.sleep(0.001)
+    write_line(x)

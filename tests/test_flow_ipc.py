@@ -365,3 +365,47 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Any) -> None:
     for n in os.listdir(SHM):  # the killed run's segment (framebus gc would take it)
         if n.startswith("framebus.flow-ipc-orphan-"):
             os.unlink(os.path.join(SHM, n))
+
+
+def test_async_map_runs_in_its_worker(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-async")
+    (
+        g.source("src", flow_fns.ten)
+        >> g.map("a", flow_fns.adouble)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    ipc(g)
+    assert flow_fns.read_lines(str(tmp_path)) == [2 * i for i in range(10)]
+
+
+def test_a_failing_source_is_a_dead_letter_and_the_rest_drains(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-srcfail")
+    g.source("src", flow_fns.three_then_raise) >> g.sink("out", flow_fns.write_line)
+    report = ipc(g, max_batch=1)
+    assert flow_fns.read_lines(str(tmp_path)) == [0, 1, 2]
+    assert [(d.node, d.item) for d in report.dead_letters] == [("src", None)]
+    assert "source broke" in report.dead_letters[0].error
+
+
+def test_overflow_drop_across_processes_counts_what_it_drops(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-drop")
+    g.source("src", flow_fns.thousand) >> g.sink(
+        "out", flow_fns.slow_write_line, window=1, overflow="drop"
+    )
+    report = ipc(g, max_batch=1)
+    got = flow_fns.read_lines(str(tmp_path))
+    out = report.nodes["out"]
+    assert out.items_out == len(got) and out.dropped == 1000 - len(got)
+    assert got == sorted(got)  # one path: what arrives keeps the source's order
+
+
+def test_rate_with_parallelism_delivers_everything(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-rate")
+    (
+        g.source("src", flow_fns.fifty)
+        >> g.map("m", flow_fns.double, rate=500.0, parallelism=2)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g)
+    assert sorted(flow_fns.read_lines(str(tmp_path))) == [2 * i for i in range(50)]
+    assert report.nodes["m"].items_out == 50
