@@ -5,7 +5,7 @@ from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySeque
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from framebus._ring cimport (TAKE_BATCH, TAKE_PAYLOADS, Frame, Reader, Ring, realtime_ns,
-                             timeout_arg)
+                             timeout_arg, max_frames_arg)
 
 from framebus._envelope import Envelope as _Envelope, decode_frames as _decode_frames
 from framebus.errors import BusClosed, WouldBlock
@@ -183,28 +183,32 @@ cdef class PortCore:
         self.pending = 0
         self.ring.c_counter_add(self.credit_id, n)
 
-    def _receive(self, Reader sub, Py_ssize_t max_frames, timeout, bint grant=True):
+    def _receive(self, Reader sub, object max_frames, timeout, bint grant=True):
         """One read from the port's cursor: (items, frames read). Waits (up to timeout)
         only after giving pending credits back. Items are the frames, or, when an
         Envelope is among them, Frames and decoded Envelopes (late or undecodable ones
         left out; see _bad). With grant, the frames' credits are given back."""
-        cdef list frames = sub._recv(max_frames, 0)
-        if not frames and timeout_arg(timeout) != 0:
+        cdef Py_ssize_t most = max_frames_arg(max_frames)
+        cdef int64_t timeout_ns = timeout_arg(timeout)  # checked even when frames wait
+        cdef list frames = sub._recv(most, 0)
+        if not frames and timeout_ns != 0:
             self._flush()
-            frames = sub._recv(max_frames, timeout)
+            frames = sub._recv(most, timeout)
         cdef Py_ssize_t n = len(frames)
         if n == 0:
             return frames, 0
         return self._process(frames, grant), n
 
-    def _receive_raw(self, Reader sub, Py_ssize_t max_frames, timeout, bint payloads):
+    def _receive_raw(self, Reader sub, object max_frames, timeout, bint payloads):
         """One read from the port's cursor as raw frames: a list of payloads, or a
         FrameBatch; Envelopes arrive encoded. Their credits are given back."""
         cdef int kind = TAKE_PAYLOADS if payloads else TAKE_BATCH
-        got = sub._recv(max_frames, 0, kind)
-        if not got and timeout_arg(timeout) != 0:
+        cdef Py_ssize_t most = max_frames_arg(max_frames)
+        cdef int64_t timeout_ns = timeout_arg(timeout)  # checked even when frames wait
+        got = sub._recv(most, 0, kind)
+        if not got and timeout_ns != 0:
             self._flush()
-            got = sub._recv(max_frames, timeout, kind)
+            got = sub._recv(most, timeout, kind)
         if got:
             self._grant(<uint64_t>len(got))
         return got

@@ -140,6 +140,19 @@ cdef int64_t timeout_arg(object timeout) except -2:
     return _timeout_ns(timeout)
 
 
+cdef Py_ssize_t max_frames_arg(object max_frames) except -1:
+    """A max_frames argument as a C size: an int >= 1 (ValueError naming it otherwise;
+    TypeError for a value that is not an int)."""
+    cdef Py_ssize_t n
+    try:
+        n = max_frames
+    except OverflowError:
+        raise ValueError(f"max_frames must be >= 1 and < 2**63, got {max_frames}") from None
+    if n < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    return n
+
+
 cdef uint64_t realtime_ns() noexcept nogil:
     return fb_now_ns()
 
@@ -1989,30 +2002,28 @@ cdef class Reader:
         got = self._recv(1, timeout)
         return got[0] if got else None
 
-    def recv_batch(self, Py_ssize_t max_frames, timeout=None):
+    def recv_batch(self, object max_frames, timeout=None):
         """Up to max_frames frames (at least one unless the timeout expires: then [])."""
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.backfill is not None or self.decoder is not None:
-            return self._recv_modes(max_frames, timeout)
-        return self._recv(max_frames, timeout)
+            return self._recv_modes(n, timeout)
+        return self._recv(n, timeout)
 
-    def recv_payloads(self, Py_ssize_t max_frames, timeout=None):
+    def recv_payloads(self, object max_frames, timeout=None):
         """Up to max_frames payloads (bytes), at least one unless the timeout expires
         (then []): recv_batch without a Frame per frame, for consumers that only want
         the payloads. Not for envelopes=True subscriptions (use recv_batch)."""
         cdef list frames
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.decoder is not None:
             raise ValueError("recv_payloads hands back raw payloads; this subscription "
                              "decodes envelopes (envelopes=True): use recv_batch")
         if self.backfill is not None:  # a durable group's frames from the WAL first
-            frames = self._fetch(max_frames, timeout)
+            frames = self._fetch(n, timeout)
             return [(<Frame>fr).payload for fr in frames]
-        return self._recv(max_frames, timeout, TAKE_PAYLOADS)
+        return self._recv(n, timeout, TAKE_PAYLOADS)
 
-    def recv_frames(self, Py_ssize_t max_frames, timeout=None, *, bint borrow=False):
+    def recv_frames(self, object max_frames, timeout=None, *, bint borrow=False):
         """Up to max_frames frames as one FrameBatch (empty on timeout): their payloads
         copied once, back to back, and their fields in arrays; a Frame or bytes is made
         only when asked for. Not for envelopes=True subscriptions.
@@ -2023,23 +2034,21 @@ cdef class Reader:
         (not groups) on a bus that is not in overwrite mode, where no producer can
         reuse the frames' space while they are borrowed.
         """
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        cdef Py_ssize_t n = max_frames_arg(max_frames)
         if self.decoder is not None:
             raise ValueError("recv_frames hands back raw frames; this subscription "
                              "decodes envelopes (envelopes=True): use recv_batch")
         if borrow:
-            return self._recv_borrowed(max_frames, timeout)
+            return self._recv_borrowed(n, timeout)
         if self.backfill is not None:  # a durable group's frames from the WAL first
-            return FrameBatch.of(self._fetch(max_frames, timeout))
-        return self._recv(max_frames, timeout, TAKE_BATCH)
+            return FrameBatch.of(self._fetch(n, timeout))
+        return self._recv(n, timeout, TAKE_BATCH)
 
     cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout):
         cdef fb_ring_t *r
         cdef fb_frame_t f
         cdef fb_read_t before
         cdef Py_ssize_t n
-        cdef _rec *grown
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left
@@ -2066,19 +2075,7 @@ cdef class Reader:
                 if n and f.data < self.recs[n - 1].data:
                     self.rd = before  # the ring wrapped: this frame starts the next batch
                     break
-                if n >= self.recs_cap:
-                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
-                    if grown == NULL:
-                        self._end_read()
-                        raise MemoryError()
-                    self.recs = grown
-                    self.recs_cap = n * 2 + 64
-                self.recs[n].seq = f.seq
-                self.recs[n].ts_ns = f.ts_ns
-                self.recs[n].pos = f.pos
-                self.recs[n].data = f.data
-                self.recs[n].topic = f.topic
-                self.recs[n].len = f.len
+                self._keep_rec(n, &f)
                 n += 1
             if n:
                 break
@@ -2102,6 +2099,25 @@ cdef class Reader:
         self.ring.active += 1
         return b
 
+    @cython.final
+    cdef inline int _keep_rec(self, Py_ssize_t n, const fb_frame_t *f) except -1:
+        """Record frame f as the n-th of the read in progress (ended on a failure)."""
+        cdef _rec *grown
+        if n >= self.recs_cap:
+            grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
+            if grown == NULL:
+                self._end_read()
+                raise MemoryError()
+            self.recs = grown
+            self.recs_cap = n * 2 + 64
+        self.recs[n].seq = f.seq
+        self.recs[n].ts_ns = f.ts_ns
+        self.recs[n].pos = f.pos
+        self.recs[n].data = f.data
+        self.recs[n].topic = f.topic
+        self.recs[n].len = f.len
+        return 0
+
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames):
         """Reads up to max_frames matching frames without waiting (GIL held) into one
         FrameBatch: no Python object per frame."""
@@ -2111,7 +2127,6 @@ cdef class Reader:
         cdef Py_ssize_t n, i, kept, logged
         cdef uint64_t total
         cdef bint overwrite = self.overwrite
-        cdef _rec *grown
         cdef bytes data
         while True:
             n = 0
@@ -2126,19 +2141,7 @@ cdef class Reader:
                     logged += 1
                 if not self.match_all and not self._matches(f.topic):
                     continue
-                if n >= self.recs_cap:
-                    grown = <_rec *>realloc(self.recs, (n * 2 + 64) * sizeof(_rec))
-                    if grown == NULL:
-                        self._end_read()
-                        raise MemoryError()
-                    self.recs = grown
-                    self.recs_cap = n * 2 + 64
-                self.recs[n].seq = f.seq
-                self.recs[n].ts_ns = f.ts_ns
-                self.recs[n].pos = f.pos
-                self.recs[n].data = f.data
-                self.recs[n].topic = f.topic
-                self.recs[n].len = f.len
+                self._keep_rec(n, &f)
                 total += f.len
                 n += 1
             data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)

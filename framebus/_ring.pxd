@@ -48,6 +48,7 @@ cdef class Frame
 
 cdef int _check(int rc, str what) except -1
 cdef int64_t timeout_arg(object timeout) except -2
+cdef Py_ssize_t max_frames_arg(object max_frames) except -1
 cdef uint64_t realtime_ns() noexcept nogil
 
 
@@ -203,6 +204,8 @@ cdef class Reader:
     cdef object _recv(self, Py_ssize_t max_frames, object timeout, int kind=*)
     cdef object _take_kind(self, Py_ssize_t max_frames, int kind)
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames)
+    @cython.final
+    cdef inline int _keep_rec(self, Py_ssize_t n, const fb_frame_t *f) except -1
     cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout)
     cdef tuple _keep_intact(self, bytes data, Py_ssize_t n, uint64_t intact_from)
     cdef void _copy_recs(self, char *dst, Py_ssize_t n, bint release_gil)

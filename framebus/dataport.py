@@ -174,8 +174,6 @@ class DataPort(_port.PortCore):
     def recv_batch(self, max_frames: int = 256, timeout: float | None = None) -> list[Any]:
         """Up to ``max_frames`` items (Frames or Envelopes), waiting up to ``timeout``
         for the first; [] on timeout. Their credits go back to the sender."""
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         sub = self._sub
         if sub is None or self._thread is not None:
             sub = self._direct()
@@ -202,8 +200,6 @@ class DataPort(_port.PortCore):
         return self._raw(max_frames, timeout, False)
 
     def _raw(self, max_frames: int, timeout: float | None, payloads: bool) -> Any:
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         sub = self._sub
         if sub is None or self._thread is not None:
             sub = self._direct()

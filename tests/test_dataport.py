@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import start
 
 import framebus as fb
 from framebus.envelope import MSGPACK
@@ -441,6 +442,55 @@ def test_raw_receiving_returns_credit_and_keeps_envelopes_encoded(bus: fb.FrameB
     assert fb.Envelope.decode(raw).payload == b"payload"
     with pytest.raises(ValueError, match="max_frames must be >= 1"):
         port.recv_payloads(0)
+
+
+def test_one_stream_through_alternating_receive_paths(bus: fb.FrameBus) -> None:
+    """recv_batch, recv_payloads and recv_frames in turn on one port, with varied
+    max_frames: together they hand over exactly the sent stream (payloads and seqs,
+    in order), and each returns its frames' credits, so a sender that can hold no
+    more than the window keeps going to the end."""
+    pytest.importorskip("numpy")
+    count, window = 2000, 16
+    tx = bus.data_port("alt", window=window)
+    rx = bus.data_port("alt", window=window)
+    assert rx.recv_payloads(1, timeout=0) == []  # opens the receiver: grants the window
+    sent = [struct.pack("<I", i) + b"%d" % i * (i % 5) for i in range(count)]
+
+    def send() -> list[int]:
+        seqs = []
+        for p in sent:
+            tx.acquire_credit(1, timeout=30)  # WouldBlock, not a hang, if credit stops
+            seqs.append(tx.send_frame(p))
+        return seqs
+
+    sender = start(send, "port-sender")
+    got: list[tuple[int | None, bytes]] = []  # (seq, or None for recv_payloads; payload)
+    calls = 0
+    while len(got) < count:
+        how, max_frames = calls % 3, 1 + (calls * 7) % 40
+        if how == 0:
+            frames = rx.recv_batch(max_frames, timeout=30)
+            assert len({f.topic for f in frames}) <= 1
+            new = [(f.seq, f.payload) for f in frames]
+        elif how == 1:
+            new = [(None, p) for p in rx.recv_payloads(max_frames, timeout=30)]
+        else:
+            batch = rx.recv_frames(max_frames, timeout=30)
+            assert {batch.topic(i) for i in range(len(batch))} <= {"_port.alt.b"}
+            new = list(zip(batch.seqs.tolist(), batch.payloads(), strict=True))
+        assert 0 < len(new) <= max_frames, f"nothing within 30 s after {len(got)} frames"
+        got += new
+        calls += 1
+    seqs = sender.finish(60)
+    assert [p for _, p in got] == sent
+    assert [s for s, _ in got if s is not None] == [
+        seq for seq, (s, _) in zip(seqs, got, strict=True) if s is not None
+    ]
+    assert seqs == list(range(seqs[0], seqs[0] + count))
+    assert rx.recv_payloads(1, timeout=0.01) == []  # nothing more; pending credits go back
+    assert (tx.available, tx.held) == (window, 0)  # every credit came back
+    assert (tx.stats()["sent"], tx.stats()["would_block"]) == (count, 0)
+    assert rx.stats()["received"] == count
 
 
 def test_public_names(bus: fb.FrameBus) -> None:

@@ -91,7 +91,8 @@ def test_every_node_kind_exactly_and_in_order(codec: str) -> None:
     assert n["batch"].flushes == {"count": 2, "end": 1}
     assert (report.items_emitted, report.items_delivered) == (10, 3)
     assert report.dead_letters == [] and not report.timed_out
-    assert report.latency_ns()["count"] == 3
+    lat = report.latency_ns()
+    assert lat["count"] == 3 and 0 < lat["min"] <= lat["p50"] <= lat["max"]
 
 
 def test_a_long_linear_chain_keeps_order_across_batches() -> None:

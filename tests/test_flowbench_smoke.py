@@ -49,7 +49,10 @@ def test_a_missing_peer_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) 
     report = fbf.run(fbf.Params(count=100, repeat=1, paced=0, impls=("fb.inproc", "bytewax")))
     assert report["skipped"] == {"bytewax": "bytewax is not installed (test)"}
     assert report["ratios"] == [] and report["paced"] is None
-    assert "bytewax       skipped: bytewax is not installed (test)" in fbf.format_table(report)
+    lines = fbf.format_table(report).splitlines()
+    assert [line.split() for line in lines if line.startswith("bytewax")] == [
+        ["bytewax", "skipped:", "bytewax", "is", "not", "installed", "(test)"]
+    ]
 
 
 def test_a_wrong_count_fails_the_run() -> None:

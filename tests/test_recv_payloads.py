@@ -4,6 +4,7 @@ a Frame per frame, in every reading mode."""
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +218,128 @@ def test_frame_batches_in_every_mode(small_bus: Any, tmp_path: Path) -> None:
         env_sub.recv_frames(10)
     with pytest.raises(ValueError, match="max_frames must be >= 1"):
         sub.recv_frames(0)
+
+
+# ------------------------------------------------------------------ bad arguments
+
+# recv_batch, the reference, with the two paths that must agree with it
+RECEIVE_PATHS = ["recv_batch", "recv_payloads", "recv_frames"]
+
+# (bad max_frames, exception, text of its message: the value, or for a value of the
+# wrong type the type's name)
+BAD_MAX_FRAMES = [
+    pytest.param(0, ValueError, "max_frames must be >= 1, got 0", id="zero"),
+    pytest.param(-1, ValueError, "max_frames must be >= 1, got -1", id="negative"),
+    pytest.param(
+        -(2**63), ValueError, "max_frames must be >= 1, got -9223372036854775808", id="min"
+    ),
+    pytest.param(1.5, TypeError, "'float'", id="float"),
+    pytest.param(4.0, TypeError, "'float'", id="integral-float"),
+    pytest.param("3", TypeError, "'str'", id="str"),
+    pytest.param(None, TypeError, "'NoneType'", id="None"),
+]
+
+NEGATIVE = "timeout must be >= 0 seconds or None, got "
+NOT_A_NUMBER = "timeout must be a number of seconds or None, not "
+BAD_TIMEOUTS = [
+    pytest.param(-1, ValueError, NEGATIVE + "-1", id="-1"),
+    pytest.param(-0.001, ValueError, NEGATIVE + "-0.001", id="-1ms"),
+    pytest.param(float("-inf"), ValueError, NEGATIVE + "-inf", id="-inf"),
+    pytest.param(float("nan"), ValueError, NEGATIVE + "nan", id="nan"),
+    pytest.param("1", TypeError, NOT_A_NUMBER + "str", id="str"),
+    pytest.param(b"1", TypeError, NOT_A_NUMBER + "bytes", id="bytes"),
+    pytest.param([1], TypeError, NOT_A_NUMBER + "list", id="list"),
+    pytest.param(True, TypeError, NOT_A_NUMBER + "bool", id="bool"),
+]
+
+
+@pytest.fixture(params=["subscription", "port"])
+def endpoint(request: pytest.FixtureRequest, make_bus: Any) -> tuple[Any, Any]:
+    """(receiver, put): a subscription or an open DataPort receiver, and a function
+    that makes one frame b"ready" available to it."""
+    bus = make_bus(preset="memory_optimized")
+    if request.param == "subscription":
+        return bus.subscribe(), lambda: bus.publish(b"ready")
+    rx, tx = bus.data_port("bad", window=8), bus.data_port("bad", window=8)
+    assert rx.recv_payloads(1, timeout=0) == []  # opens the receiver: grants credit
+    return rx, lambda: tx.send_frame(b"ready")
+
+
+def _payloads(got: Any) -> list[bytes]:
+    if isinstance(got, fb.FrameBatch):
+        return got.payloads()
+    return [p if isinstance(p, bytes) else p.payload for p in got]
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize(("bad", "exc", "text"), BAD_MAX_FRAMES)
+def test_bad_max_frames_is_refused_by_name(
+    endpoint: tuple[Any, Any], path: str, bad: Any, exc: type, text: str
+) -> None:
+    rx, put = endpoint
+    with pytest.raises(exc, match=re.escape(text)):
+        getattr(rx, path)(bad, timeout=0)
+    put()
+    with pytest.raises(exc, match=re.escape(text)):
+        getattr(rx, path)(bad, timeout=0)
+    assert _payloads(getattr(rx, path)(10, timeout=0)) == [b"ready"]  # nothing was taken
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize("huge", [2**31, 2**62, 2**63 - 1])
+def test_a_huge_max_frames_returns_what_is_there(
+    endpoint: tuple[Any, Any], path: str, huge: int
+) -> None:
+    rx, put = endpoint
+    assert len(getattr(rx, path)(huge, timeout=0)) == 0
+    for _ in range(3):
+        put()
+    assert _payloads(getattr(rx, path)(huge, timeout=0)) == [b"ready"] * 3
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize("huge", [2**63, 10**30])
+def test_max_frames_beyond_ssize_t_is_refused_by_name(
+    endpoint: tuple[Any, Any], path: str, huge: int
+) -> None:
+    rx, _ = endpoint
+    with pytest.raises((OverflowError, ValueError)) as info:
+        getattr(rx, path)(huge, timeout=0)
+    assert "max_frames" in str(info.value) and str(huge) in str(info.value)
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize(("bad", "exc", "text"), BAD_TIMEOUTS)
+def test_bad_timeout_is_refused_by_name(
+    endpoint: tuple[Any, Any], path: str, bad: Any, exc: type, text: str
+) -> None:
+    rx, _ = endpoint
+    with pytest.raises(exc, match=re.escape(text)):
+        getattr(rx, path)(5, timeout=bad)
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize(("bad", "exc", "text"), BAD_TIMEOUTS)
+def test_bad_timeout_is_refused_with_a_frame_ready(
+    make_bus: Any, path: str, bad: Any, exc: type, text: str
+) -> None:
+    bus = make_bus(preset="memory_optimized")
+    sub = bus.subscribe()
+    bus.publish(b"ready")
+    with pytest.raises(exc, match=re.escape(text)):
+        getattr(sub, path)(5, timeout=bad)
+    assert _payloads(getattr(sub, path)(5, timeout=0)) == [b"ready"]  # nothing was taken
+
+
+@pytest.mark.parametrize("path", RECEIVE_PATHS)
+@pytest.mark.parametrize(("bad", "exc", "text"), BAD_TIMEOUTS)
+def test_bad_timeout_is_refused_by_a_port_with_a_frame_ready(
+    make_bus: Any, path: str, bad: Any, exc: type, text: str
+) -> None:
+    bus = make_bus(preset="memory_optimized")
+    rx, tx = bus.data_port("bad", window=8), bus.data_port("bad", window=8)
+    assert rx.recv_payloads(1, timeout=0) == []  # opens the receiver: grants credit
+    tx.send_frame(b"ready")
+    with pytest.raises(exc, match=re.escape(text)):
+        getattr(rx, path)(5, timeout=bad)
+    assert _payloads(getattr(rx, path)(5, timeout=0)) == [b"ready"]  # nothing was taken

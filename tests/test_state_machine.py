@@ -10,14 +10,23 @@ In overwrite mode only invariants are checked: increasing seqs, exact content,
 and for ``>`` subscriptions lagged + received + backlog == published since
 subscribing (so lagged + received == published once drained).
 
+The four receive paths are checked alike: ``recv``, ``recv_batch`` (the reference),
+``recv_payloads`` (only payloads: against the model's, and in overwrite mode matched
+to the records the cursor passed) and ``recv_frames`` (every field of the FrameBatch:
+seqs, topics, topic ids, payloads, lengths, offsets into ``data``, ts_ns). Every
+ts_ns lies between the clock readings taken around its publish and never goes back
+for one cursor.
+
 Examples: the Hypothesis profile's max_examples (see conftest.py); the
 environment variable FRAMEBUS_SM_EXAMPLES overrides it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -36,6 +45,7 @@ import framebus as fb
 HEADER = 32
 TOPICS = ["", "a", "a.b", "a.x", "b.x", "a.b.c"]
 FILTERS = [">", ">", "a", "a.>", "a.*", "*.x", "b.x"]
+RECEIVE_PATHS = ["recv", "recv_batch", "recv_payloads", "recv_frames"]
 
 # Two geometries: one where the byte limit binds (with wrap padding), one where
 # the frame limit binds for small payloads.
@@ -93,6 +103,8 @@ class Rec:
     payload: bytes
     pos: int
     end: int
+    t0: int = 0  # time.time_ns() before and after the publish call
+    t1: int = 0
 
 
 @dataclass
@@ -106,6 +118,7 @@ class SubModel:
     start_seq: int
     received: int = 0
     last_seq: int = -1
+    last_ts: int = 0
     group: str | None = None
 
     @property
@@ -237,6 +250,15 @@ class BusMachine(RuleBasedStateMachine):
             self.maybe_resume()
         return out
 
+    def stamped(self, first: int, call) -> int:
+        """call() (the publish of records first..), with the clock read around it."""
+        t0 = time.time_ns()
+        got = call()
+        t1 = time.time_ns()
+        for r in self.records[first:]:
+            r.t0, r.t1 = t0, t1
+        return got
+
     def clip(self, payload: bytes) -> bytes:
         return payload[: self.max_frame]
 
@@ -317,7 +339,7 @@ class BusMachine(RuleBasedStateMachine):
         call = getattr(self.bus, how)
         if placed:
             expected = self.append(topic, [payload], placed)
-            assert call(payload, topic=topic) == expected
+            assert self.stamped(expected, lambda: call(payload, topic=topic)) == expected
         elif how == "try_publish":
             assert call(payload, topic=topic) == -1
         elif self.mode == "drop":
@@ -364,7 +386,8 @@ class BusMachine(RuleBasedStateMachine):
             event("drop: batch prefix written")
         expected = self.append(topic, payloads[: len(placed)], placed)
         self.dropped += n - len(placed)
-        assert self.bus.publish_batch(payloads, topic=topic) == expected
+        published = self.stamped(expected, lambda: self.bus.publish_batch(payloads, topic=topic))
+        assert published == expected
 
     @rule(
         topic=st.sampled_from(TOPICS),
@@ -387,39 +410,118 @@ class BusMachine(RuleBasedStateMachine):
         assert (info.value.size, info.value.max_frame) == (self.max_frame + extra, self.max_frame)
 
     @precondition(lambda self: len(self.subs) > 0)
-    @rule(i=st.integers(0, 5), n=st.integers(1, 60), how=st.sampled_from(["recv", "recv_batch"]))
+    @rule(i=st.integers(0, 5), n=st.integers(1, 60), how=st.sampled_from(RECEIVE_PATHS))
     def receive(self, i: int, n: int, how: str) -> None:
         pairs = self.handles()
         sm, h = pairs[i % len(pairs)]
+        lagged = h.lagged
+        if how == "recv_payloads":
+            payloads = h.recv_payloads(n, timeout=0)
+            assert type(payloads) is list and len(payloads) <= n
+            assert all(type(p) is bytes for p in payloads)
+            if self.overwrite:
+                if h.lagged > lagged:
+                    event("overwrite: recv_payloads read past a lap")
+                self.check_overwrite_payloads(sm, h, payloads)
+            else:
+                assert payloads == [r.payload for r in self.model_read(sm, n)]
+            return
         if how == "recv":
             n = 1
             f = h.recv(0)
             got = [] if f is None else [f]
-        else:
+        elif how == "recv_batch":
             got = h.recv_batch(n, timeout=0)
+        else:
+            got = self.frames_of(h.recv_frames(n, timeout=0))
         assert len(got) <= n
         if self.overwrite:
-            self.check_overwrite_read(sm, got)
-            return
-        want = self.model_read(sm, n)
-        assert [(f.seq, f.topic, f.payload) for f in got] == [
-            (r.seq, r.topic, r.payload) for r in want
-        ]
-
-    def check_overwrite_read(self, sm: SubModel, got: list[fb.Frame]) -> None:
+            if h.lagged > lagged:
+                event(f"overwrite: {how} read past a lap")
+            self.check_overwrite_read(sm, h, [(f.seq, f.topic, f.payload) for f in got])
+        else:
+            want = self.model_read(sm, n)
+            assert [(f.seq, f.topic, f.payload) for f in got] == [
+                (r.seq, r.topic, r.payload) for r in want
+            ]
         for f in got:
-            assert f.seq > sm.last_seq, "seqs must increase"
-            assert sm.start_seq <= f.seq < self.tail_seq
             r = self.records[f.seq]
-            assert (f.topic, f.payload) == (r.topic, r.payload), f"frame {f.seq} corrupted"
-            assert matches(sm.flt, f.topic)
-            sm.last_seq = f.seq
+            assert r.t0 <= f.ts_ns <= r.t1, f"frame {f.seq}: ts_ns outside its publish call"
+            assert f.ts_ns >= sm.last_ts, f"frame {f.seq}: ts_ns went back for this cursor"
+            sm.last_ts = f.ts_ns
+
+    def frames_of(self, batch: fb.FrameBatch) -> list[fb.Frame]:
+        """The Frames of a FrameBatch, once every field it exposes agrees with them."""
+        assert type(batch) is fb.FrameBatch
+        k = len(batch)
+        assert bool(batch) == (k > 0)
+        frames = list(batch)
+        assert len(frames) == k
+        assert [batch[j] for j in range(k)] == frames == batch[:]
+        if k:
+            assert batch[-1] == frames[-1] and batch.topic(-1) == frames[-1].topic
+        payloads = batch.payloads()
+        topics = [batch.topic(j) for j in range(k)]
+        assert payloads == [f.payload for f in frames]
+        assert topics == [f.topic for f in frames]
+        assert batch.seqs.tolist() == [f.seq for f in frames]
+        assert batch.ts_ns.tolist() == [f.ts_ns for f in frames]
+        assert batch.topic_ids.tolist() == [self.bus.topic_id(t) for t in topics]
+        lengths = batch.lengths.tolist()
+        offsets = batch.offsets.tolist()
+        assert lengths == [len(p) for p in payloads]
+        assert offsets == list(itertools.accumulate(lengths[:-1], initial=0))[:k]
+        assert batch.nbytes == len(batch.data) == sum(lengths)
+        assert [batch.data[o : o + m] for o, m in zip(offsets, lengths, strict=True)] == payloads
+        if k and len(set(lengths)) == 1:
+            event("recv_frames: a batch of one size")
+            arr = batch.array()
+            assert arr.shape == (k, lengths[0]) and arr.tobytes() == batch.data
+        return frames
+
+    def check_overwrite_read(
+        self, sm: SubModel, h: fb.Subscription, got: list[tuple[int, str, bytes]]
+    ) -> None:
+        for seq, topic, payload in got:
+            assert seq > sm.last_seq, "seqs must increase"
+            assert sm.start_seq <= seq < self.tail_seq
+            r = self.records[seq]
+            assert (topic, payload) == (r.topic, r.payload), f"frame {seq} corrupted"
+            assert matches(sm.flt, topic)
+            sm.last_seq = seq
         sm.received += len(got)
-        if sm.handle.lagged:
+        if h.lagged:
             event("overwrite: lapped")
-        if sm.flt == ">" and not got:
-            # no spurious empty read: nothing was there
-            assert sm.handle.backlog == 0
+        if sm.flt == ">":
+            cursor = self.tail_seq - h.backlog
+            # what a ">" reader keeps of a read is the intact run up to its cursor
+            assert [seq for seq, _, _ in got] == list(range(cursor - len(got), cursor))
+            if not got:
+                # no spurious empty read: nothing was there
+                assert h.backlog == 0
+
+    def check_overwrite_payloads(
+        self, sm: SubModel, h: fb.Subscription, payloads: list[bytes]
+    ) -> None:
+        """Payloads carry no seq: a ">" reader's are the run up to its cursor; for a
+        filter, they must be, in order, payloads of matching records after the last
+        one seen and before the cursor (matched to the earliest such records)."""
+        cursor = self.tail_seq - h.backlog
+        if sm.flt == ">":
+            seqs = range(cursor - len(payloads), cursor)
+        else:
+            candidates = (
+                r
+                for r in self.records[max(sm.last_seq + 1, sm.start_seq) : cursor]
+                if matches(sm.flt, r.topic)
+            )
+            seqs = []
+            for p in payloads:
+                r = next((r for r in candidates if r.payload == p), None)
+                assert r is not None, f"payload {p[:16]!r} is no record this cursor passed"
+                seqs.append(r.seq)
+        got = [(seq, self.records[seq].topic, p) for seq, p in zip(seqs, payloads, strict=True)]
+        self.check_overwrite_read(sm, h, got)
 
     # ------------------------------------------------------------- invariants
 

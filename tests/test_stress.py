@@ -1,13 +1,20 @@
 """Multi-threaded stress: 4 producers x 3 subscribers under overflow="block".
 
-Each producer publishes its share of FRAMEBUS_STRESS_FRAMES (default 1,000,000
-frames in total) as payload = producer id (1 byte) + per-producer counter (4
-bytes) + a filler of varied length derived from the counter, mixing single
-publishes and batches. The ring is small, so producers block often.
+Each producer publishes its share of the run's frames as payload = producer id (1
+byte) + per-producer counter (4 bytes) + a filler of varied length derived from the
+counter, mixing single publishes and batches. The ring is small, so producers block
+often.
+
+Every test runs once per receive path of the consumers: recv_batch, recv_payloads
+(payloads only: the producer id and counter in them carry the order) and
+recv_frames (FrameBatch; its seqs, lengths, offsets and topic ids checked too). A
+run publishes a third of FRAMEBUS_STRESS_FRAMES (default 1,000,000), so the three
+paths together publish it.
 
 Broadcast: every subscriber must see every frame exactly once, each producer's
-frames in order. Group: 3 members of one group; the union is exactly all frames,
-each once, each producer's frames in order within each member.
+frames in order (and with seqs, every seq in order). Group: 3 members of one
+group; the union is exactly all frames, each once, each producer's frames (and the
+seqs) in order within each member.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import framebus as fb
 TOTAL = int(os.environ.get("FRAMEBUS_STRESS_FRAMES", "1000000"))
 PRODUCERS = 4
 SUBSCRIBERS = 3
-PER = TOTAL // PRODUCERS
+PATHS = ["recv_batch", "recv_payloads", "recv_frames"]
+PER = TOTAL // len(PATHS) // PRODUCERS  # per producer, in the run of each path
 # bounded, generous: scaled with the size of the run
 LIMIT = max(120.0, TOTAL / 1_000_000 * 600.0)
 
@@ -46,21 +54,39 @@ def payload(pid: int, c: int) -> bytes:
     return HEAD.pack(pid, c) + filler(c)
 
 
-def produce(bus: fb.FrameBus, pid: int) -> int:
-    """Chunks of 1..64 frames: every third chunk as single publishes, the rest as one batch."""
+def produce(bus: fb.FrameBus, pid: int) -> np.ndarray:
+    """Chunks of 1..64 frames: every third chunk as single publishes, the rest as one
+    batch. Returns the seq each counter was published at."""
+    seqs = np.full(PER, -1, dtype=np.int64)
     c = 0
     j = 0
     while c < PER:
         n = min(PER - c, 1 + (j * 37 + pid * 11) % 64)
         frames = [payload(pid, k) for k in range(c, c + n)]
         if j % 3 == 0:
-            for f in frames:
-                bus.publish(f)
+            for k, f in enumerate(frames):
+                seqs[c + k] = bus.publish(f)
         else:
-            bus.publish_batch(frames)
+            first = bus.publish_batch(frames)
+            seqs[c : c + n] = np.arange(first, first + n)
         c += n
         j += 1
-    return c
+    return seqs
+
+
+def code(pid: int, c: int) -> int:
+    return pid << 32 | c
+
+
+def seqs_of(codes: list[int], published: list[np.ndarray]) -> np.ndarray:
+    """The seqs the producers published the frames of these codes at."""
+    a = np.array(codes, dtype=np.int64)
+    pids, cs = a >> 32, a & 0xFFFFFFFF
+    out = np.full(len(a), -1, dtype=np.int64)
+    for pid, seqs in enumerate(published):
+        mine = pids == pid
+        out[mine] = seqs[cs[mine]]
+    return out
 
 
 def check_frame(p: bytes) -> tuple[int, int]:
@@ -70,6 +96,31 @@ def check_frame(p: bytes) -> tuple[int, int]:
     return pid, c
 
 
+def receive(
+    sub: fb.Subscription, path: str, max_frames: int, timeout: float
+) -> tuple[list[int] | None, list[bytes]]:
+    """One read through the receive path: (seqs, or None for recv_payloads; payloads)."""
+    if path == "recv_payloads":
+        payloads = sub.recv_payloads(max_frames, timeout=timeout)
+        if any(type(p) is not bytes for p in payloads):
+            raise AssertionError("recv_payloads gave something else than bytes")
+        return None, payloads
+    if path == "recv_batch":
+        frames = sub.recv_batch(max_frames, timeout=timeout)
+        return [f.seq for f in frames], [f.payload for f in frames]
+    batch = sub.recv_frames(max_frames, timeout=timeout)
+    payloads = batch.payloads()
+    lengths = np.array([len(p) for p in payloads], dtype=np.uint64)
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(batch) else lengths
+    if not (np.array_equal(batch.lengths, lengths) and np.array_equal(batch.offsets, offsets)):
+        raise AssertionError("a FrameBatch's lengths or offsets disagree with its payloads")
+    if batch.nbytes != int(lengths.sum()):
+        raise AssertionError("a FrameBatch's data size disagrees with its payloads")
+    if len(batch) and ((batch.topic_ids != batch.topic_ids[0]).any() or batch.topic(0) != ""):
+        raise AssertionError("a FrameBatch's topics are wrong (all frames are on topic '')")
+    return batch.seqs.tolist(), payloads
+
+
 def make_bus() -> fb.FrameBus:
     # ~4k frames / 256 KiB: producers fill it many times over
     return fb.FrameBus(
@@ -77,46 +128,53 @@ def make_bus() -> fb.FrameBus:
     )
 
 
-def test_stress_broadcast() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_stress_broadcast(path: str) -> None:
     bus = make_bus()
     try:
         subs = [bus.subscribe() for _ in range(SUBSCRIBERS)]
         total = PER * PRODUCERS
 
-        def consume(sub: fb.Subscription) -> tuple[int, int]:
+        def consume(sub: fb.Subscription) -> tuple[int, int, list[int]]:
             expected = [0] * PRODUCERS
+            codes: list[int] = []  # every frame's producer and counter, as received
             seen = 0
             last_seq = -1
             deadline = time.monotonic() + LIMIT
             while seen < total:
-                batch = sub.recv_batch(4096, timeout=30)
+                seqs, batch = receive(sub, path, 4096, 30)
                 if not batch:
                     raise AssertionError(
                         f"no frame within 30 s after {seen} of {total}: {expected}"
                     )
-                for f in batch:
-                    if f.seq != last_seq + 1:
-                        raise AssertionError(f"seq {f.seq} after {last_seq}")
-                    last_seq = f.seq
-                    pid, c = check_frame(f.payload)
+                if seqs is not None:
+                    if seqs != list(range(last_seq + 1, last_seq + 1 + len(batch))):
+                        raise AssertionError(f"seqs {seqs[:3]}... after {last_seq}")
+                    last_seq = seqs[-1]
+                for p in batch:
+                    pid, c = check_frame(p)
                     if c != expected[pid]:
                         raise AssertionError(
                             f"producer {pid}: got counter {c}, expected {expected[pid]} "
                             "(loss, duplicate or reorder)"
                         )
                     expected[pid] = c + 1
+                    codes.append(code(pid, c))
                 seen += len(batch)
                 if time.monotonic() > deadline:
                     raise AssertionError(f"too slow: {seen} of {total} in {LIMIT} s")
             assert expected == [PER] * PRODUCERS
-            return seen, last_seq
+            return seen, last_seq, codes
 
         consumers = [start(lambda s=s: consume(s), f"consumer-{i}") for i, s in enumerate(subs)]
         producers = [start(lambda p=p: produce(bus, p), f"producer-{p}") for p in range(PRODUCERS)]
-        for p in producers:
-            assert p.finish(LIMIT) == PER
+        published = [p.finish(LIMIT) for p in producers]
         for c in consumers:
-            assert c.finish(LIMIT) == (total, total - 1)
+            seen, last_seq, codes = c.finish(LIMIT)
+            # recv_payloads shows no seqs: its last_seq stays -1
+            assert (seen, last_seq) == (total, -1 if path == "recv_payloads" else total - 1)
+            # every frame where the producer's publish put it: the ring's whole order
+            assert np.array_equal(seqs_of(codes, published), np.arange(total))
         for s in subs:
             assert s.recv(0) is None  # nothing extra
         st = bus.stats()
@@ -127,7 +185,8 @@ def test_stress_broadcast() -> None:
         bus.close()
 
 
-def test_stress_group() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_stress_group(path: str) -> None:
     bus = make_bus()
     try:
         members = [bus.subscribe(group="workers") for _ in range(SUBSCRIBERS)]
@@ -136,26 +195,31 @@ def test_stress_group() -> None:
         counts = [0] * SUBSCRIBERS
         stop = threading.Event()
 
-        def consume(i: int) -> list[bytearray]:
+        def consume(i: int) -> tuple[list[bytearray], list[int], list[int]]:
             sub = members[i]
             seen = [bytearray(PER) for _ in range(PRODUCERS)]
+            codes: list[int] = []  # every frame's producer and counter, as received
+            got_seqs: list[int] = []
             last = [-1] * PRODUCERS
             last_seq = -1
             while not stop.is_set():
-                batch = sub.recv_batch(1024, timeout=0.2)
-                for f in batch:
-                    if f.seq <= last_seq:
-                        raise AssertionError(f"member {i}: seq {f.seq} after {last_seq}")
-                    last_seq = f.seq
-                    pid, c = check_frame(f.payload)
+                seqs, batch = receive(sub, path, 1024, 0.2)
+                for seq in seqs or ():
+                    if seq <= last_seq:
+                        raise AssertionError(f"member {i}: seq {seq} after {last_seq}")
+                    last_seq = seq
+                got_seqs += seqs or ()
+                for p in batch:
+                    pid, c = check_frame(p)
                     if c <= last[pid]:
                         raise AssertionError(
                             f"member {i}: producer {pid} counter {c} after {last[pid]}"
                         )
                     last[pid] = c
                     seen[pid][c] += 1
+                    codes.append(code(pid, c))
                 counts[i] += len(batch)
-            return seen
+            return seen, codes, got_seqs
 
         def watch() -> int:
             n = 0
@@ -169,8 +233,7 @@ def test_stress_group() -> None:
         consumers = [start(lambda i=i: consume(i), f"member-{i}") for i in range(SUBSCRIBERS)]
         w = start(watch, "watcher")
         producers = [start(lambda p=p: produce(bus, p), f"producer-{p}") for p in range(PRODUCERS)]
-        for p in producers:
-            assert p.finish(LIMIT) == PER
+        published = [p.finish(LIMIT) for p in producers]
         assert w.finish(LIMIT) == total
         deadline = time.monotonic() + LIMIT
         while sum(counts) < total and time.monotonic() < deadline:
@@ -179,8 +242,15 @@ def test_stress_group() -> None:
             time.sleep(0.05)
         time.sleep(0.3)  # let a duplicate, if any, arrive before stopping
         stop.set()
-        seen = [c.finish(30) for c in consumers]
+        results = [c.finish(30) for c in consumers]
         assert sum(counts) == total, f"members got {counts}, sum != {total}"
+        for _, codes, got_seqs in results:
+            # each member's frames in the ring's order (the seqs their publish gave)
+            mapped = seqs_of(codes, published)
+            assert (np.diff(mapped) > 0).all()
+            if path != "recv_payloads":
+                assert mapped.tolist() == got_seqs
+        seen = [r[0] for r in results]
         for pid in range(PRODUCERS):
             union = sum(
                 np.frombuffer(member[pid], dtype=np.uint8).astype(np.int64) for member in seen

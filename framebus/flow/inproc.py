@@ -89,6 +89,7 @@ from framebus.errors import BusClosed, FrameBusError, WouldBlock
 from .accumulate import Accumulator
 from .errors import FlowError
 from .report import DeadLetter, NodeStats, Report
+from .sync import source_iterator
 
 if TYPE_CHECKING:
     from framebus.bus import FrameBus
@@ -527,15 +528,7 @@ class _Worker:
             return None
         finally:
             st.busy_ns += self.clock() - start
-        if hasattr(made, "__aiter__"):
-            return made.__aiter__()
-        try:
-            return iter(made)
-        except TypeError:
-            raise FlowError(
-                f"source {node.name!r}: {node.fn!r}() returned {type(made).__name__}, "
-                "not an iterable or an async iterable"
-            ) from None
+        return source_iterator(node, made)
 
     def _pace(self, node: CompiledNode, rate: float, most: int = 1) -> int:
         """Waits until an item is due at ``rate``: how many are due now (at most
@@ -1102,7 +1095,8 @@ class InprocEngine:
                 _add_stats(report.nodes[name], s)
             for out in w.outs:
                 report.nodes[out.dst].dropped += out.dropped
-            report.latency.add(w.report.latency)
+            if w.report.latency.get_total_count():  # hdrh's add of an empty one zeroes min
+                report.latency.add(w.report.latency)
             report.e2e_deadline_misses += w.report.e2e_deadline_misses
         report.dead_letters = list(run.dead)
         report.timed_out = run.timed_out

@@ -44,10 +44,15 @@ def _read(path: str) -> Any:
         import yaml
 
         return yaml.safe_load(text)
-    except (ValueError, ImportError) as exc:  # JSONDecodeError is a ValueError
+    except json.JSONDecodeError as exc:
+        raise FlowError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except (ValueError, ImportError) as exc:
         raise FlowError(f"{path}: not valid {ext[1:].upper()}: {exc}") from exc
-    except Exception as exc:  # yaml.YAMLError
-        raise FlowError(f"{path}: not valid YAML: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError: one line, naming the line
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise FlowError(f"{path}: {where}not valid YAML: {problem}") from exc
 
 
 def _build(path: str, doc: Any) -> Graph:

@@ -59,6 +59,20 @@ class _Item:
         self.deadline_ns = deadline_ns  # 0: none
 
 
+def source_iterator(node: CompiledNode, made: Any) -> Any:
+    """The iterator (or async iterator) of what a source's callable returned (awaited
+    already); FlowError naming the source when it is neither iterable."""
+    if hasattr(made, "__aiter__"):
+        return made.__aiter__()
+    try:
+        return iter(made)
+    except TypeError:
+        raise FlowError(
+            f"source {node.name!r}: {node.fn!r}() returned {type(made).__name__}, "
+            "not an iterable or an async iterable"
+        ) from None
+
+
 class _Failed(Exception):
     """A call failed after its retries; the dead letter is recorded."""
 
@@ -97,6 +111,28 @@ class SyncEngine:
         self.acc_order = [n for n in plan.order if n in self.accs]
         self.next_at = {n: 0 for n in plan.nodes}  # rate: clock time the next item is due
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The run's numbers so far, shaped as the inproc runtime's snapshot (for
+        framebus.metrics and live progress; read from another thread while it runs)."""
+        nodes = {
+            name: {
+                "items_in": s.items_in,
+                "items_out": s.items_out,
+                "errors": s.errors,
+                "deadline_misses": s.deadline_misses,
+            }
+            for name, s in list(self.stats.items())
+        }
+        sinks = [n for n in self.plan.order if self.nodes[n].kind == "sink"]
+        # the sync report keeps one histogram for all sinks: per sink only when one
+        latency = {sinks[0]: self.report.buckets()} if len(sinks) == 1 else {}
+        return {
+            "graph": self.plan.name,
+            "nodes": nodes,
+            "e2e_deadline_misses": self.report.e2e_deadline_misses,
+            "latency": latency,
+        }
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -222,15 +258,7 @@ class SyncEngine:
         made = node.fn()
         if inspect.isawaitable(made):
             made = self._await(made)
-        if hasattr(made, "__aiter__"):
-            return made.__aiter__()
-        try:
-            return iter(made)
-        except TypeError:
-            raise FlowError(
-                f"source {node.name!r}: {node.fn!r}() returned {type(made).__name__}, "
-                "not an iterable or an async iterable"
-            ) from None
+        return source_iterator(node, made)
 
     def _pull(self, node: CompiledNode, it: Any) -> Any:
         stats = self.stats[node.name]

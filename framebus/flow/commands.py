@@ -1,0 +1,116 @@
+"""``framebus run`` and ``framebus demo``: framebus.cli parses their arguments and
+imports this module only when one of them runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from .errors import FlowError
+from .live import LiveRun, Progress
+
+__all__ = ["cmd_demo", "cmd_run"]
+
+# exit statuses: dead letters (without --allow-errors), interrupted (as a shell's 128 + 2)
+EXIT_DEAD_LETTERS = 1
+EXIT_INTERRUPTED = 130
+
+
+def _execute(
+    args: argparse.Namespace,
+    plan: Any,
+    duration: float | None,
+    metrics_port: int | None,
+    plot: str | None,
+) -> tuple[Any, int]:
+    """Runs the plan with progress, metrics and the report's outputs; (report, status)."""
+    from framebus import metrics
+
+    registry = None
+    server = None
+    if metrics_port is not None:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+        server = metrics.serve(metrics_port, registry=registry)
+        print(f"metrics: {server.url}", flush=True)
+    live = LiveRun(plan, args.runtime, args.interval, Progress(plan))
+    status = 0
+    report: Any
+    try:
+        try:
+            report = live.run(timeout=duration, registry=registry)
+        except KeyboardInterrupt as exc:
+            report = getattr(exc, "report", None)
+            status = EXIT_INTERRUPTED
+            print("\ninterrupted", file=sys.stderr)
+            if report is None:
+                return None, status
+    finally:
+        if server is not None:
+            server.close()
+    print()
+    print(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(report.to_json(indent=2))
+        print(f"report: {args.json}")
+    if plot:
+        from .plot import PlotUnavailable, plot_run
+
+        try:
+            print(f"plot: {plot_run(report, live.samples, plot)}")
+        except PlotUnavailable as exc:
+            print(f"no plot: {exc}")
+    return report, status
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str], prog: str) -> int:
+    from . import compile, load
+
+    here = os.path.dirname(os.path.abspath(args.flow))
+    if here not in sys.path:
+        sys.path.insert(0, here)  # the graph's own modules, next to it
+    try:
+        plan = compile(load(args.flow))
+    except FlowError as exc:
+        print(f"{prog} run: error: {exc}", file=sys.stderr)
+        return 2
+    report, status = _execute(args, plan, args.duration, args.metrics_port, args.plot)
+    if status == 0 and report.dead_letters and not args.allow_errors:
+        print(
+            f"{len(report.dead_letters)} dead letter(s): exit status {EXIT_DEAD_LETTERS} "
+            "(--allow-errors to accept them)",
+            file=sys.stderr,
+        )
+        status = EXIT_DEAD_LETTERS
+    return status
+
+
+def cmd_demo(args: argparse.Namespace, argv: list[str], prog: str) -> int:
+    from . import compile, demo
+
+    os.makedirs(args.dir, exist_ok=True)
+    store = demo.store
+    store.directory = args.dir
+    plan = compile(demo.demo_graph(rate=args.rate))
+    print(
+        f"framebus demo: {args.rate:,.0f} sensor readings/s for {args.duration:g} s, "
+        f"runtime {args.runtime}; batches stored in {store.path()}",
+        flush=True,
+    )
+    try:
+        report, status = _execute(
+            args, plan, args.duration, 0, os.path.join(args.dir, "latency.png")
+        )
+    finally:
+        batches = store.batches
+        store.close()
+    if report is not None and os.path.isdir(store.path()):
+        from framebus.wal import inspect  # type: ignore[import-not-found,unused-ignore]
+
+        total = inspect(store.path(), verify=False)["frames"]
+        print(f"stored {batches} batches this run; {total} in {store.path()} in all")
+    return status
