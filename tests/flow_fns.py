@@ -225,3 +225,80 @@ def slow_write_line(x: object) -> None:
 
     time.sleep(0.001)
     write_line(x)
+
+
+def resumable_300(resume: int = 0) -> object:
+    """Source (resumable): resume, resume + 1, ... 299, one every 5 ms; notes each
+    resume value in $FLOW_DIR/resumed."""
+    import time
+
+    _note_resume(resume)
+    for i in range(resume, 300):
+        time.sleep(0.005)
+        yield i
+
+
+def _note_resume(resume: int) -> None:
+    with open(_path("resumed"), "a") as f:
+        f.write(f"{resume}\n")
+
+
+def resumable_ten(resume: int) -> range:
+    """Source (resumable): resume .. 9; notes the resume value."""
+    _note_resume(resume)
+    return range(resume, 10)
+
+
+def resumable_endless(resume: int) -> object:
+    """Source (resumable): resume, resume + 1, ... one every ms; notes the resume
+    value."""
+    import time
+
+    _note_resume(resume)
+    i = resume
+    while True:
+        time.sleep(0.001)
+        yield i
+        i += 1
+
+
+def resumable_fifty_more(resume: int) -> range:
+    """Source (resumable): the 50 items after resume; notes the resume value."""
+    _note_resume(resume)
+    return range(resume, resume + 50)
+
+
+async def aresumable_ten(resume: int) -> object:
+    """Async source (resumable): resume .. 9; notes the resume value."""
+    _note_resume(resume)
+    for i in range(resume, 10):
+        yield i
+
+
+def slow_ten() -> object:
+    """Source: 0 .. 299, one every 5 ms (not resumable: every run starts at 0)."""
+    import time
+
+    for i in range(300):
+        time.sleep(0.005)
+        yield i
+
+
+def durable_graph(source: str = "resumable_300") -> object:
+    from framebus import flow
+
+    g = flow.Graph("ipc-durable")
+    (
+        g.source("src", globals()[source], resumable=source.startswith("resumable"))
+        >> g.map("inc", inc)
+        >> g.accumulate("acc", count=4)
+        >> g.sink("out", write_line_noting_pid)
+    )
+    return g
+
+
+def durable_main(wal: str, source: str = "resumable_300") -> None:
+    """A program (python -c) running durable_graph with a WAL, for a test to kill."""
+    from framebus import flow
+
+    flow.compile(durable_graph(source)).run(runtime="ipc", wal=wal)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ manifests, routes and schemas a runtime works from."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,7 @@ class Plan:
         metrics: Any = None,
         codec: str | None = None,
         start_method: str | None = None,
+        wal: Any = None,
     ) -> Report:
         """Run the plan to the end of its sources (or ``timeout`` seconds by ``clock``)
         and return the Report. ``clock()`` returns nanoseconds (default
@@ -173,6 +175,11 @@ class Plan:
             raise FlowError(
                 f"start_method={start_method!r}: only the ipc runtime takes start_method"
             )
+        if runtime != "ipc" and wal is not None:
+            raise FlowError(
+                f"wal={wal!r}: the {runtime} runtime does not take wal; durable runs are "
+                'runtime="ipc" only'
+            )
         if runtime == "ipc":
             for key, value in (
                 ("clock", clock),
@@ -197,6 +204,7 @@ class Plan:
                 self,
                 max_batch=IPC_MAX_BATCH if max_batch is None else max_batch,
                 start_method=start_method,
+                wal=wal,
             ).run(timeout=timeout)
         if runtime == "sync":
             for key, value in (
@@ -274,9 +282,27 @@ def _compile_node(node: Node, inputs: list[str], outputs: list[str]) -> Compiled
     fn = None if node.fn is None else resolve_callable(node.fn, what)
     until = node.options.get("until")
     until_fn = None if until is None else resolve_callable(until, f"{what}: option until")
+    if node.options.get("resumable"):
+        _check_resumable(what, fn)
     return CompiledNode(
         node.name, node.kind, fn, dict(node.options), list(inputs), list(outputs), until=until_fn
     )
+
+
+def _check_resumable(what: str, fn: Any) -> None:
+    # a resumable source is called fn(resume=n): it must take that keyword
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # not introspectable (a builtin): the call will tell
+    try:
+        sig.bind(resume=0)
+    except TypeError:
+        raise FlowError(
+            f"{what}: option resumable=True needs a callable taking the keyword argument "
+            f"resume (it is called fn(resume=n)); {callable_name(fn)!r} has the signature "
+            f"{sig}"
+        ) from None
 
 
 def _toposort(

@@ -38,11 +38,12 @@ _DEFAULTS: dict[str, Any] = {
     "until": None,
     "content_type": None,
     "restart": False,
+    "resumable": False,
 }
 _PORTED = ("deadline", "on_deadline", "rate", "parallelism", "overflow", "window")
 _CALLS = ("retries", "backoff")
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("deadline", "rate", "content_type"),
+    "source": ("deadline", "rate", "content_type", "resumable"),
     "map": (*_PORTED, *_CALLS, "pure", "content_type", "restart"),
     "filter": (*_PORTED, *_CALLS, "pure", "restart"),
     "accumulate": (*_PORTED, "count", "size", "ttl", "until"),
@@ -83,7 +84,7 @@ def _check_option(node: str, key: str, value: Any) -> None:
     elif key == "overflow":
         if value not in OVERFLOW:
             raise bad(", ".join(repr(v) for v in OVERFLOW))
-    elif key in ("pure", "restart"):
+    elif key in ("pure", "restart", "resumable"):
         if not isinstance(value, bool):
             raise bad("True or False")
     elif key == "content_type":

@@ -71,6 +71,8 @@ import secrets
 import signal
 import threading
 import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -78,9 +80,9 @@ import msgpack
 from hdrh.histogram import HdrHistogram
 
 from framebus._internal import TopicCounter
-from framebus._reserved import FLOW, port_topics
+from framebus._reserved import FLOW, WAL_COMMIT_ASK, port_topics
 from framebus.dataport import DataPort
-from framebus.errors import WouldBlock
+from framebus.errors import WalError, WouldBlock
 
 from .errors import FlowError
 from .graph import Graph, callable_name, resolve_callable
@@ -103,7 +105,7 @@ from .report import DeadLetter, NodeStats, Report
 if TYPE_CHECKING:
     from framebus.bus import FrameBus, Subscription
 
-    from .compile import Plan
+    from .compile import CompiledNode, Plan
 
 __all__ = ["START_METHODS", "IpcEngine"]
 
@@ -125,6 +127,11 @@ def _ctl(head: str, what: str) -> str:
 def _ack_group(graph: str, head: str) -> str:
     # the second cursor of a restartable stage's port (a group name, not a topic)
     return f"{FLOW}ipc:{graph}.{head}:ack"
+
+
+def _made_group(graph: str, source: str) -> str:
+    # the WAL "group" whose offset is a resumable source's count of items yielded
+    return f"{FLOW}ipc:{graph}.{source}:made"
 
 
 def _bus_name(graph: str) -> str:
@@ -185,9 +192,21 @@ class _IpcWorker(_Worker):
     it starts in place of one that died."""
 
     finished: TopicCounter
-    ack: Subscription | None = None
+    ack: Subscription | None = None  # restart or wal: the port's ack cursor
+    ack_group: str | None = None  # wal: the ack cursor's group, committed in the WAL
+    wal: Any = None  # wal: the bus's WAL as this process sees it (RemoteWal)
+    made_group: str | None = None  # wal, a source: where it stores its count
+    made = 0  # wal, a source: items its iterator has yielded, in every run
+    max_out_seq = -1  # the last frame this worker sent (restart or wal)
 
     def setup_ends(self, bus: FrameBus) -> None:
+        self.held_frames: deque[tuple[int, int]] = deque()
+        self.held_items = 0
+        # wal: offsets to store once the frames sent before them are durable:
+        # (the last frame sent then, group, offset); the newest offset per group
+        self.checkpoints: deque[tuple[int, str, int]] = deque()
+        self.latest: dict[str, int] = {}
+        self.asks: dict[str, TopicCounter] = {}
         head = self.stage.head.name
         # one mark per input: an end marker handed on again is counted once
         self.end_marks = {
@@ -198,6 +217,11 @@ class _IpcWorker(_Worker):
         return all(c.get() >= 1 for c in self.end_marks.values())
 
     def _finish(self) -> None:
+        self._finish_stage()
+        if self.wal is not None:
+            self._commit_all()
+
+    def _finish_stage(self) -> None:
         # inproc's _finish with the stage's running count in the ring and the sender
         # named in the end marker
         for out in self.outs:
@@ -212,6 +236,9 @@ class _IpcWorker(_Worker):
             end = self.packer.pack([_END, 0, 0, stage.tail.name])
             for out in self.outs:
                 self._push(out, [end], [0], wait=True)
+        if self.ack is not None and self.held_frames:
+            self._acknowledge(self.ack, [seq for seq, _n in self.held_frames])
+            self.held_frames.clear()
 
     def _consume(self) -> None:
         # inproc's _consume: receive in the ring (no wake-up from another process's
@@ -226,6 +253,7 @@ class _IpcWorker(_Worker):
         take = min(_RECV_FRAMES, port.window)
         ack = self.ack
         seqs: list[int] = []
+        held: deque[tuple[int, int]] = self.held_frames  # acc: frames not all flushed
         while True:
             self._check_abort()
             complete = self._ends_complete()
@@ -238,13 +266,16 @@ class _IpcWorker(_Worker):
             else:
                 batch = port.recv_frames(take, timeout)
                 payloads = batch.payloads()
-                seqs = list(batch.seqs)
+                seqs = list(map(int, batch.seqs))
             if complete and not payloads:
                 return
             if acc is not None and acc.expired(self.clock()):
                 self._send(self._flush_acc("ttl"))
-            for payload in payloads:
+            for at, payload in enumerate(payloads):
                 kind, emitted, deadline, items = _unpack(payload)
+                if ack is not None and acc is not None:
+                    self.held_frames.append((seqs[at], len(items) if kind == _DATA else 0))
+                    self.held_items += len(items) if kind == _DATA else 0
                 if kind == _END:
                     mark = self.end_marks.get(items)
                     if mark is not None:
@@ -258,7 +289,9 @@ class _IpcWorker(_Worker):
                     items = self._chain(items, emitted, deadline)
                     if items:
                         self._send(self._frame(emitted, deadline, items))
-            if ack is not None and seqs:
+            if ack is not None and acc is not None:
+                self._acknowledge_flushed(ack, held)
+            elif ack is not None and seqs:
                 self._acknowledge(ack, seqs)
             if not payloads:
                 for o in self.outs:
@@ -267,16 +300,77 @@ class _IpcWorker(_Worker):
             if run.abort.is_set():
                 raise _Stop
 
+    def _acknowledge_flushed(self, ack: Subscription, held: deque[tuple[int, int]]) -> None:
+        # an accumulator's frames are done once every item of theirs was flushed: the
+        # items it holds are the newest len(acc)
+        acc = self.stage.acc
+        assert acc is not None
+        keep = len(acc)
+        done: list[int] = []
+        while held and self.held_items - held[0][1] >= keep:
+            seq, n = held.popleft()
+            self.held_items -= n
+            done.append(seq)
+        if done:
+            self._acknowledge(ack, done)
+
     def _acknowledge(self, ack: Subscription, seqs: list[int]) -> None:
-        """Moves the ack cursor past the frames ``seqs`` (handled, outputs sent)."""
+        """Moves the ack cursor past the frames ``seqs`` (handled, outputs sent) and,
+        with a WAL, commits them once those outputs are in it."""
         nxt = ack._info()["next_seq"]
         need = sum(1 for seq in seqs if seq >= nxt)
         while need > 0:
             self._check_abort()
             need -= len(ack.recv_batch(need, _POLL))
+        if self.ack_group is not None:
+            self._checkpoint(self.ack_group, max(seqs) + 1)
+
+    def _send(self, frames: list[tuple[bytes, int]]) -> None:
+        super()._send(frames)
+        if self.made_group is not None and frames:
+            # a source: its count is stored once the frames are in the WAL
+            self._checkpoint(self.made_group, self.made)
+
+    # -- wal: commits ----------------------------------------------------------------
+
+    def _checkpoint(self, group: str, offset: int) -> None:
+        """``group``'s offset is ``offset`` once every frame this worker sent so far is
+        in the WAL: asked of the WAL's writer then, without waiting for it."""
+        self.latest[group] = offset
+        self.checkpoints.append((self.max_out_seq, group, offset))
+        durable = self.wal.durable
+        due: dict[str, int] = {}
+        cps = self.checkpoints
+        while cps and cps[0][0] <= durable:
+            _seq, g, off = cps.popleft()
+            due[g] = off
+        bus = self.run.bus
+        assert bus is not None
+        for g, off in due.items():
+            ask = self.asks.get(g)
+            if ask is None:
+                ask = self.asks[g] = TopicCounter(bus, WAL_COMMIT_ASK + g)
+            ask.raise_to(off)
+        if due:
+            bus._wake_readers()  # the WAL's thread takes asks between batches
+
+    def _commit_all(self) -> None:
+        """At the end: every offset stored, and waited for."""
+        if self.max_out_seq >= 0:
+            self.wal.wait_durable(self.max_out_seq)
+        self.checkpoints.clear()
+        for group, offset in self.latest.items():
+            self.wal.commit(group, offset)
+
+    def _open(self, node: CompiledNode) -> Any:
+        it = super()._open(node)
+        if it is None or self.made_group is None:
+            return it
+        # a source in a run with a WAL: its items counted as they are taken
+        return _counted_async(self, it) if hasattr(it, "__anext__") else _counted(self, it)
 
     def _push(self, out: _Out, data: list[bytes], counts: list[int], wait: bool) -> None:
-        if self.ack is None:
+        if self.ack is None and self.wal is None:
             super()._push(out, data, counts, wait)
             return
         # inproc's _push for a worker that may be restarted: it waits for credit in the
@@ -293,9 +387,11 @@ class _IpcWorker(_Worker):
         credits = port._credits
         while i < n:
             try:
-                _first, k = port.send_batch(data if i == 0 else data[i:], timeout=_POLL)
+                first, k = port.send_batch(data if i == 0 else data[i:], timeout=_POLL)
             except WouldBlock:
                 k = 0
+            if k:
+                self.max_out_seq = max(self.max_out_seq, first + k - 1)
             i += k
             if i >= n:
                 return
@@ -355,6 +451,29 @@ def _rebuild(spec: dict[str, Any]) -> Plan:
     for a, b in spec["edges"]:
         g.connect(a, b)
     return compile(g, fuse=spec["fused"])
+
+
+def _counted(worker: _IpcWorker, it: Iterator[Any]) -> Iterator[Any]:
+    # a source's items counted as its worker takes them (the count stored in the WAL)
+    try:
+        for item in it:
+            worker.made += 1
+            yield item
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+async def _counted_async(worker: _IpcWorker, it: Any) -> AsyncIterator[Any]:
+    try:
+        async for item in it:
+            worker.made += 1
+            yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _watch_parent(pid: int, abort: _Flag) -> None:
@@ -434,10 +553,17 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
         worker = _IpcWorker(engine, run, stage, index)
         worker.setup_ends(bus)
         worker.finished = TopicCounter(bus, _ctl(head.name, "fin"))
-        if spec["restart"]:
+        if spec["acked"]:
             group = _ack_group(plan.name, head.name)
             ack = bus.subscribe(port_topics(f"{plan.name}.{head.name}")[2] + ".*", group=group)
             worker.ack = ack
+            if spec["wal"]:
+                worker.ack_group = group
+        if spec["wal"]:
+            worker.wal = bus._wal_view
+            if spec["resume"] is not None:  # a resumable source
+                worker.made_group = _made_group(plan.name, head.name)
+                worker.made = worker.resume = spec["resume"]
         for dst in stage.tail.outputs:
             dnode = plan.nodes[dst]
             p = DataPort(bus, f"{plan.name}.{dst}", window=dnode.options["window"])
@@ -486,6 +612,35 @@ def _restarts(plan: Plan, names: list[str]) -> bool:
     return any(plan.nodes[n].options.get("restart", False) for n in names)
 
 
+def _remove_stale_segments(graph: str) -> None:
+    """Unlinks the segments of earlier runs of ``graph`` that no live process holds
+    (a run killed as a whole leaves its segment): a run with a WAL resumes them."""
+    from framebus._internal import attached_processes, reader_slots
+    from framebus._shm import pid_alive
+    from framebus.bus import FrameBus
+
+    prefix = f"framebus.flow-{graph}-"
+    try:
+        names = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for entry in names:
+        name = entry[len("framebus.") :]
+        try:
+            bus = FrameBus.attach(name)
+        except Exception:
+            continue
+        try:
+            held = attached_processes(bus) - 1 > 0 or any(
+                info["owner_pid"] and pid_alive(info["owner_pid"]) for info in reader_slots(bus)
+            )
+        finally:
+            bus.close()
+        if not held:
+            with contextlib.suppress(FileNotFoundError):
+                FrameBus.unlink(name)
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "is still running"
@@ -500,8 +655,27 @@ def _describe_exit(code: int | None) -> str:
 class IpcEngine:
     """Runs a Plan in worker processes; see the module's docstring."""
 
-    def __init__(self, plan: Plan, max_batch: int, start_method: str | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        max_batch: int,
+        start_method: str | None = None,
+        wal: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.plan = plan
+        self.wal: str | None = None
+        if wal is not None:
+            if not isinstance(wal, (str, os.PathLike)) or not os.fspath(wal):
+                raise FlowError(f"wal={wal!r} is invalid: expected a directory path or None")
+            self.wal = os.path.abspath(os.fspath(wal))
+            for names in plan.stage_nodes:
+                head = plan.nodes[names[0]]
+                if len(names) == 1 and head.options.get("parallelism", 1) != 1:
+                    raise FlowError(
+                        f"node {head.name!r}: option parallelism="
+                        f"{head.options['parallelism']!r} is invalid in a run with wal=: "
+                        "expected 1"
+                    )
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
         self.max_batch = max_batch
@@ -521,7 +695,10 @@ class IpcEngine:
         check_importable(plan)
         self.bus_name: str | None = None
         self.bus: FrameBus | None = None
-        self.restartable: dict[str, tuple[Subscription, Subscription, str, str]] = {}
+        # stages whose worker acknowledges what it finished (restart or wal): their
+        # port's group, ack group, bytes topic and head node
+        self.acked: dict[str, tuple[Subscription, Subscription, str, str]] = {}
+        self.restartable: set[str] = set()
         self.specs: dict[tuple[str, int], dict[str, Any]] = {}
         self.restarts: dict[str, int] = {}
         self.redelivered: dict[str, int] = {}
@@ -556,9 +733,18 @@ class IpcEngine:
         )
         name = _bus_name(plan.name)
         self.bus_name = name
-        bus = FrameBus.create_shared(
-            name, wal_dir=None, ring_bytes=_RING_BYTES, ring_pow=_RING_POW, max_frame=_MAX_FRAME
-        )
+        if self.wal is not None:
+            _remove_stale_segments(plan.name)
+        try:
+            bus = FrameBus.create_shared(
+                name,
+                wal_dir=self.wal,
+                ring_bytes=_RING_BYTES,
+                ring_pow=_RING_POW,
+                max_frame=_MAX_FRAME,
+            )
+        except WalError as exc:
+            raise FlowError(f"flow {plan.name!r}: wal={self.wal!r} cannot be used: {exc}") from None
         self.bus = bus
         subs: list[Subscription] = []
         procs: list[tuple[str, int, Any]] = []
@@ -576,13 +762,16 @@ class IpcEngine:
                     TopicCounter(bus, tid=bus.topic_id(bytes_topic)).exchange(
                         head.options["window"]
                     )
-                    if _restarts(plan, names):
+                    if _restarts(plan, names) or self.wal is not None:
                         ack = bus.subscribe(group + ".*", group=_ack_group(plan.name, head.name))
                         subs.append(ack)
-                        self.restartable["+".join(names)] = (main, ack, bytes_topic, head.name)
+                        self.acked["+".join(names)] = (main, ack, bytes_topic, head.name)
+                    if _restarts(plan, names):
+                        self.restartable.add("+".join(names))
                 for src in head.inputs:
                     TopicCounter(bus, _ctl(head.name, f"end:{src}"))
                 TopicCounter(bus, _ctl(head.name, "fin"))
+            resume = self._resume(bus) if self.wal is not None else {}
             base = {
                 "bus": name,
                 "graph": plan.name,
@@ -608,7 +797,9 @@ class IpcEngine:
                         stage=i,
                         stage_name=stage_name,
                         index=k,
-                        restart=stage_name in self.restartable,
+                        acked=stage_name in self.acked,
+                        wal=self.wal is not None,
+                        resume=resume.get(names[0]),
                     )
                     self.specs[(stage_name, k)] = spec
                     procs.append((stage_name, k, self._process(spec)))
@@ -644,6 +835,35 @@ class IpcEngine:
             raise fatal
         return report
 
+    def _resume(self, bus: FrameBus) -> dict[str, int]:
+        """A run with a WAL: hands on again what an earlier run's stages took and did
+        not commit (the ack groups' backfill from the WAL; end markers left out), and
+        returns where each resumable source resumes (the count it stored)."""
+        plan = self.plan
+        again: list[tuple[str, str, Any]] = []
+        for _main, ack, bytes_topic, head in self.acked.values():
+            while True:  # the backfill, before anything is published on this bus
+                frames = ack.recv_batch(256, 0)
+                if not frames:
+                    break
+                again.extend((head, bytes_topic, f) for f in frames)
+        for head, bytes_topic, frame in again:
+            kind, _emitted, _deadline, items = _unpack(frame.payload)
+            if kind != _DATA:
+                continue
+            bus.publish(frame.payload, bytes_topic)
+            # handed on without credit, it gives one back when taken: taken from the
+            # port's pool now, so the window stays a bound (as far as the pool holds)
+            TopicCounter(bus, tid=bus.topic_id(bytes_topic)).take(1)
+            self.redelivered[head] = self.redelivered.get(head, 0) + len(items)
+        writer = bus._wal_writer
+        assert writer is not None
+        resume: dict[str, int] = {}
+        for name, node in plan.nodes.items():
+            if node.kind == "source" and node.options.get("resumable"):
+                resume[name] = writer.wal.committed(_made_group(plan.name, name)) or 0
+        return resume
+
     def _process(self, spec: dict[str, Any]) -> Any:
         ctx, stop, abort, results = self._make
         return ctx.Process(
@@ -658,7 +878,7 @@ class IpcEngine:
         (the frames between its port's ack cursor and the port's cursor, republished
         on the port), then starts a worker in its place."""
         stage_name, k, dead = procs[at]
-        main, ack, bytes_topic, head = self.restartable[stage_name]
+        main, ack, bytes_topic, head = self.acked[stage_name]
         bus = self.bus
         assert bus is not None
         end = main._info()["next_seq"]  # the port's cursor: no member reads it now
