@@ -302,3 +302,12 @@ def durable_main(wal: str, source: str = "resumable_300") -> None:
     from framebus import flow
 
     flow.compile(durable_graph(source)).run(runtime="ipc", wal=wal)  # type: ignore[arg-type]
+
+
+def sensor_readings_2000() -> object:
+    """Source: the first 2 000 of the ingest example's readings (its source never ends)."""
+    from itertools import islice
+
+    from framebus.flow.demo import sensor_readings
+
+    return islice(sensor_readings(), 2000)

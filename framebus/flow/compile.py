@@ -161,7 +161,15 @@ class Plan:
         node has ``restart=True``: then a new worker takes over and what the dead one
         had not finished is handed on again (counted as ``redelivered``). It takes
         ``max_batch`` and ``start_method`` (``"spawn"``, the default, ``"forkserver"``
-        or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``."""
+        or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``.
+
+        ``wal`` (ipc only): a directory (str or path) for a durable run: the run's bus
+        keeps its frames in a write-ahead log there, and a run started again with the
+        same ``wal`` after a crash resumes from the offsets its stages committed,
+        handing on again what they had not (at least once; counted as
+        ``redelivered``); a source with ``resumable=True`` is called
+        ``fn(resume=n)`` with the count of its items already stored. Every node of
+        such a run has parallelism 1. See :mod:`framebus.flow.ipc`."""
         if runtime not in RUNTIMES:
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "

@@ -196,7 +196,9 @@ class Graph:
 
     def source(self, name: str, fn: Any, **options: Any) -> Node:
         """``fn()`` returns an iterable or an async iterable of items (``fn`` may be an
-        ``async def`` or an async generator function)."""
+        ``async def`` or an async generator function). With ``resumable=True`` it is
+        called ``fn(resume=n)`` and yields the items from position ``n`` on: ``n`` is
+        how many it yielded in earlier runs of the same ``wal`` (0 without one)."""
         return self.add(name, "source", fn, **options)
 
     def map(self, name: str, fn: Any, **options: Any) -> Node:

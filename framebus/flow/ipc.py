@@ -47,6 +47,22 @@ the report counts what its replacement did. The pool takes back the credits of t
 frames handed on again, so the window stays a bound (at most a quarter window of
 credits, the dead worker's grants not yet given back, is lost per restart).
 
+Durable runs. With ``wal=DIR`` the run's bus has its write-ahead log in DIR (the
+parent writes it), so every frame the stages send is stored, and every stage's
+port has the ack cursor described above, as a durable consumer group: the worker
+commits it past the frames it finished once every frame it sent before is durable
+(asked of the WAL's writer without waiting; at the stage's end, waited for). A
+source with ``resumable=True`` commits, the same way, how many items it yielded (a
+group ``<graph>.<source>:made`` whose offset is that count). A run started with a
+WAL that an earlier run of the graph left (killed, or ended) first reads each ack
+group's frames from its committed offset to the log's end and publishes the data
+frames among them again on their port (end markers left out; counted as the head
+node's ``redelivered``; their credits taken from the pool), then starts the workers;
+a resumable source is called ``fn(resume=n)`` with its stored count, any other
+``fn()`` (it starts over). Nothing is lost; an item whose outputs were stored before
+the crash, or a non-resumable source's, comes again (at least once). Every node has
+parallelism 1. The segments of dead earlier runs of the graph are unlinked first.
+
 Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
 sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
 the partial Report as ``.report``; a second one stops every worker at once). The
@@ -858,6 +874,12 @@ class IpcEngine:
             self.redelivered[head] = self.redelivered.get(head, 0) + len(items)
         writer = bus._wal_writer
         assert writer is not None
+        for _main, _ack, _topic, head in self.acked.values():
+            group = _ack_group(plan.name, head)
+            if writer.wal.committed(group) is None:
+                # a first run: its stages' offsets start at its first frame, so a
+                # crash before a stage commits hands on everything again
+                writer.commit(group, writer.start_seq)
         resume: dict[str, int] = {}
         for name, node in plan.nodes.items():
             if node.kind == "source" and node.options.get("resumable"):
