@@ -45,7 +45,7 @@ from .report import DeadLetter, NodeStats, Report
 if TYPE_CHECKING:
     from .compile import CompiledNode, Plan
 
-__all__ = ["SyncEngine"]
+__all__ = ["SyncEngine", "call_source", "source_iterator"]
 
 _DONE = object()
 
@@ -57,6 +57,16 @@ class _Item:
         self.value = value
         self.emitted_ns = emitted_ns
         self.deadline_ns = deadline_ns  # 0: none
+
+
+def call_source(node: CompiledNode, resume: int = 0) -> Any:
+    """What a source's callable returns: ``fn()``, or ``fn(resume=n)`` for a source
+    with ``resumable=True`` (``n``: how many of its items earlier runs of the same
+    ``wal`` already took; 0 in a run without one)."""
+    assert node.fn is not None
+    if node.options.get("resumable"):
+        return node.fn(resume=resume)
+    return node.fn()
 
 
 def source_iterator(node: CompiledNode, made: Any) -> Any:
@@ -258,8 +268,7 @@ class SyncEngine:
     # -- sources ---------------------------------------------------------------------
 
     def _open(self, node: CompiledNode) -> Iterator[Any] | Any:
-        assert node.fn is not None
-        made = node.fn()
+        made = call_source(node)
         if inspect.isawaitable(made):
             made = self._await(made)
         return source_iterator(node, made)
