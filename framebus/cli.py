@@ -391,7 +391,7 @@ def _cmd_stats(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 # framebus.flow's runtimes that `framebus run` / `demo` can watch live
-FLOW_RUNTIMES = ("sync", "inproc")
+FLOW_RUNTIMES = ("sync", "inproc", "ipc")
 
 
 def _add_flow_commands(sub: Any) -> None:

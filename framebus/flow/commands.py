@@ -95,6 +95,10 @@ def cmd_demo(args: argparse.Namespace, argv: list[str], prog: str) -> int:
     os.makedirs(args.dir, exist_ok=True)
     store = demo.store
     store.directory = args.dir
+    # the sink may run in a worker process (--runtime ipc): it finds the directory in
+    # the environment it inherits, and opens the WAL there
+    saved = os.environ.get(demo.DIR_ENV)
+    os.environ[demo.DIR_ENV] = os.path.abspath(args.dir)
     plan = compile(demo.demo_graph(rate=args.rate))
     print(
         f"framebus demo: {args.rate:,.0f} sensor readings/s for {args.duration:g} s, "
@@ -106,11 +110,16 @@ def cmd_demo(args: argparse.Namespace, argv: list[str], prog: str) -> int:
             args, plan, args.duration, 0, os.path.join(args.dir, "latency.png")
         )
     finally:
-        batches = store.batches
         store.close()
+        if saved is None:
+            del os.environ[demo.DIR_ENV]
+        else:
+            os.environ[demo.DIR_ENV] = saved
     if report is not None and os.path.isdir(store.path()):
         from framebus.wal import inspect  # type: ignore[import-not-found,unused-ignore]
 
+        # the sink's items out: the batches it stored, in whichever process it ran
+        batches = report.nodes["store"].items_out
         total = inspect(store.path(), verify=False)["frames"]
         print(f"stored {batches} batches this run; {total} in {store.path()} in all")
     return status
