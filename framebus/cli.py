@@ -67,7 +67,10 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
         "the WAL targets. --suite flow: a source -> map -> filter -> sink pipeline, "
         "framebus.flow's sync and inproc runtimes beside bytewax (one worker), streamz and "
-        "queue.Queue threads, and inproc's end-to-end latency paced at 20000 items/s.",
+        "queue.Queue threads, the ipc runtime beside three processes joined by "
+        "multiprocessing.Queue, a CPU-heavy map with parallelism 2 under ipc and inproc, "
+        "and the end-to-end latency of inproc and ipc paced at 20000 items/s (--impls "
+        "selects rows).",
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
@@ -444,7 +447,10 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("flow", metavar="FLOW", help="the graph file (.yaml, .yml or .json)")
     _flow_common(p, "inproc")
     p.add_argument(
-        "--duration", type=positive_float, metavar="S", help="stop the sources after S seconds"
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="stop the sources after S seconds (ipc: from when every worker has started)",
     )
     p.add_argument(
         "--metrics-port",
