@@ -340,7 +340,7 @@ def mp_sink(q2: Any, result: Any) -> None:
 
 
 def run_mp_queues(count: int) -> float:
-    ctx = multiprocessing.get_context(START_METHOD)
+    ctx: Any = multiprocessing.get_context(START_METHOD)
     start = time.perf_counter()
     q1, q2, result = ctx.Queue(QUEUE_MAXSIZE), ctx.Queue(QUEUE_MAXSIZE), ctx.Queue()
     procs = [
