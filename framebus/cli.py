@@ -442,7 +442,8 @@ def _add_run_parser(sub: Any) -> None:
         "Shows items/s, backlog and deadline misses per node while it runs (a table "
         "redrawn on a terminal, a line per sample otherwise) and the report at the end. "
         "Exit status 1 if any item became a dead letter (unless --allow-errors), 130 "
-        "when interrupted (Ctrl-C drains what is in flight first), 2 for a bad graph.",
+        "when interrupted (Ctrl-C drains what is in flight first), 2 for a bad graph or a "
+        "run that ended with an error (e.g. an ipc worker process died).",
     )
     p.add_argument("flow", metavar="FLOW", help="the graph file (.yaml, .yml or .json)")
     _flow_common(p, "inproc")
@@ -491,7 +492,7 @@ def _add_demo_parser(sub: Any) -> None:
         type=positive_float,
         default=5.0,
         metavar="S",
-        help="seconds to run (default: 5)",
+        help="seconds to run (default: 5; ipc: from when every worker has started)",
     )
     p.add_argument(
         "--dir",

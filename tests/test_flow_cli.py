@@ -178,6 +178,35 @@ def _tagged(tag: str) -> list[str]:
     return found
 
 
+def test_a_graph_ipc_cannot_run_and_a_dead_worker_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "acc.yaml"
+    path.write_text(
+        "name: acc\n"
+        "nodes:\n"
+        "  - {name: src, kind: source, fn: 'flow_fns:ten'}\n"
+        "  - {name: b, kind: accumulate, options: {count: 2, parallelism: 2}}\n"
+        "  - {name: out, kind: sink, fn: 'flow_fns:store'}\n"
+        "edges: [[src, b], [b, out]]\n"
+    )
+    (tmp_path / "flow_fns.py").write_text((Path(__file__).parent / "flow_fns.py").read_text())
+    done = framebus("run", str(path), "--runtime", "ipc", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert " run: error: node 'b': option parallelism=2 is invalid" in done.stderr
+    dies = tmp_path / "dies.yaml"
+    dies.write_text(
+        "name: dies\n"
+        "nodes:\n"
+        "  - {name: src, kind: source, fn: 'flow_fns:ten'}\n"
+        "  - {name: m, kind: map, fn: 'flow_fns:die_on_5'}\n"
+        "  - {name: out, kind: sink, fn: 'flow_fns:store'}\n"
+        "edges: [[src, m], [m, out]]\n"
+    )
+    done = framebus("run", str(dies), "--runtime", "ipc", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert " run: error: " in last and "was killed by signal SIGKILL" in last
+
+
 @pytest.mark.parametrize("runtime", ["inproc", "ipc"])
 def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path, runtime: str) -> None:
     tag = f"FRAMEBUS_TEST_TAG=ctrl-c-{os.getpid()}-{runtime}"

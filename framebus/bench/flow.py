@@ -33,7 +33,8 @@ three processes joined by two ``multiprocessing.Queue(maxsize=1024)``, one item 
 ``put``, the items made in the source process. Ratio ``fb.ipc / mp.Queue``, target
 >= 20x. ``cpu.inproc`` and ``cpu.ipc``: ``cpu_count`` ints -> ``crunch`` (a pure-Python
 loop that holds the GIL, about 2 ms an item on the reference machine) with
-``parallelism=2`` -> a sink, ``max_batch=16`` so the two workers share the work evenly;
+``parallelism=2`` -> a sink, ``max_batch=16`` and ``window=4`` on the map so the two
+workers share the work evenly (a worker takes up to a window of frames per receive);
 ratio ``cpu.ipc / cpu.inproc``, target >= 1.6x on two cores (threads of one process
 take turns on the GIL; processes do not).
 
@@ -107,6 +108,7 @@ DEFAULT_CPU_COUNT = 3_000
 QUICK_CPU_COUNT = 200
 CPU_LOOP = 20_000  # iterations of crunch's loop per item
 CPU_MAX_BATCH = 16
+CPU_WINDOW = 4  # frames of credit on the CPU-heavy map's port
 START_METHOD = "spawn"
 _COUNT_ENV = "FRAMEBUS_BENCH_FLOW_COUNT"  # how many items the worker's source makes
 
@@ -274,7 +276,10 @@ def _cpu_graph() -> Any:
 
     g = flow.Graph("benchcpu")
     src = g.source("src", cpu_items)
-    src >> g.map("crunch", crunch, parallelism=2) >> g.sink("sink", discard)
+    # window=CPU_WINDOW: a worker takes at most that many frames per receive, so the
+    # two share the items instead of one taking a whole window's worth
+    crunching = g.map("crunch", crunch, parallelism=2, window=CPU_WINDOW)
+    src >> crunching >> g.sink("sink", discard)
     return g
 
 
@@ -528,7 +533,7 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
             "processes": f"fb.ipc, mp.Queue, cpu.ipc: start method {START_METHOD}, process "
             "start included; cpu.*: the items are cpu_count ints, each through crunch "
             f"({CPU_LOOP} steps of pure Python) by a map with parallelism=2, "
-            f"max_batch={CPU_MAX_BATCH}",
+            f"max_batch={CPU_MAX_BATCH}, window={CPU_WINDOW}",
             "proc_ratio": "impl_over_peer = impl median items/s / peer median items/s",
             "paced_ipc": "fb.ipc with the source at the same rate, in its worker process; "
             "ratio of ipc's p95 (and p99) to inproc's",
