@@ -25,7 +25,7 @@ batch_size=1000)``, ``op.map``, ``op.filter``, ``TestingSink``. ``streamz``:
 ``queue.Queue(maxsize=1024)`` between each two, one item per ``put``. A peer that is not
 installed is skipped with a note.
 
-Across processes (start method spawn, process start included in the time). ``fb.ipc``:
+Across processes (start method spawn). ``fb.ipc``:
 the same graph with ``runtime="ipc"`` (map and filter fuse: three processes, source,
 parse+keep, sink); the source makes its items in its process and the sink counts them
 there (the Report's counts are checked). ``mp.Queue``: the same three stages by hand,
@@ -36,7 +36,12 @@ loop that holds the GIL, about 2 ms an item on the reference machine) with
 ``parallelism=2`` -> a sink, ``max_batch=16`` and ``window=4`` on the map so the two
 workers share the work evenly (a worker takes up to a window of frames per receive);
 ratio ``cpu.ipc / cpu.inproc``, target >= 1.6x on two cores (threads of one process
-take turns on the GIL; processes do not).
+take turns on the GIL; processes do not). These rows time the pipe, not the start:
+from the source's first item (after its process started and made its items) to the
+sink's last, both read on the machine's one monotonic clock (``time.monotonic_ns``,
+the same in every process); starting the processes and importing framebus (spawn:
+about 1.5 s for three here) is left out for every implementation alike, ``cpu.inproc``
+too.
 
 Times: ``time.perf_counter`` around the whole run (graph compile, threads and bus
 setup included for framebus; the Dataflow build for bytewax). Paced latency: the same
@@ -54,9 +59,10 @@ import multiprocessing
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -111,6 +117,8 @@ CPU_MAX_BATCH = 16
 CPU_WINDOW = 4  # frames of credit on the CPU-heavy map's port
 START_METHOD = "spawn"
 _COUNT_ENV = "FRAMEBUS_BENCH_FLOW_COUNT"  # how many items the worker's source makes
+_STAMPS_ENV = "FRAMEBUS_BENCH_FLOW_STAMPS"  # where the pipe's first and last times go
+_EXPECT_ENV = "FRAMEBUS_BENCH_FLOW_EXPECT"  # the sink's item count at the last item
 
 
 @dataclass
@@ -242,12 +250,53 @@ def run_queues(items: list[bytes]) -> tuple[float, list[Any], Any]:
 # -- across processes: callables the ipc workers import by "module:qualname" -------
 
 
-def ipc_items() -> list[bytes]:
-    return make_items(int(os.environ[_COUNT_ENV]))
+def _stamp(name: str) -> None:
+    """Writes the monotonic time to the run's stamp file ``name`` (when timed)."""
+    where = os.environ.get(_STAMPS_ENV)
+    if where:
+        with open(os.path.join(where, name), "w") as f:
+            f.write(str(time.monotonic_ns()))
 
 
-def cpu_items() -> range:
-    return range(int(os.environ[_COUNT_ENV]))
+def ipc_items() -> Iterator[bytes]:
+    items = make_items(int(os.environ[_COUNT_ENV]))
+    _stamp("first")
+    yield from items
+
+
+def cpu_items() -> Iterator[int]:
+    _stamp("first")
+    yield from range(int(os.environ[_COUNT_ENV]))
+
+
+_sunk = 0
+
+
+def count_to_last(item: Any) -> None:
+    """The timed sink: stamps "last" when the expected count is reached."""
+    global _sunk
+    _sunk += 1
+    if _sunk == int(os.environ.get(_EXPECT_ENV, "0")):
+        _stamp("last")
+
+
+def _pipe_seconds(run: Callable[[], None], expect: int) -> float:
+    """Runs ``run`` with stamps on: seconds from the source's first item to the sink's
+    last (process start left out)."""
+    with tempfile.TemporaryDirectory(prefix="framebus-bench-flow-") as where:
+        os.environ[_STAMPS_ENV] = where
+        os.environ[_EXPECT_ENV] = str(expect)
+        try:
+            run()
+            with open(os.path.join(where, "first")) as f:
+                first = int(f.read())
+            with open(os.path.join(where, "last")) as f:
+                last = int(f.read())
+        finally:
+            del os.environ[_STAMPS_ENV], os.environ[_EXPECT_ENV]
+    if last <= first:
+        raise BenchError(f"the pipe's last item ({last} ns) came before its first ({first} ns)")
+    return (last - first) / 1e9
 
 
 def crunch(n: int) -> int:
@@ -267,7 +316,8 @@ def _ipc_graph(rate: float | None = None) -> Any:
 
     g = flow.Graph("benchipc")
     src = g.source("src", ipc_items, rate=rate)
-    src >> g.map("parse", parse) >> g.filter("keep", keep) >> g.sink("sink", discard)
+    sink = g.sink("sink", discard if rate else count_to_last)
+    src >> g.map("parse", parse) >> g.filter("keep", keep) >> sink
     return g
 
 
@@ -279,7 +329,7 @@ def _cpu_graph() -> Any:
     # window=CPU_WINDOW: a worker takes at most that many frames per receive, so the
     # two share the items instead of one taking a whole window's worth
     crunching = g.map("crunch", crunch, parallelism=2, window=CPU_WINDOW)
-    src >> crunching >> g.sink("sink", discard)
+    src >> crunching >> g.sink("sink", count_to_last)
     return g
 
 
@@ -296,11 +346,13 @@ def run_ipc(count: int) -> float:
     from framebus import flow
 
     os.environ[_COUNT_ENV] = str(count)  # the source's worker inherits it
-    start = time.perf_counter()
-    report = flow.compile(_ipc_graph()).run(runtime="ipc", start_method=START_METHOD)
-    seconds = time.perf_counter() - start
-    _delivered("fb.ipc", report, expected_count(count))
-    return seconds
+    plan = flow.compile(_ipc_graph())
+
+    def run() -> None:
+        report = plan.run(runtime="ipc", start_method=START_METHOD)
+        _delivered("fb.ipc", report, expected_count(count))
+
+    return _pipe_seconds(run, expected_count(count))
 
 
 def run_cpu(runtime: str, count: int) -> float:
@@ -310,11 +362,15 @@ def run_cpu(runtime: str, count: int) -> float:
     options: dict[str, Any] = {"max_batch": CPU_MAX_BATCH}
     if runtime == "ipc":
         options["start_method"] = START_METHOD
-    start = time.perf_counter()
-    report = flow.compile(_cpu_graph()).run(runtime=runtime, **options)
-    seconds = time.perf_counter() - start
-    _delivered(f"cpu.{runtime}", report, count)
-    return seconds
+    plan = flow.compile(_cpu_graph())
+
+    def run() -> None:
+        global _sunk
+        _sunk = 0  # the inproc sink counts in this process
+        report = plan.run(runtime=runtime, **options)
+        _delivered(f"cpu.{runtime}", report, count)
+
+    return _pipe_seconds(run, count)
 
 
 _MP_END = None
@@ -322,7 +378,9 @@ _MP_END = None
 
 def mp_source(count: int, q1: Any) -> None:
     put = q1.put
-    for item in make_items(count):
+    items = make_items(count)
+    _stamp("first")
+    for item in items:
         put(item)
     put(_MP_END)
 
@@ -341,12 +399,16 @@ def mp_sink(q2: Any, result: Any) -> None:
     n = 0
     while get() is not _MP_END:
         n += 1
+    _stamp("last")
     result.put(n)
 
 
 def run_mp_queues(count: int) -> float:
+    return _pipe_seconds(lambda: _run_mp_queues(count), expected_count(count))
+
+
+def _run_mp_queues(count: int) -> None:
     ctx: Any = multiprocessing.get_context(START_METHOD)
-    start = time.perf_counter()
     q1, q2, result = ctx.Queue(QUEUE_MAXSIZE), ctx.Queue(QUEUE_MAXSIZE), ctx.Queue()
     procs = [
         ctx.Process(target=mp_source, args=(count, q1), daemon=True),
@@ -364,12 +426,10 @@ def run_mp_queues(count: int) -> float:
             if p.is_alive():
                 p.kill()
                 p.join()
-    seconds = time.perf_counter() - start
     if got != expected_count(count):
         raise BenchError(
             f"mp.Queue: the sink got {got} items; expected exactly {expected_count(count)}"
         )
-    return seconds
 
 
 # items/s of an implementation that runs across processes: (params) -> seconds, items
