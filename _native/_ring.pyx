@@ -2044,6 +2044,20 @@ cdef class Reader:
             return FrameBatch.of(self._fetch(n, timeout))
         return self._recv(n, timeout, TAKE_BATCH)
 
+    cdef int _check_borrow(self, str call, str instead) except -1:
+        """A borrowing read needs the frames to stay put until released: refused in
+        overwrite mode, on groups (another member may commit past them) and while busy."""
+        self._ensure_open()
+        if self.overwrite:
+            raise ValueError(f"{call} is not available in overwrite mode (frames can be "
+                             f"overwritten while borrowed); use {instead}")
+        if self.is_group:
+            raise ValueError(f"{call} is not available on a group subscription; use {instead}")
+        if self.busy:
+            raise RuntimeError("this subscription is busy (another read or an unreleased "
+                               "view or batch)")
+        return 0
+
     cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout):
         cdef fb_ring_t *r
         cdef fb_frame_t f
@@ -2052,16 +2066,7 @@ cdef class Reader:
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left
-        self._ensure_open()
-        if self.overwrite:
-            raise ValueError("recv_frames(borrow=True) is not available in overwrite mode "
-                             "(frames can be overwritten while borrowed); use recv_frames()")
-        if self.is_group:
-            raise ValueError("recv_frames(borrow=True) is not available on a group "
-                             "subscription; use recv_frames()")
-        if self.busy:
-            raise RuntimeError("this subscription is busy (another read or an unreleased "
-                               "view or batch)")
+        self._check_borrow("recv_frames(borrow=True)", "recv_frames()")
         r = self.ring.ring
         while True:
             n = 0
@@ -2245,14 +2250,7 @@ cdef class Reader:
         cdef int64_t timeout_ns = _timeout_ns(timeout)
         cdef uint64_t deadline = fb_mono_ns() + <uint64_t>(timeout_ns if timeout_ns > 0 else 0)
         cdef int64_t left
-        self._ensure_open()
-        if self.overwrite:
-            raise ValueError("recv_view is not available in overwrite mode (frames can be "
-                             "overwritten while borrowed); use recv")
-        if self.is_group:
-            raise ValueError("recv_view is not available on a group subscription; use recv")
-        if self.busy:
-            raise RuntimeError("this subscription is busy (another read or an unreleased view)")
+        self._check_borrow("recv_view", "recv")
         while True:
             fb_ring_read_begin(self.ring.ring, &self.rd)
             while True:

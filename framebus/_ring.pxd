@@ -206,6 +206,7 @@ cdef class Reader:
     cdef FrameBatch _take_batch(self, Py_ssize_t max_frames)
     @cython.final
     cdef inline int _keep_rec(self, Py_ssize_t n, const fb_frame_t *f) except -1
+    cdef int _check_borrow(self, str call, str instead) except -1
     cdef FrameBatch _recv_borrowed(self, Py_ssize_t max_frames, object timeout)
     cdef tuple _keep_intact(self, bytes data, Py_ssize_t n, uint64_t intact_from)
     cdef void _copy_recs(self, char *dst, Py_ssize_t n, bint release_gil)

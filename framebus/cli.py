@@ -68,10 +68,12 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "WriteBatches (sync off and on) and persist-queue, replay speed, and the ratios to "
         "the WAL targets. --suite flow: a source -> map -> filter -> sink pipeline, "
         "framebus.flow's sync and inproc runtimes beside bytewax (one worker), streamz and "
-        "queue.Queue threads, and inproc's end-to-end latency paced at 20000 items/s. "
-        "--suite bridge: the NATS JetStream bridge, bus -> JetStream and bus -> JetStream "
-        "-> bus beside nats-py's async publish on a local nats-server it starts, and the "
-        "end-to-end latency.",
+        "queue.Queue threads, the ipc runtime beside three processes joined by "
+        "multiprocessing.Queue, a CPU-heavy map with parallelism 2 under ipc and inproc, "
+        "and the end-to-end latency of inproc and ipc paced at 20000 items/s (--impls "
+        "selects rows). --suite bridge: the NATS JetStream bridge, bus -> JetStream and bus "
+        "-> JetStream -> bus beside nats-py's async publish on a local nats-server it "
+        "starts, and the end-to-end latency.",
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench, subparser=bench)
@@ -99,8 +101,10 @@ def build_parser(prog: str = "framebus") -> argparse.ArgumentParser:
         "header, and its reader slots, refreshed every --interval seconds until Ctrl-C.",
     )
     stats.add_argument("name", metavar="NAME", help="the shared bus (as in 'framebus ls')")
+    from .bench._common import positive_float
+
     stats.add_argument(
-        "--interval", type=_interval_arg, default=1.0, metavar="S", help="seconds (default 1)"
+        "--interval", type=positive_float, default=1.0, metavar="S", help="seconds (default 1)"
     )
     stats.add_argument("--once", action="store_true", help="print one table and exit")
     stats.add_argument("--json", action="store_true", help="print one JSON object and exit")
@@ -271,16 +275,6 @@ def _cmd_ls(args: argparse.Namespace, argv: list[str], prog: str) -> int:
     return 0
 
 
-def _interval_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
-
-
 def _stats_snapshot(bus: Any) -> dict[str, Any]:
     from ._internal import TopicCounter, reader_slots, topic_table
     from ._reserved import EVENT_RESPONDERS, PORT
@@ -395,7 +389,7 @@ def _cmd_stats(args: argparse.Namespace, argv: list[str], prog: str) -> int:
 
 
 # framebus.flow's runtimes that `framebus run` / `demo` can watch live
-FLOW_RUNTIMES = ("sync", "inproc")
+FLOW_RUNTIMES = ("sync", "inproc", "ipc")
 
 
 def _add_flow_commands(sub: Any) -> None:
@@ -443,12 +437,16 @@ def _add_run_parser(sub: Any) -> None:
         "Shows items/s, backlog and deadline misses per node while it runs (a table "
         "redrawn on a terminal, a line per sample otherwise) and the report at the end. "
         "Exit status 1 if any item became a dead letter (unless --allow-errors), 130 "
-        "when interrupted (Ctrl-C drains what is in flight first), 2 for a bad graph.",
+        "when interrupted (Ctrl-C drains what is in flight first), 2 for a bad graph or a "
+        "run that ended with an error (e.g. an ipc worker process died).",
     )
     p.add_argument("flow", metavar="FLOW", help="the graph file (.yaml, .yml or .json)")
     _flow_common(p, "inproc")
     p.add_argument(
-        "--duration", type=positive_float, metavar="S", help="stop the sources after S seconds"
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="stop the sources after S seconds (ipc: from when every worker has started)",
     )
     p.add_argument(
         "--metrics-port",
@@ -489,7 +487,7 @@ def _add_demo_parser(sub: Any) -> None:
         type=positive_float,
         default=5.0,
         metavar="S",
-        help="seconds to run (default: 5)",
+        help="seconds to run (default: 5; ipc: from when every worker has started)",
     )
     p.add_argument(
         "--dir",

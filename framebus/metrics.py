@@ -578,6 +578,16 @@ _collectors: weakref.WeakKeyDictionary[CollectorRegistry, FrameBusCollector] = (
 _lock = threading.Lock()
 
 
+def _collector_of(reg: CollectorRegistry) -> FrameBusCollector:
+    """The registry's one FrameBusCollector, registered on first use (under _lock)."""
+    collector = _collectors.get(reg)
+    if collector is None:
+        collector = FrameBusCollector()
+        reg.register(collector)
+        _collectors[reg] = collector
+    return collector
+
+
 def register(
     bus: FrameBus, registry: CollectorRegistry | None = None, *, name: str | None = None
 ) -> FrameBusCollector:
@@ -590,11 +600,7 @@ def register(
     """
     reg = REGISTRY if registry is None else registry
     with _lock:
-        collector = _collectors.get(reg)
-        if collector is None:
-            collector = FrameBusCollector()
-            reg.register(collector)
-            _collectors[reg] = collector
+        collector = _collector_of(reg)
         collector.add(bus, name)
         return collector
 
@@ -615,11 +621,7 @@ def register_flow(run: Any, registry: CollectorRegistry | None = None) -> FrameB
     ``unregister_flow``."""
     reg = REGISTRY if registry is None else registry
     with _lock:
-        collector = _collectors.get(reg)
-        if collector is None:
-            collector = FrameBusCollector()
-            reg.register(collector)
-            _collectors[reg] = collector
+        collector = _collector_of(reg)
         collector.add_flow(run)
         return collector
 

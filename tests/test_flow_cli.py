@@ -36,7 +36,7 @@ def report_of(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("runtime", ["sync", "inproc"])
+@pytest.mark.parametrize("runtime", ["sync", "inproc", "ipc"])
 def test_enrich_example_fans_out_and_in(tmp_path: Path, runtime: str) -> None:
     done = framebus(
         "run",
@@ -58,7 +58,7 @@ def test_enrich_example_fans_out_and_in(tmp_path: Path, runtime: str) -> None:
     assert nodes["tally"]["items_in"] == nodes["tally"]["items_out"] == 40_000
 
 
-@pytest.mark.parametrize("runtime", ["sync", "inproc"])
+@pytest.mark.parametrize("runtime", ["sync", "inproc", "ipc"])
 def test_cpu_example_with_two_workers_and_a_plot(tmp_path: Path, runtime: str) -> None:
     from matplotlib import image
 
@@ -159,7 +159,58 @@ def test_bad_graph_files_give_one_line_naming_the_line(tmp_path: Path) -> None:
     assert done.returncode == 2 and "must be a finite number > 0, got -1" in done.stderr
 
 
-def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path) -> None:
+def _tagged(tag: str) -> list[str]:
+    """Processes but multiprocessing's resource tracker whose environment holds
+    ``tag`` (the CLI's, its workers'): pid and command line."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if tag.encode() in env and b"resource_tracker" not in cmd:
+            found.append(f"{pid}: {cmd.replace(bytes(1), b' ').decode(errors='replace')}")
+    return found
+
+
+def test_a_graph_ipc_cannot_run_and_a_dead_worker_are_one_line_errors(tmp_path: Path) -> None:
+    path = tmp_path / "acc.yaml"
+    path.write_text(
+        "name: acc\n"
+        "nodes:\n"
+        "  - {name: src, kind: source, fn: 'flow_fns:ten'}\n"
+        "  - {name: b, kind: accumulate, options: {count: 2, parallelism: 2}}\n"
+        "  - {name: out, kind: sink, fn: 'flow_fns:store'}\n"
+        "edges: [[src, b], [b, out]]\n"
+    )
+    (tmp_path / "flow_fns.py").write_text((Path(__file__).parent / "flow_fns.py").read_text())
+    done = framebus("run", str(path), "--runtime", "ipc", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert " run: error: node 'b': option parallelism=2 is invalid" in done.stderr
+    dies = tmp_path / "dies.yaml"
+    dies.write_text(
+        "name: dies\n"
+        "nodes:\n"
+        "  - {name: src, kind: source, fn: 'flow_fns:ten'}\n"
+        "  - {name: m, kind: map, fn: 'flow_fns:die_on_5'}\n"
+        "  - {name: out, kind: sink, fn: 'flow_fns:store'}\n"
+        "edges: [[src, m], [m, out]]\n"
+    )
+    done = framebus("run", str(dies), "--runtime", "ipc", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert " run: error: " in last and "was killed by signal SIGKILL" in last
+
+
+@pytest.mark.parametrize("runtime", ["inproc", "ipc"])
+def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path, runtime: str) -> None:
+    tag = f"FRAMEBUS_TEST_TAG=ctrl-c-{os.getpid()}-{runtime}"
+    key, value = tag.split("=")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -167,6 +218,8 @@ def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path) -> None:
             "framebus",
             "run",
             str(EXAMPLES / "ingest.yaml"),
+            "--runtime",
+            runtime,
             "--interval",
             "0.2",
             "--json",
@@ -176,12 +229,15 @@ def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "FRAMEBUS_DEMO_DIR": str(tmp_path / "data")},
+        env={**os.environ, "FRAMEBUS_DEMO_DIR": str(tmp_path / "data"), key: value},
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the first progress sample: the run is going
-        assert line.startswith("["), line
+        for _ in range(600):  # progress samples until the source has emitted (bounded)
+            line = proc.stdout.readline()
+            assert line.startswith("["), line
+            if not line.split("sensors ", 1)[1].startswith("0/s"):
+                break
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=TIMEOUT)
     finally:
@@ -190,8 +246,13 @@ def test_ctrl_c_drains_reports_and_exits_130(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "latency (us): p50" in out
-    nodes = report_of(tmp_path / "r.json")["nodes"]
+    rep = report_of(tmp_path / "r.json")
+    assert rep["runtime"] == runtime
+    nodes = rep["nodes"]
     assert nodes["parse"]["items_in"] == nodes["sensors"]["items_out"] > 0
+    # nothing left behind: no worker process, no shared-memory segment of the run
+    assert _tagged(tag) == []
+    assert [n for n in os.listdir("/dev/shm") if f"-{proc.pid}-" in n] == []
 
 
 def test_demo_from_a_clean_directory_and_again(tmp_path: Path) -> None:
@@ -210,6 +271,28 @@ def test_demo_from_a_clean_directory_and_again(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     second = _stored(again.stdout)
     assert second[1] == first[1] + second[0]  # the WAL is reused and appended to
+
+
+def test_demo_ipc_stores_from_its_worker_and_reuses_the_data(tmp_path: Path) -> None:
+    from matplotlib import image
+
+    args = ("demo", "--runtime", "ipc", "--duration", "1", "--rate", "3000", "--interval", "0.5")
+    done = framebus(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = tmp_path / "framebus-data"
+    assert "runtime ipc" in done.stdout and "metrics: http://127.0.0.1:" in done.stdout
+    assert "flow 'ingest' (ipc):" in done.stdout and "(timed out)" in done.stdout
+    assert "latency (us): p50" in done.stdout and "p95" in done.stdout and "p99" in done.stdout
+    assert "end-to-end deadline misses" in done.stdout
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("[")]
+    assert lines and all("store" in ln and "deadline misses" in ln for ln in lines)
+    first = _stored(done.stdout)
+    assert first[0] > 0 and first[0] == first[1]  # the sink's worker wrote them all
+    assert image.imread(data / "latency.png").shape[0] > 100
+    again = framebus(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    second = _stored(again.stdout)
+    assert second[0] > 0 and second[1] == first[1] + second[0]  # reused and appended to
 
 
 def _stored(out: str) -> tuple[int, int]:
@@ -267,5 +350,48 @@ def test_live_run_samples_until_the_end() -> None:
     assert report.items_delivered == 10
     assert live.samples and seen  # every sample but a last one replaced by the totals
     assert live.samples[-1].nodes["k"]["items_out"] == 10
-    with pytest.raises(flow.FlowError, match="runtime 'ipc' is not available here"):
-        LiveRun(flow.compile(g), "ipc")
+    with pytest.raises(flow.FlowError, match="runtime 'threads' is not available here"):
+        LiveRun(flow.compile(g), "threads")
+
+
+def test_live_run_ipc_counts_from_the_worker_processes() -> None:
+    g = flow.Graph("liveipc")
+    src = g.source("s", "flow_fns:thousand")
+    (
+        src
+        >> g.map("m", "flow_fns:double")
+        >> g.filter("f", "flow_fns:odd")
+        >> g.sink("k", "flow_fns:store")
+    )
+    seen: list[Sample] = []
+    live = LiveRun(flow.compile(g, fuse=False), "ipc", 0.05, seen.append)
+    report = live.run(timeout=60)
+    assert report.runtime == "ipc" and report.timed_out is False
+    last = live.samples[-1].nodes  # the workers' last numbers: the report's
+    for name, stats in report.nodes.items():
+        assert last[name]["items_in"] == stats.items_in
+        assert last[name]["items_out"] == stats.items_out
+    assert last["s"]["items_out"] == last["m"]["items_in"] == 1000
+    assert last["f"]["items_out"] == 0  # doubled: none odd
+    assert seen
+    times = [x.t for x in live.samples]
+    outs = [x.nodes["s"]["items_out"] for x in live.samples]
+    assert times == sorted(times) and outs == sorted(outs)  # cumulative: never back
+
+
+def test_live_run_ipc_duration_counts_from_the_workers_start() -> None:
+    from framebus.flow.ipc_live import LiveIpcEngine
+
+    g = flow.Graph("liveipcdur")
+    g.source("s", "flow_fns:endless_slow") >> g.sink("k", "flow_fns:store")
+    engine = LiveIpcEngine(flow.compile(g))
+    report = engine.run(timeout=0.3)
+    assert report.timed_out is True
+    # the source emitted for the duration, not for what was left after the start-up
+    assert report.nodes["s"].items_out > 0
+    assert report.nodes["k"].items_in == report.nodes["s"].items_out
+    snap = engine.snapshot()
+    assert snap["nodes"]["k"]["items_out"] == report.nodes["k"].items_out
+    bounds, counts, _sum_ns = snap["latency"]["k"]
+    assert len(counts) == len(bounds) + 1
+    assert sum(counts) == report.latency_ns()["count"] == report.nodes["k"].items_out

@@ -26,19 +26,41 @@ pytestmark = pytest.mark.bench_smoke
 
 
 def test_every_implementation_delivers_exactly_and_reports() -> None:
-    report = fbf.run(fbf.Params(count=1001, repeat=2, paced=200))
+    report = fbf.run(fbf.Params(count=1001, repeat=2, paced=200, cpu_count=12))
     ran = [r["impl"] for r in report["results"]]
     assert set(ran) | set(report["skipped"]) == set(fbf.IMPLS)
     assert "fb.inproc" in ran and "fb.sync" in ran and "queue.Queue" in ran
+    assert {"fb.ipc", "mp.Queue", "cpu.inproc", "cpu.ipc"} <= set(ran)
     for r in report["results"]:
         assert len(r["runs"]) == 2 and r["items_per_s"]["median"] > 0
-    assert {x["peer"] for x in report["ratios"]} == set(ran) - {"fb.inproc"}
+    assert {x["peer"] for x in report["ratios"]} == set(ran) & set(fbf.PEERS)
+    assert [(x["impl"], x["peer"], x["target"]) for x in report["proc_ratios"]] == [
+        ("fb.ipc", "mp.Queue", 20.0),
+        ("cpu.ipc", "cpu.inproc", 1.6),
+    ]
     paced = report["paced"]
     assert paced["count"] == 200 and paced["delivered"] == fbf.expected_count(200)
     assert set(paced["latency_us"]) == {"p50", "p95", "p99", "p99.9", "max"}
+    paced_ipc = report["paced_ipc"]
+    assert paced_ipc["runtime"] == "ipc" and paced_ipc["count"] == 200
+    assert paced_ipc["delivered"] == fbf.expected_count(200)
+    assert set(paced_ipc["latency_us"]) == set(paced["latency_us"])
+    assert report["paced_ratio"]["target"] == 3.0
+    assert report["paced_ratio"]["ipc_p95_over_inproc_p95"] > 0
     json.dumps(report)
     table = fbf.format_table(report)
     assert "fb.inproc" in table and "paced at 20000" in table
+    assert "fb.ipc / mp.Queue" in table and "cpu.ipc / cpu.inproc" in table
+    assert "fb.ipc paced at 20000" in table and "paced ipc / inproc: p95" in table
+    assert "(cpu.*: 12 items per run" in table
+
+
+def test_crunch_and_the_process_pipelines_count_exactly() -> None:
+    assert fbf.crunch(3) == fbf.crunch(3) and isinstance(fbf.crunch(3), int)
+    assert fbf.run_mp_queues(101) > 0  # raises BenchError unless 90 items arrived
+    report = fbf.run(fbf.Params(count=50, repeat=1, paced=0, impls=("fb.ipc",)))
+    assert [r["impl"] for r in report["results"]] == ["fb.ipc"]
+    assert report["proc_ratios"] == [] and report["paced_ipc"] is None
 
 
 def test_a_missing_peer_is_skipped_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,12 +85,21 @@ def test_a_wrong_count_fails_the_run() -> None:
 def test_the_cli_suite_and_the_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "flow.json"
     args = ["bench", "--suite", "flow", "--count", "300", "--repeat", "1", "--no-progress"]
+    args += ["--impls", "fb.inproc,fb.sync", "--impls", "cpu.inproc", "--cpu-count", "5"]
     assert main([*args, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["params"]["count"] == 300 and report["params"]["paced"] == 300
+    assert report["params"]["impls"] == ["fb.inproc", "fb.sync", "cpu.inproc"]
+    assert report["params"]["cpu_count"] == 5
     assert "inproc/impl" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["bench", "--suite", "flow", "--size", "64"])
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "flow", "--impls", "fb.ipc,nope"])
+    assert "unknown 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--suite", "xproc", "--impls", "fb.ipc"])
+    assert "argument --impls: only with --suite flow" in capsys.readouterr().err
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
@@ -80,6 +111,8 @@ def test_the_cli_suite_and_the_script(tmp_path: Path, capsys: pytest.CaptureFixt
             "--repeat",
             "1",
             "--no-progress",
+            "--impls",
+            "fb.inproc,fb.ipc,mp.Queue",
         ],
         capture_output=True,
         text=True,
@@ -87,4 +120,5 @@ def test_the_cli_suite_and_the_script(tmp_path: Path, capsys: pytest.CaptureFixt
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "fb.inproc" in done.stdout
+    assert "fb.inproc" in done.stdout and "fb.ipc / mp.Queue" in done.stdout
+    assert "paced ipc / inproc: p95" in done.stdout

@@ -172,12 +172,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "async and sync beside raw rocksdict and persist-queue, and replay (not part of "
         f"all); its --quick means runs of about {WAL_QUICK_SECONDS} s, {WAL_QUICK_REPEAT} "
         "repeats. flow: a source -> map -> filter -> sink pipeline of 64-byte items, "
-        "framebus.flow sync and inproc beside bytewax, streamz and queue.Queue threads, and "
-        "inproc's latency paced at 20000 items/s (not part of all; --count items, default "
-        "500000). bridge: the NATS JetStream bridge, bus -> JetStream and bus -> JetStream "
-        "-> bus against nats-py's async publish on one local nats-server it starts, and the "
-        "end-to-end latency at 1000 frames/s (not part of all; needs nats-py and "
-        "nats-server; sizes default 64,1024, --count default 50000)",
+        "framebus.flow sync and inproc beside bytewax, streamz and queue.Queue threads, ipc "
+        "beside multiprocessing.Queue processes, a CPU-heavy map with parallelism 2 under "
+        "ipc and inproc, and the latency of inproc and ipc paced at 20000 items/s (not "
+        "part of all; --count items, default 500000). bridge: the NATS JetStream bridge, bus "
+        "-> JetStream and bus -> JetStream -> bus against nats-py's async publish on one "
+        "local nats-server it starts, and the end-to-end latency at 1000 frames/s (not part "
+        "of all; needs nats-py and nats-server; sizes default 64,1024, --count default 50000)",
     ),
     "--scenario": dict(
         action="append",
@@ -205,6 +206,19 @@ OPTIONS: dict[str, dict[str, Any]] = {
         metavar="N",
         help=f"wal: frames of {WAL_REPLAY_SIZE} B in the replayed log (default: "
         f"{WAL_REPLAY_FRAMES}; --quick: {WAL_QUICK_REPLAY_FRAMES})",
+    ),
+    "--impls": dict(
+        action="append",
+        metavar="NAME",
+        help="flow: the implementations to run, repeat or comma list (default: all: "
+        "fb.inproc, fb.inproc.msgpack, fb.sync, bytewax, streamz, queue.Queue, fb.ipc, "
+        "mp.Queue, cpu.inproc, cpu.ipc); the paced latency runs with fb.inproc and fb.ipc",
+    ),
+    "--cpu-count": dict(
+        type=positive_int,
+        metavar="N",
+        help="flow: items per run of the CPU-heavy map rows cpu.inproc and cpu.ipc "
+        "(default: 3000; --quick: 200)",
     ),
     "--dir": dict(
         metavar="PATH",
@@ -235,6 +249,8 @@ SUITE_OPTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("round_trips", "--round-trips", ("xproc", "all")),
     ("seconds", "--seconds", ("xproc", "all", "wal")),
     ("start_method", "--start-method", ("xproc", "all")),
+    ("impls", "--impls", ("flow",)),
+    ("cpu_count", "--cpu-count", ("flow",)),
 )
 
 

@@ -18,17 +18,9 @@ from typing import Any
 __all__ = ["add_bridge_commands", "status_line"]
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
-
-
 def add_bridge_commands(sub: Any) -> None:
+    from ..bench._common import positive_float
+
     bridge = sub.add_parser(
         "bridge",
         help="bridge a shared bus to NATS JetStream (export and import topics)",
@@ -62,7 +54,7 @@ def add_bridge_commands(sub: Any) -> None:
         help="the bridge's durable name (default: the bus name, '.' as '_')",
     )
     bridge.add_argument(
-        "--interval", type=_seconds, default=1.0, metavar="S", help="status every S seconds"
+        "--interval", type=positive_float, default=1.0, metavar="S", help="status every S seconds"
     )
     bridge.set_defaults(func=_cmd_bridge)
 

@@ -15,7 +15,13 @@ __all__ = ["cmd_demo", "cmd_run"]
 
 # exit statuses: dead letters (without --allow-errors), interrupted (as a shell's 128 + 2)
 EXIT_DEAD_LETTERS = 1
+EXIT_FAILED = 2  # a bad graph, or a run that ended with a FlowError
 EXIT_INTERRUPTED = 130
+
+
+def _prog(args: argparse.Namespace) -> str:
+    parser = getattr(args, "subparser", None)
+    return str(parser.prog) if parser is not None else "framebus"
 
 
 def _execute(
@@ -42,6 +48,11 @@ def _execute(
     try:
         try:
             report = live.run(timeout=duration, registry=registry)
+        except FlowError as exc:
+            # a graph the runtime cannot run, or a run that ended with an error (a worker
+            # process that died): one line, as for a bad graph file
+            print(f"{_prog(args)}: error: {exc}", file=sys.stderr)
+            return None, EXIT_FAILED
         except KeyboardInterrupt as exc:
             report = getattr(exc, "report", None)
             status = EXIT_INTERRUPTED
@@ -79,6 +90,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str], prog: str) -> int:
         print(f"{prog} run: error: {exc}", file=sys.stderr)
         return 2
     report, status = _execute(args, plan, args.duration, args.metrics_port, args.plot)
+    if report is None:
+        return status
     if status == 0 and report.dead_letters and not args.allow_errors:
         print(
             f"{len(report.dead_letters)} dead letter(s): exit status {EXIT_DEAD_LETTERS} "
@@ -95,6 +108,10 @@ def cmd_demo(args: argparse.Namespace, argv: list[str], prog: str) -> int:
     os.makedirs(args.dir, exist_ok=True)
     store = demo.store
     store.directory = args.dir
+    # the sink may run in a worker process (--runtime ipc): it finds the directory in
+    # the environment it inherits, and opens the WAL there
+    saved = os.environ.get(demo.DIR_ENV)
+    os.environ[demo.DIR_ENV] = os.path.abspath(args.dir)
     plan = compile(demo.demo_graph(rate=args.rate))
     print(
         f"framebus demo: {args.rate:,.0f} sensor readings/s for {args.duration:g} s, "
@@ -106,11 +123,16 @@ def cmd_demo(args: argparse.Namespace, argv: list[str], prog: str) -> int:
             args, plan, args.duration, 0, os.path.join(args.dir, "latency.png")
         )
     finally:
-        batches = store.batches
         store.close()
+        if saved is None:
+            del os.environ[demo.DIR_ENV]
+        else:
+            os.environ[demo.DIR_ENV] = saved
     if report is not None and os.path.isdir(store.path()):
         from framebus.wal import inspect  # type: ignore[import-not-found,unused-ignore]
 
+        # the sink's items out: the batches it stored, in whichever process it ran
+        batches = report.nodes["store"].items_out
         total = inspect(store.path(), verify=False)["frames"]
         print(f"stored {batches} batches this run; {total} in {store.path()} in all")
     return status

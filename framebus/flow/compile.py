@@ -3,6 +3,7 @@ manifests, routes and schemas a runtime works from."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUNTIMES", "FlowAdapter", "Plan", "compile"]
 
-RUNTIMES = ("sync", "inproc")
+RUNTIMES = ("sync", "inproc", "ipc")
 SCHEMA_VER = 1
 
 
@@ -130,6 +131,8 @@ class Plan:
         max_batch: int | None = None,
         metrics: Any = None,
         codec: str | None = None,
+        start_method: str | None = None,
+        wal: Any = None,
     ) -> Report:
         """Run the plan to the end of its sources (or ``timeout`` seconds by ``clock``)
         and return the Report. ``clock()`` returns nanoseconds (default
@@ -146,7 +149,27 @@ class Plan:
         export the ``framebus_flow_*`` families in while the run is live; ``codec``,
         how items other than bytes cross a stage boundary: ``"ref"`` (default) as they
         are, the same objects the sync engine would hand on, or ``"msgpack"`` encoded
-        in the frames, as they would cross processes (tuples arrive as lists)."""
+        in the frames, as they would cross processes (tuples arrive as lists).
+
+        ``runtime="ipc"`` runs each stage in processes of its own (``parallelism``
+        processes for a map, filter or sink), their edges DataPorts of one shared bus
+        made for the run and unlinked after it (:mod:`framebus.flow.ipc` states its
+        rules): items cross as msgpack (``codec`` may only be ``"msgpack"``), every
+        callable must be importable by ``"module:qualname"``, sources and sinks run in
+        their workers (a sink's side effects happen in its process), and a worker
+        process that dies ends the run with a FlowError naming its stage, unless its
+        node has ``restart=True``: then a new worker takes over and what the dead one
+        had not finished is handed on again (counted as ``redelivered``). It takes
+        ``max_batch`` and ``start_method`` (``"spawn"``, the default, ``"forkserver"``
+        or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``.
+
+        ``wal`` (ipc only): a directory (str or path) for a durable run: the run's bus
+        keeps its frames in a write-ahead log there, and a run started again with the
+        same ``wal`` after a crash resumes from the offsets its stages committed,
+        handing on again what they had not (at least once; counted as
+        ``redelivered``); a source with ``resumable=True`` is called
+        ``fn(resume=n)`` with the count of its items already stored. Every node of
+        such a run has parallelism 1. See :mod:`framebus.flow.ipc`."""
         if runtime not in RUNTIMES:
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "
@@ -156,6 +179,41 @@ class Plan:
             isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
         ):
             raise FlowError(f"timeout={timeout!r} is invalid: expected a number > 0 or None")
+        if runtime != "ipc" and start_method is not None:
+            raise FlowError(
+                f"start_method={start_method!r}: only the ipc runtime takes start_method"
+            )
+        if runtime != "ipc" and wal is not None:
+            raise FlowError(
+                f"wal={wal!r}: the {runtime} runtime does not take wal; durable runs are "
+                'runtime="ipc" only'
+            )
+        if runtime == "ipc":
+            for key, value in (
+                ("clock", clock),
+                ("sleep", sleep),
+                ("bus", bus),
+                ("metrics", metrics),
+            ):
+                if value is not None:
+                    raise FlowError(
+                        f"{key}={value!r}: the ipc runtime does not take {key} "
+                        "(its workers use time.monotonic_ns and a bus of the run's own)"
+                    )
+            if codec not in (None, "msgpack"):
+                raise FlowError(
+                    f"codec={codec!r} is invalid for the ipc runtime: items cross processes "
+                    'as "msgpack"'
+                )
+            from .inproc import MAX_BATCH as IPC_MAX_BATCH
+            from .ipc import IpcEngine
+
+            return IpcEngine(
+                self,
+                max_batch=IPC_MAX_BATCH if max_batch is None else max_batch,
+                start_method=start_method,
+                wal=wal,
+            ).run(timeout=timeout)
         if runtime == "sync":
             for key, value in (
                 ("bus", bus),
@@ -232,9 +290,27 @@ def _compile_node(node: Node, inputs: list[str], outputs: list[str]) -> Compiled
     fn = None if node.fn is None else resolve_callable(node.fn, what)
     until = node.options.get("until")
     until_fn = None if until is None else resolve_callable(until, f"{what}: option until")
+    if node.options.get("resumable"):
+        _check_resumable(what, fn)
     return CompiledNode(
         node.name, node.kind, fn, dict(node.options), list(inputs), list(outputs), until=until_fn
     )
+
+
+def _check_resumable(what: str, fn: Any) -> None:
+    # a resumable source is called fn(resume=n): it must take that keyword
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # not introspectable (a builtin): the call will tell
+    try:
+        sig.bind(resume=0)
+    except TypeError:
+        raise FlowError(
+            f"{what}: option resumable=True needs a callable taking the keyword argument "
+            f"resume (it is called fn(resume=n)); {callable_name(fn)!r} has the signature "
+            f"{sig}"
+        ) from None
 
 
 def _toposort(

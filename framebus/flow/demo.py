@@ -5,7 +5,10 @@ storing each batch as one frame on a WAL-backed bus, so the batches outlive the 
 The callables are importable by name ("framebus.flow.demo:parse", ...). The sink
 ``store`` writes under ``$FRAMEBUS_DEMO_DIR`` (default ``./framebus-data``): the WAL in
 ``wal/``, reused and appended to by every run; ``close_store()`` flushes and closes it
-(also at interpreter exit)."""
+(also at interpreter exit). With the ipc runtime the sink runs in a worker process: the
+WAL is opened there, on the first batch, in the directory the worker finds in
+``$FRAMEBUS_DEMO_DIR`` (``framebus demo`` sets it for its workers), and closed when that
+process exits (spawn, the default start method, runs the exit handlers)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .graph import Graph
 
 __all__ = [
     "BATCH_TOPIC",
+    "DIR_ENV",
     "BatchStore",
     "close_store",
     "demo_graph",
@@ -32,6 +36,7 @@ __all__ = [
 ]
 
 BATCH_TOPIC = "sensors.batches"
+DIR_ENV = "FRAMEBUS_DEMO_DIR"  # where the sink writes, unless its directory is set
 SENSORS = 64
 LOW, HIGH = -40.0, 125.0  # the sensors' valid range, degrees Celsius
 
@@ -73,7 +78,7 @@ class BatchStore:
         self.lock = threading.Lock()
 
     def path(self) -> str:
-        base = self.directory or os.environ.get("FRAMEBUS_DEMO_DIR") or "framebus-data"
+        base = self.directory or os.environ.get(DIR_ENV) or "framebus-data"
         return os.path.join(base, "wal")
 
     def __call__(self, batch: list[Any]) -> None:

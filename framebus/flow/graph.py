@@ -37,15 +37,17 @@ _DEFAULTS: dict[str, Any] = {
     "ttl": None,
     "until": None,
     "content_type": None,
+    "restart": False,
+    "resumable": False,
 }
 _PORTED = ("deadline", "on_deadline", "rate", "parallelism", "overflow", "window")
 _CALLS = ("retries", "backoff")
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "source": ("deadline", "rate", "content_type"),
-    "map": (*_PORTED, *_CALLS, "pure", "content_type"),
-    "filter": (*_PORTED, *_CALLS, "pure"),
+    "source": ("deadline", "rate", "content_type", "resumable"),
+    "map": (*_PORTED, *_CALLS, "pure", "content_type", "restart"),
+    "filter": (*_PORTED, *_CALLS, "pure", "restart"),
     "accumulate": (*_PORTED, "count", "size", "ttl", "until"),
-    "sink": (*_PORTED, *_CALLS),
+    "sink": (*_PORTED, *_CALLS, "restart"),
 }
 
 
@@ -82,7 +84,7 @@ def _check_option(node: str, key: str, value: Any) -> None:
     elif key == "overflow":
         if value not in OVERFLOW:
             raise bad(", ".join(repr(v) for v in OVERFLOW))
-    elif key == "pure":
+    elif key in ("pure", "restart", "resumable"):
         if not isinstance(value, bool):
             raise bad("True or False")
     elif key == "content_type":
@@ -194,7 +196,9 @@ class Graph:
 
     def source(self, name: str, fn: Any, **options: Any) -> Node:
         """``fn()`` returns an iterable or an async iterable of items (``fn`` may be an
-        ``async def`` or an async generator function)."""
+        ``async def`` or an async generator function). With ``resumable=True`` it is
+        called ``fn(resume=n)`` and yields the items from position ``n`` on: ``n`` is
+        how many it yielded in earlier runs of the same ``wal`` (0 without one)."""
         return self.add(name, "source", fn, **options)
 
     def map(self, name: str, fn: Any, **options: Any) -> Node:

@@ -89,7 +89,7 @@ from framebus.errors import BusClosed, FrameBusError, WouldBlock
 from .accumulate import Accumulator
 from .errors import FlowError
 from .report import DeadLetter, NodeStats, Report
-from .sync import source_iterator
+from .sync import call_source, clock_and_sleep, source_iterator
 
 if TYPE_CHECKING:
     from framebus.bus import FrameBus
@@ -275,6 +275,7 @@ class _Worker:
         self.aio = AsyncEngine()
         self.is_async = {n.name: _is_async(n.fn) for n in stage.nodes}
         self.packer = msgpack.Packer(use_bin_type=True, default=_default)
+        self.resume = 0  # a resumable source: where it resumes (the ipc runtime sets it)
         self.thread = threading.Thread(
             target=self.main,
             name=f"framebus-flow-{engine.plan.name}-{stage.name}-{index}",
@@ -517,8 +518,7 @@ class _Worker:
         st = self.stats[node.name]
         start = self.clock()
         try:
-            assert node.fn is not None
-            made = node.fn()
+            made = call_source(node, self.resume)
             if inspect.isawaitable(made):
                 made = self.aio.run(made)
         except Exception as exc:
@@ -868,13 +868,7 @@ class InprocEngine:
         codec: str = "ref",
     ) -> None:
         self.plan = plan
-        if clock is None:
-            self.clock: Callable[[], int] = time.monotonic_ns
-            self.sleep: Callable[[float], None] = sleep or time.sleep
-        else:
-            self.clock = clock
-            companion = getattr(clock, "sleep", None)
-            self.sleep = sleep or companion or (lambda seconds: None)
+        self.clock, self.sleep = clock_and_sleep(clock, sleep)
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
         self.max_batch = max_batch

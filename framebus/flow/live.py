@@ -1,8 +1,9 @@
-"""A run watched while it goes: ``LiveRun`` runs a plan in the calling thread and
-samples its numbers every ``interval`` seconds on a thread of its own (for the
-progress display of ``framebus run`` / ``framebus demo`` and the throughput plot);
-``Progress`` draws them: a table redrawn in place on a terminal, a plain line per
-sample otherwise."""
+"""A run watched while it goes: ``LiveRun`` runs a plan in the calling thread (its
+stages on threads, or in processes of their own with ``runtime="ipc"``, see
+framebus.flow.ipc_live) and samples its numbers every ``interval`` seconds on a thread
+of its own (for the progress display of ``framebus run`` / ``framebus demo`` and the
+throughput plot); ``Progress`` draws them: a table redrawn in place on a terminal, a
+plain line per sample otherwise."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LIVE_RUNTIMES", "LiveRun", "Progress", "Sample"]
 
-LIVE_RUNTIMES = ("sync", "inproc")
+LIVE_RUNTIMES = ("sync", "inproc", "ipc")
 
 
 @dataclass
@@ -62,6 +63,10 @@ class LiveRun:
             from .sync import SyncEngine
 
             engine = SyncEngine(self.plan)
+        elif self.runtime == "ipc":
+            from .ipc_live import LiveIpcEngine
+
+            engine = LiveIpcEngine(self.plan)
         else:
             from .inproc import InprocEngine
 

@@ -36,7 +36,9 @@ class NodeStats:
     dropped on the way to the node for want of credit (``overflow`` drop modes).
     Times in ns by the run's clock: ``busy_ns`` in the node's callable, ``blocked_ns``
     waiting for downstream credit (0 in the sync runtime; inproc counts it on a
-    stage's last node), ``throttled_ns`` waiting for its ``rate``."""
+    stage's last node), ``throttled_ns`` waiting for its ``rate``. ``redelivered``
+    (ipc, ``restart=True``): items handed again to the worker started in place of one
+    that died."""
 
     kind: str
     stage: str
@@ -50,6 +52,7 @@ class NodeStats:
     busy_ns: int = 0
     blocked_ns: int = 0
     throttled_ns: int = 0
+    redelivered: int = 0  # ipc, restart=True: items handed again to a restarted worker
     flushes: dict[str, int] = field(default_factory=dict)  # accumulators: by reason
 
 

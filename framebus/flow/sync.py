@@ -45,7 +45,7 @@ from .report import DeadLetter, NodeStats, Report
 if TYPE_CHECKING:
     from .compile import CompiledNode, Plan
 
-__all__ = ["SyncEngine"]
+__all__ = ["SyncEngine", "call_source", "source_iterator"]
 
 _DONE = object()
 
@@ -57,6 +57,16 @@ class _Item:
         self.value = value
         self.emitted_ns = emitted_ns
         self.deadline_ns = deadline_ns  # 0: none
+
+
+def call_source(node: CompiledNode, resume: int = 0) -> Any:
+    """What a source's callable returns: ``fn()``, or ``fn(resume=n)`` for a source
+    with ``resumable=True`` (``n``: how many of its items earlier runs of the same
+    ``wal`` already took; 0 in a run without one)."""
+    assert node.fn is not None
+    if node.options.get("resumable"):
+        return node.fn(resume=resume)
+    return node.fn()
 
 
 def source_iterator(node: CompiledNode, made: Any) -> Any:
@@ -77,6 +87,16 @@ class _Failed(Exception):
     """A call failed after its retries; the dead letter is recorded."""
 
 
+def clock_and_sleep(
+    clock: Callable[[], int] | None, sleep: Callable[[float], None] | None
+) -> tuple[Callable[[], int], Callable[[float], None]]:
+    """A run's clock (ns) and sleep: the real ones, or an injected clock with its own
+    ``sleep`` if it has one (a stepped clock), else a sleep that returns at once."""
+    if clock is None:
+        return time.monotonic_ns, sleep or time.sleep
+    return clock, sleep or getattr(clock, "sleep", None) or (lambda seconds: None)
+
+
 class SyncEngine:
     """Runs a Plan in the calling thread; see the module's docstring."""
 
@@ -87,13 +107,7 @@ class SyncEngine:
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.plan = plan
-        if clock is None:
-            self.clock: Callable[[], int] = time.monotonic_ns
-            self.sleep: Callable[[float], None] = sleep or time.sleep
-        else:
-            self.clock = clock
-            companion = getattr(clock, "sleep", None)
-            self.sleep = sleep or companion or (lambda seconds: None)
+        self.clock, self.sleep = clock_and_sleep(clock, sleep)
         self.nodes = plan.nodes
         self.report = Report(
             plan.name,
@@ -254,8 +268,7 @@ class SyncEngine:
     # -- sources ---------------------------------------------------------------------
 
     def _open(self, node: CompiledNode) -> Iterator[Any] | Any:
-        assert node.fn is not None
-        made = node.fn()
+        made = call_source(node)
         if inspect.isawaitable(made):
             made = self._await(made)
         return source_iterator(node, made)
