@@ -38,13 +38,13 @@ shared pool), ``framebus_dataport_held_credits``, ``framebus_dataport_sent_frame
 ``framebus_eventbus_no_responders``, ``framebus_eventbus_published``,
 ``framebus_eventbus_replies`` and ``framebus_eventbus_handler_errors``.
 
-Flow runs (``plan.run(runtime="inproc", metrics=True)`` registers its run with
-``register_flow`` while it is live): ``framebus_flow_items`` (labels graph, node,
-direction in/out), ``framebus_flow_errors`` and ``framebus_flow_deadline_misses``
-(graph, node; node ``""`` for the end-to-end misses counted at the sinks) and
-``framebus_flow_latency_seconds`` (end-to-end latency per graph and sink node). This
-module knows a flow run only as an object with ``snapshot()``; it never imports the
-flow layer.
+Flow runs (``plan.run(runtime="inproc", metrics=True)``, or ``runtime="ipc"``,
+registers its run with ``register_flow`` while it is live): ``framebus_flow_items``
+(labels graph, node, direction in/out), ``framebus_flow_errors`` and
+``framebus_flow_deadline_misses`` (graph, node; node ``""`` for the end-to-end misses
+counted at the sinks) and ``framebus_flow_latency_seconds`` (end-to-end latency per
+graph and sink node). This module knows a flow run only as an object with
+``snapshot()``; it never imports the flow layer.
 """
 
 from __future__ import annotations
@@ -616,8 +616,8 @@ def unregister(bus: FrameBus, registry: CollectorRegistry | None = None) -> None
 
 
 def register_flow(run: Any, registry: CollectorRegistry | None = None) -> FrameBusCollector:
-    """Expose a live flow run (an object with ``snapshot()``; the inproc runtime
-    registers itself) in ``registry`` (default ``prometheus_client.REGISTRY``) until
+    """Expose a live flow run (an object with ``snapshot()``; the inproc and ipc
+    runtimes register themselves) in ``registry`` (default ``prometheus_client.REGISTRY``) until
     ``unregister_flow``."""
     reg = REGISTRY if registry is None else registry
     with _lock:

@@ -311,3 +311,23 @@ def sensor_readings_2000() -> object:
     from framebus.flow.demo import sensor_readings
 
     return islice(sensor_readings(), 2000)
+
+
+def gated_write_line(x: int) -> None:
+    """Sink: write_line(x) once $FLOW_DIR/gate holds a number x or above (the test
+    opens the gate item by item); gives up with an error after 60 s."""
+    import time
+
+    end = time.monotonic() + 60
+    while True:
+        try:
+            with open(_path("gate")) as f:
+                gate = int(f.read() or 0)
+        except (FileNotFoundError, ValueError):
+            gate = 0
+        if x <= gate:
+            break
+        if time.monotonic() > end:
+            raise TimeoutError(f"gate closed at item {x}")
+        time.sleep(0.002)
+    write_line(x)

@@ -22,6 +22,7 @@ import pytest
 
 from framebus import flow
 from framebus.flow import FlowError
+from framebus.flow.ipc import IpcEngine
 
 pytestmark = pytest.mark.xproc
 
@@ -331,11 +332,17 @@ def test_restart_of_a_sink(tmp_path: Any) -> None:
     g.source("src", flow_fns.thousand) >> g.sink(
         "out", flow_fns.sink_dying_once_on_5, restart=True, window=4
     )
-    report = ipc(g, max_batch=8)
+    engine = IpcEngine(flow.compile(g), max_batch=8)
+    report = engine.run(timeout=60)
     got = flow_fns.read_lines(str(tmp_path))
     assert set(got) == set(range(1000))
     assert report.nodes["out"].redelivered >= 1
     assert len(got) - 1000 <= report.nodes["out"].redelivered
+    # the live counters: the replacement went on from what the dead worker had copied
+    # into the row, the report counts what the replacement did
+    snap = engine.snapshot()["nodes"]
+    assert snap["src"]["items_out"] == report.nodes["src"].items_out == 1000
+    assert snap["out"]["items_out"] >= report.nodes["out"].items_out
 
 
 def test_restart_needs_parallelism_1() -> None:
@@ -633,3 +640,147 @@ def test_every_example_graph_as_sync(
     assert report.items_delivered == sum(
         report.nodes[n].items_out for n, node in report.nodes.items() if node.kind == "sink"
     )
+
+
+# -- live counters: snapshot() and metrics while the workers run -----------------------
+
+
+def _until(what: Any, timeout: float = 30.0) -> None:
+    """Waits (bounded) until what() is true."""
+    end = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < end, "not reached within the bound"
+        time.sleep(0.01)
+
+
+def _open_gate(tmp_path: Any, n: int) -> None:
+    (tmp_path / "gate.tmp").write_text(str(n))
+    os.replace(tmp_path / "gate.tmp", tmp_path / "gate")
+
+
+def _same_counts(snap: dict[str, Any], report: flow.Report) -> None:
+    for name, stats in report.nodes.items():
+        got = snap["nodes"][name]
+        want = {f: getattr(stats, f) for f in ("items_in", "items_out", "errors")}
+        want["deadline_misses"] = stats.deadline_misses
+        assert got == want, name
+    assert snap["e2e_deadline_misses"] == report.e2e_deadline_misses
+
+
+def test_snapshot_counts_while_the_run_goes_and_ends_as_the_report(tmp_path: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    g = flow.Graph("ipc-live")
+    (
+        g.source("src", flow_fns.fifty)
+        >> g.map("inc", flow_fns.inc)
+        >> g.sink("out", flow_fns.gated_write_line)
+    )
+    engine = IpcEngine(flow.compile(g, fuse=False), max_batch=1)  # a frame per item
+    before = engine.snapshot()
+    assert before["graph"] == "ipc-live" and set(before["latency"]) == {"out"}
+    assert all(v == 0 for d in before["nodes"].values() for v in d.values())
+    registry = CollectorRegistry()
+    reports: list[flow.Report] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            reports.append(engine.run(timeout=60, metrics=registry))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    def out_counts() -> tuple[int, int]:
+        d = engine.snapshot()["nodes"]["out"]
+        return d["items_in"], d["items_out"]
+
+    def exported(node: str) -> float | None:
+        return registry.get_sample_value(
+            "framebus_flow_items_total", {"graph": "ipc-live", "node": node, "direction": "out"}
+        )
+
+    _open_gate(tmp_path, 5)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        # items 1..5 are through; the sink took the 6th and waits at the gate
+        _until(lambda: out_counts() == (6, 5))
+        _until(lambda: exported("out") == 5.0)  # exported while the run is live
+        _until(lambda: engine.snapshot()["nodes"]["inc"]["items_out"] >= 6)
+        _open_gate(tmp_path, 20)
+        _until(lambda: out_counts() == (21, 20))  # grows
+        _open_gate(tmp_path, 50)
+    finally:
+        _open_gate(tmp_path, 50)
+        t.join(60)
+    assert not errors and len(reports) == 1
+    report = reports[0]
+    assert flow_fns.read_lines(str(tmp_path)) == list(range(1, 51))
+    snap = engine.snapshot()  # the workers' last numbers: the report's
+    _same_counts(snap, report)
+    assert snap["nodes"]["out"]["items_out"] == 50
+    bounds, counts, total = snap["latency"]["out"]
+    assert len(counts) == len(bounds) + 1 and total > 0
+    assert sum(counts) == report.latency_ns()["count"] == 50
+    assert exported("out") is None  # unregistered at the end
+
+
+def test_timeout_counts_from_when_every_worker_is_in_place(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-live-timeout")
+    g.source("src", flow_fns.endless_slow) >> g.sink("out", flow_fns.write_line)
+    engine = IpcEngine(flow.compile(g))
+    report = engine.run(timeout=0.3)  # shorter than starting the processes takes
+    assert report.timed_out is True
+    # the source emitted for the timeout, not for what start-up left of it
+    assert report.nodes["src"].items_out > 0
+    assert report.nodes["out"].items_in == report.nodes["src"].items_out
+    assert report.items_delivered == len(flow_fns.read_lines(str(tmp_path)))
+    snap = engine.snapshot()
+    _same_counts(snap, report)
+    bounds, counts, _sum_ns = snap["latency"]["out"]
+    assert sum(counts) == report.latency_ns()["count"] == report.nodes["out"].items_out
+
+
+def test_snapshot_of_durable_runs(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-live-wal")
+    (
+        g.source("src", flow_fns.resumable_ten, resumable=True)
+        >> g.map("inc", flow_fns.inc)
+        >> g.accumulate("acc", count=4)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    wal = str(tmp_path / "wal")
+    first = IpcEngine(flow.compile(g), wal=wal)
+    report = first.run(timeout=60)
+    assert _segments("ipc-live-wal") == []
+    got = flow_fns.read_lines(str(tmp_path))
+    assert got == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    snap = first.snapshot()
+    _same_counts(snap, report)
+    assert snap["nodes"]["src"]["items_out"] == 10 and snap["nodes"]["out"]["items_in"] == 3
+    # run again on the same wal: the source resumes at its end, nothing is handed on
+    second = IpcEngine(flow.compile(g), wal=wal)
+    again = second.run(timeout=60)
+    assert (tmp_path / "resumed").read_text().split() == ["0", "10"]
+    assert flow_fns.read_lines(str(tmp_path)) == got
+    _same_counts(second.snapshot(), again)
+    assert all(v == 0 for d in second.snapshot()["nodes"].values() for v in d.values())
+
+
+def test_metrics_option_and_its_check() -> None:
+    g = flow.Graph("ipc-live-metrics")
+    g.source("src", flow_fns.ten) >> g.sink("out", flow_fns.write_line)
+    with pytest.raises(FlowError, match=r"metrics='yes' is invalid"):
+        flow.compile(g).run(runtime="ipc", metrics="yes")
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    report = flow.compile(g).run(runtime="ipc", timeout=60, metrics=registry)
+    assert report.items_delivered == 10
+    assert (
+        registry.get_sample_value(
+            "framebus_flow_items_total",
+            {"graph": "ipc-live-metrics", "node": "out", "direction": "in"},
+        )
+        is None
+    )  # exported only while the run lives

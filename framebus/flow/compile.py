@@ -160,8 +160,13 @@ class Plan:
         process that dies ends the run with a FlowError naming its stage, unless its
         node has ``restart=True``: then a new worker takes over and what the dead one
         had not finished is handed on again (counted as ``redelivered``). It takes
-        ``max_batch`` and ``start_method`` (``"spawn"``, the default, ``"forkserver"``
-        or ``"fork"``), not ``clock``, ``sleep``, ``bus`` or ``metrics``.
+        ``max_batch``, ``metrics`` (as inproc: the workers copy their counters to this
+        process every 0.1 s) and ``start_method`` (``"spawn"``, the default,
+        ``"forkserver"`` or ``"fork"``), not ``clock``, ``sleep`` or ``bus``. Its
+        ``timeout`` counts from the moment every worker process is in place (the
+        sources start emitting then), not from the call: starting the processes (with
+        spawn a fresh interpreter each, a second or more for a few stages) does not eat
+        into the run's time; the Report's ``duration_ns`` still counts from the call.
 
         ``wal`` (ipc only): a directory (str or path) for a durable run: the run's bus
         keeps its frames in a write-ahead log there, and a run started again with the
@@ -189,12 +194,12 @@ class Plan:
                 'runtime="ipc" only'
             )
         if runtime == "ipc":
-            for key, value in (
+            refused: tuple[tuple[str, Any], ...] = (
                 ("clock", clock),
                 ("sleep", sleep),
                 ("bus", bus),
-                ("metrics", metrics),
-            ):
+            )
+            for key, value in refused:
                 if value is not None:
                     raise FlowError(
                         f"{key}={value!r}: the ipc runtime does not take {key} "
@@ -213,7 +218,7 @@ class Plan:
                 max_batch=IPC_MAX_BATCH if max_batch is None else max_batch,
                 start_method=start_method,
                 wal=wal,
-            ).run(timeout=timeout)
+            ).run(timeout=timeout, metrics=metrics)
         if runtime == "sync":
             for key, value in (
                 ("bus", bus),

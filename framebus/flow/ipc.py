@@ -65,7 +65,13 @@ parallelism 1. The segments of dead earlier runs of the graph are unlinked first
 
 Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
 sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
-the partial Report as ``.report``; a second one stops every worker at once). The
+the partial Report as ``.report``; a second one stops every worker at once).
+``timeout`` counts from the moment every worker process is in place (when the sources
+start emitting), not from the call: starting the processes (spawn: a fresh
+interpreter each, a second or more for a few stages on a loaded machine) does not eat
+into the run's time. A source stops at its timeout by itself; the parent stops the
+sources at its own (started when it sees every worker in place), and the Report says
+``timed_out``. The
 workers ignore SIGINT: the parent leads the stop. When ``run`` returns or raises, every
 worker process has ended (one not ending 10 s after a stop is terminated, then
 killed) and the run's shared-memory segment is unlinked. Workers whose parent
@@ -73,6 +79,20 @@ process is gone (killed) stop within about a second; that run's segment is left 
 ``framebus gc``. The report is gathered from
 the workers at the end: each sends its node counters, latency histogram (HDR,
 encoded) and dead letters over a result queue.
+
+Live numbers. The run has a block of int64 counters in anonymous shared memory
+(``multiprocessing``'s heap; nothing of it outlives the run's processes), one row per
+worker process: per node of the plan items in, items out, errors and deadline misses,
+a flag set once the worker is in place, the end-to-end deadline misses and the sink's
+latency buckets and their sum (ns). Each worker copies its counters into its row every
+PUBLISH (0.1) s and once more when it finishes, before it sends its result, so
+``IpcEngine.snapshot()`` in the parent gives the numbers so far as
+``InprocEngine.snapshot()`` does (for framebus.metrics and ``framebus run``'s
+progress), and after the run the numbers of the Report. A worker started in place of
+one that died (``restart``) goes on from the numbers its predecessor left in the row,
+so the live counts never go back (the Report counts what the replacement did).
+``run(metrics=True)`` (or a prometheus_client registry) exports the run's
+``framebus_flow_*`` families while it is live, as the inproc runtime does.
 """
 
 from __future__ import annotations
@@ -107,6 +127,7 @@ from .inproc import (
     _END,
     _POLL,
     _RECV_FRAMES,
+    MAX_BATCH,
     _default,
     _Out,
     _Run,
@@ -116,14 +137,14 @@ from .inproc import (
     _Wake,
     _Worker,
 )
-from .report import DeadLetter, NodeStats, Report
+from .report import BUCKET_BOUNDS_NS, DeadLetter, NodeStats, Report
 
 if TYPE_CHECKING:
     from framebus.bus import FrameBus, Subscription
 
     from .compile import CompiledNode, Plan
 
-__all__ = ["START_METHODS", "IpcEngine"]
+__all__ = ["PUBLISH", "START_METHODS", "IpcEngine"]
 
 START_METHODS = ("spawn", "forkserver", "fork")
 _RING_BYTES = 1 << 25
@@ -133,6 +154,72 @@ _GRACE = 10.0  # s: how long a stopped run waits for a worker before terminating
 _WATCH = 0.5  # s: how often a worker checks that the run's parent lives
 MAX_RESTARTS = 3  # restarts of one stage's workers in one run, at most
 _EXIT_GRACE = 2.0  # s: how long a worker that exited 0 has for its result to arrive
+PUBLISH = 0.1  # s: how often a worker copies its counters into its row of the block
+_FIELDS = ("items_in", "items_out", "errors", "deadline_misses")  # per node, live
+_NB = len(BUCKET_BOUNDS_NS) + 1  # latency buckets (the last one: above every bound)
+
+
+class _Layout:
+    """Where a worker's numbers go in its row of the run's counters: per node of the
+    plan its _FIELDS, then the flag "in place", the end-to-end deadline misses, the
+    latency buckets and their sum (ns)."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        self.nodes = {n: i * len(_FIELDS) for i, n in enumerate(nodes)}
+        self.started = len(nodes) * len(_FIELDS)  # 1 once the worker is in place
+        self.e2e = self.started + 1
+        self.buckets = self.e2e + 1
+        self.sum = self.buckets + _NB
+        self.width = self.sum + 1
+
+
+class _Counters:
+    """A worker's side of its row: ``publish()`` writes the worker's counters into it,
+    on top of the numbers a dead predecessor left there; ``start()`` runs a thread
+    doing so every PUBLISH s, ``stop()`` ends it and publishes once more."""
+
+    def __init__(self, cells: Any, row: int, nodes: list[str]) -> None:
+        self.cells = cells
+        self.lay = lay = _Layout(nodes)
+        self.at = row * lay.width
+        self.base = list(cells[self.at : self.at + lay.width])  # a predecessor's numbers
+        self.worker: _IpcWorker | None = None
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def in_place(self) -> None:
+        self.cells[self.at + self.lay.started] = 1
+
+    def publish(self) -> None:
+        w = self.worker
+        if w is None:
+            return
+        cells, at, lay, base = self.cells, self.at, self.lay, self.base
+        for name, s in list(w.stats.items()):
+            i = lay.nodes[name]
+            for j, f in enumerate(_FIELDS):
+                cells[at + i + j] = base[i + j] + getattr(s, f)
+        rep = w.report
+        cells[at + lay.e2e] = base[lay.e2e] + rep.e2e_deadline_misses
+        for j, c in enumerate(list(rep._buckets)):
+            cells[at + lay.buckets + j] = base[lay.buckets + j] + c
+        cells[at + lay.sum] = base[lay.sum] + rep._sum_ns
+
+    def start(self, worker: _IpcWorker) -> None:
+        self.worker = worker
+
+        def loop() -> None:
+            while not self.done.wait(PUBLISH):
+                self.publish()
+
+        self.thread = threading.Thread(target=loop, name="framebus-flow-counters", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        self.publish()
 
 
 def _ctl(head: str, what: str) -> str:
@@ -528,9 +615,10 @@ def _exc_payload(exc: BaseException) -> tuple[str, bytes | None]:
     return f"{type(exc).__name__}: {exc}", data
 
 
-def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -> None:
-    """A worker process: attaches to the run's bus, runs its stage's worker, sends its
-    numbers to the parent."""
+def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any, cells: Any) -> None:
+    """A worker process: attaches to the run's bus, runs its stage's worker (its
+    counters copied into its row of ``cells`` as it goes), sends its numbers to the
+    parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent leads the stop
     threading.Thread(
         target=_watch_parent, args=(spec["parent"], abort), name="framebus-flow-watch", daemon=True
@@ -544,12 +632,12 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
     bus: FrameBus | None = None
     ports: list[DataPort] = []
     ack: Subscription | None = None
+    counters = _Counters(cells, spec["row"], spec["order"])
     try:
         bus = FrameBus.attach(spec["bus"])
         plan = _rebuild(spec)
         names = plan.stage_nodes[spec["stage"]]
         engine = InprocEngine(plan, bus=bus, max_batch=spec["max_batch"], codec="msgpack")
-        engine.limit = spec["limit"]
         engine.max_frame = bus.config.max_frame - 64
         run = _Run(engine)
         run.bus = bus
@@ -588,12 +676,17 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
         ready = TopicCounter(bus, _ctl("", "ready"))
         if stage.kind == "source":
             # the sources start once every other worker is in its port: no item waits
-            # for a process still starting
+            # for a process still starting; the timeout counts from then
+            counters.in_place()
             while not ready.wait(spec["receivers"], _POLL):
                 if abort.is_set() or stop.is_set():
                     break
+            if spec["timeout"] is not None:
+                engine.limit = time.monotonic_ns() + int(spec["timeout"] * 1e9)
         else:
             ready.add(1)
+            counters.in_place()  # after ready: all in place, the sources are released
+        counters.start(worker)
         worker.main()  # in this thread: catches what the stage raises into run.fatal
         out["stats"] = {n: asdict(s) for n, s in worker.stats.items()}
         out["dropped"] = {o.dst: o.dropped for o in worker.outs}
@@ -610,6 +703,9 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any) -
         abort.set()
         out["fatal"] = _exc_payload(exc)
     finally:
+        # the row's last numbers are in place before the parent has the result
+        with contextlib.suppress(Exception):
+            counters.stop()
         if ack is not None:
             with contextlib.suppress(Exception):
                 ack.close()
@@ -674,7 +770,7 @@ class IpcEngine:
     def __init__(
         self,
         plan: Plan,
-        max_batch: int,
+        max_batch: int = MAX_BATCH,
         start_method: str | None = None,
         wal: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -728,16 +824,73 @@ class IpcEngine:
                         "expected parallelism 1"
                     )
         self.arrived: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        # the live counters: one row per worker process, (stage name, index) -> row
+        self.layout = _Layout(list(plan.order))
+        self.rows: dict[tuple[str, int], int] = {}
+        self.stages: list[tuple[str, list[str], int]] = []  # (stage name, nodes, workers)
+        for names in plan.stage_nodes:
+            n = plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
+            stage_name = "+".join(names)
+            self.stages.append((stage_name, names, n))
+            for k in range(n):
+                self.rows[(stage_name, k)] = len(self.rows)
+        self.cells: Any = None  # the run's block of counters (a RawArray of int64)
 
-    def run(self, timeout: float | None = None) -> Report:
+    def snapshot(self) -> dict[str, Any]:
+        """The run's numbers so far, as ``InprocEngine.snapshot()`` gives them (for
+        framebus.metrics while it is live, and ``framebus run``'s progress): per node
+        items in and out, errors and deadline misses, end-to-end deadline misses and
+        the latency of each sink stage as (bucket bounds in ns, counts, sum in ns).
+        What the workers last copied into their rows (every PUBLISH s): zeros before
+        they start, the Report's numbers once the run has ended."""
+        plan = self.plan
+        lay = self.layout
+        nodes = {n: dict.fromkeys(_FIELDS, 0) for n in plan.order}
+        latency: dict[str, tuple[list[int], list[int], int]] = {}
+        e2e = 0
+        cells = self.cells
+        values = cells[:] if cells is not None else [0] * (len(self.rows) * lay.width)
+        for stage_name, names, n in self.stages:
+            counts = [0] * _NB
+            total = 0
+            for k in range(n):
+                row = self.rows[(stage_name, k)] * lay.width
+                for name in names:
+                    at = row + lay.nodes[name]
+                    d = nodes[name]
+                    for j, f in enumerate(_FIELDS):
+                        d[f] += values[at + j]
+                e2e += values[row + lay.e2e]
+                b = row + lay.buckets
+                counts = [a + c for a, c in zip(counts, values[b : b + _NB], strict=True)]
+                total += values[row + lay.sum]
+            if plan.nodes[names[-1]].kind == "sink":
+                latency[stage_name] = (list(BUCKET_BOUNDS_NS), counts, total)
+        return {"graph": plan.name, "nodes": nodes, "e2e_deadline_misses": e2e, "latency": latency}
+
+    def _all_in_place(self) -> bool:
+        cells = self.cells
+        lay = self.layout
+        return all(cells[row * lay.width + lay.started] for row in self.rows.values())
+
+    def run(self, timeout: float | None = None, metrics: Any = None) -> Report:
+        """Runs the plan to the end of its sources; ``timeout`` (seconds) counts from
+        the moment every worker process is in place. ``metrics``: True or a
+        prometheus_client CollectorRegistry to export the run's ``framebus_flow_*``
+        families in while it is live."""
         from framebus.bus import FrameBus
 
+        if not (metrics is None or isinstance(metrics, bool) or hasattr(metrics, "register")):
+            raise FlowError(
+                f"metrics={metrics!r} is invalid: expected True, False, None or a "
+                "prometheus_client CollectorRegistry"
+            )
         plan = self.plan
         ctx: Any = multiprocessing.get_context(self.start_method)
         started = time.monotonic_ns()
-        limit = None if timeout is None else started + int(timeout * 1e9)
         stop, abort = _Flag(ctx), _Flag(ctx)
         results = ctx.Queue()
+        self.cells = ctx.RawArray(ctypes.c_int64, len(self.rows) * self.layout.width)
         self._make = (ctx, stop, abort, results)
         self.bus = None
         done = threading.Event()
@@ -766,6 +919,7 @@ class IpcEngine:
         procs: list[tuple[str, int, Any]] = []
         got: dict[tuple[str, int], dict[str, Any]] = {}
         state: dict[str, Any] = {"fatal": None, "interrupted": None, "timed_out": False}
+        registry: Any = None
         try:
             receiver.start()
             for names in plan.stage_nodes:
@@ -795,7 +949,8 @@ class IpcEngine:
                 "edges": plan.edges,
                 "fused": plan.fused,
                 "max_batch": self.max_batch,
-                "limit": limit,
+                "timeout": timeout,
+                "order": list(plan.order),
                 "parent": os.getpid(),
                 "receivers": sum(
                     plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
@@ -816,20 +971,27 @@ class IpcEngine:
                         acked=stage_name in self.acked,
                         wal=self.wal is not None,
                         resume=resume.get(names[0]),
+                        row=self.rows[(stage_name, k)],
                     )
                     self.specs[(stage_name, k)] = spec
                     procs.append((stage_name, k, self._process(spec)))
+            if metrics:
+                registry = _export(self, metrics)
             try:
                 for _s, _k, p in reversed(procs):  # the sources last
                     p.start()
             except KeyboardInterrupt as exc:
                 state["interrupted"] = exc
                 abort.set()
-            self._wait(procs, got, stop, abort, limit, state)
+            self._wait(procs, got, stop, abort, timeout, state)
         except BaseException:
             abort.set()
             raise
         finally:
+            if registry is not None:
+                from framebus import metrics as _metrics
+
+                _metrics.unregister_flow(self, None if registry is True else registry)
             self._reap(procs, got, abort)
             done.set()
             if receiver.ident is not None:
@@ -890,7 +1052,7 @@ class IpcEngine:
         ctx, stop, abort, results = self._make
         return ctx.Process(
             target=worker_main,
-            args=(spec, stop, abort, results),
+            args=(spec, stop, abort, results, self.cells),
             name=f"framebus-flow-{self.plan.name}-{spec['stage_name']}-{spec['index']}",
             daemon=True,
         )
@@ -965,13 +1127,15 @@ class IpcEngine:
         got: dict[tuple[str, int], dict[str, Any]],
         stop: _Flag,
         abort: _Flag,
-        limit: int | None,
+        timeout: float | None,
         state: dict[str, Any],
     ) -> None:
-        """Until every worker has sent its result: the timeout, Ctrl-C (the first
-        drains, a second aborts), failed and dead workers."""
+        """Until every worker has sent its result: the timeout (counted from when every
+        worker is in place), Ctrl-C (the first drains, a second aborts), failed and dead
+        workers."""
         exited_at: dict[tuple[str, int], float] = {}
         graph = self.plan.name
+        limit: int | None = None
         while True:
             try:
                 if len(got) == len(procs) or (abort.is_set() and state["fatal"] is not None):
@@ -1015,6 +1179,8 @@ class IpcEngine:
                         ),
                         abort,
                     )
+                if timeout is not None and limit is None and self._all_in_place():
+                    limit = time.monotonic_ns() + int(timeout * 1e9)
                 if limit is not None and not stop.is_set() and time.monotonic_ns() >= limit:
                     state["timed_out"] = True
                     stop.set()
@@ -1097,6 +1263,14 @@ class IpcEngine:
         report.timed_out = bool(timed_out)
         report.duration_ns = time.monotonic_ns() - started
         return report
+
+
+def _export(engine: IpcEngine, metrics: Any) -> Any:
+    from framebus import metrics as _metrics
+
+    registry = None if metrics is True else metrics
+    _metrics.register_flow(engine, registry)
+    return True if registry is None else registry
 
 
 def _rebuild_exc(stage: str, fatal: tuple[str, bytes | None]) -> BaseException:

@@ -1,9 +1,9 @@
 """A run watched while it goes: ``LiveRun`` runs a plan in the calling thread (its
-stages on threads, or in processes of their own with ``runtime="ipc"``, see
-framebus.flow.ipc_live) and samples its numbers every ``interval`` seconds on a thread
-of its own (for the progress display of ``framebus run`` / ``framebus demo`` and the
-throughput plot); ``Progress`` draws them: a table redrawn in place on a terminal, a
-plain line per sample otherwise."""
+stages on threads, or in processes of their own with ``runtime="ipc"``, whose workers
+copy their counters to this process, see framebus.flow.ipc) and samples its numbers
+every ``interval`` seconds on a thread of its own (for the progress display of
+``framebus run`` / ``framebus demo`` and the throughput plot); ``Progress`` draws them:
+a table redrawn in place on a terminal, a plain line per sample otherwise."""
 
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ class LiveRun:
 
             engine = SyncEngine(self.plan)
         elif self.runtime == "ipc":
-            from .ipc_live import LiveIpcEngine
+            from .ipc import IpcEngine
 
-            engine = LiveIpcEngine(self.plan)
+            engine = IpcEngine(self.plan)
         else:
             from .inproc import InprocEngine
 
