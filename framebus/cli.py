@@ -456,6 +456,12 @@ def _add_run_parser(sub: Any) -> None:
     )
     p.add_argument("--plot", metavar="PNG", help="write the latency and throughput plot")
     p.add_argument(
+        "--wal",
+        metavar="DIR",
+        help="a durable run (--runtime ipc): the sources' output is logged in DIR, and a run "
+        "killed and started again with the same DIR resumes where its stages had got to",
+    )
+    p.add_argument(
         "--allow-errors", action="store_true", help="exit 0 even if there are dead letters"
     )
     p.set_defaults(func=_cmd_run, subparser=p)

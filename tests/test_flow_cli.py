@@ -391,3 +391,41 @@ def test_live_run_ipc_duration_counts_from_the_workers_start() -> None:
     last = live.samples[-1]  # the end's numbers, from the workers' counters
     assert last.nodes["k"]["items_out"] == report.nodes["k"].items_out
     assert last.nodes["s"]["items_out"] == report.nodes["s"].items_out
+
+
+def test_run_wal_resumes_a_resumable_source_and_is_ipc_only(tmp_path: Path) -> None:
+    path = tmp_path / "durable.yaml"
+    path.write_text(
+        "name: durable\n"
+        "nodes:\n"
+        "  - {name: src, kind: source, fn: 'flow_fns:resumable_ten', options: {resumable: true}}\n"
+        "  - {name: m, kind: map, fn: 'flow_fns:double'}\n"
+        "  - {name: out, kind: sink, fn: 'flow_fns:write_line'}\n"
+        "edges: [[src, m], [m, out]]\n"
+    )
+    (tmp_path / "flow_fns.py").write_text((Path(__file__).parent / "flow_fns.py").read_text())
+    env = {"FLOW_DIR": str(tmp_path)}
+    wal = str(tmp_path / "wal")
+    for _ in range(2):
+        done = framebus(
+            "run",
+            str(path),
+            "--runtime",
+            "ipc",
+            "--wal",
+            wal,
+            "--json",
+            "r.json",
+            cwd=tmp_path,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+    # the second run was told the first had stored all ten, so it made nothing more
+    assert (tmp_path / "resumed").read_text().split() == ["0", "10"]
+    lines = (tmp_path / "out").read_text().split()
+    assert sorted(map(int, lines)) == [2 * i for i in range(10)]
+    assert report_of(tmp_path / "r.json")["nodes"]["src"]["items_out"] == 0
+    assert os.listdir(wal)
+    done = framebus("run", str(path), "--runtime", "inproc", "--wal", wal, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert 'durable runs are runtime="ipc" only' in done.stderr

@@ -42,11 +42,13 @@ def _execute(
         registry = CollectorRegistry()
         server = metrics.serve(metrics_port, registry=registry)
         print(f"metrics: {server.url}", flush=True)
-    live = LiveRun(plan, args.runtime, args.interval, Progress(plan))
     status = 0
     report: Any
     try:
         try:
+            live = LiveRun(
+                plan, args.runtime, args.interval, Progress(plan), wal=getattr(args, "wal", None)
+            )
             report = live.run(timeout=duration, registry=registry)
         except FlowError as exc:
             # a graph the runtime cannot run, or a run that ended with an error (a worker

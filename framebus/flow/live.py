@@ -43,6 +43,7 @@ class LiveRun:
     interval: float = 1.0
     on_sample: Any = None
     samples: list[Sample] = field(default_factory=list)
+    wal: str | None = None  # a durable run's directory (ipc only)
 
     def __post_init__(self) -> None:
         if self.runtime not in LIVE_RUNTIMES:
@@ -52,6 +53,11 @@ class LiveRun:
             )
         if not (isinstance(self.interval, (int, float)) and self.interval > 0):
             raise FlowError(f"interval={self.interval!r} is invalid: expected a number > 0")
+        if self.wal is not None and self.runtime != "ipc":
+            raise FlowError(
+                f"wal={self.wal!r}: the {self.runtime} runtime does not take wal; durable "
+                'runs are runtime="ipc" only'
+            )
 
     def run(self, timeout: float | None = None, registry: Any = None) -> Report:
         """The run's Report. ``registry``: a prometheus_client CollectorRegistry the
@@ -66,7 +72,7 @@ class LiveRun:
         elif self.runtime == "ipc":
             from .ipc import IpcEngine
 
-            engine = IpcEngine(self.plan)
+            engine = IpcEngine(self.plan, wal=self.wal)
         else:
             from .inproc import InprocEngine
 
