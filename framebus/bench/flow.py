@@ -271,13 +271,16 @@ def cpu_items() -> Iterator[int]:
 
 
 _sunk = 0
+_expect: int | None = None
 
 
 def count_to_last(item: Any) -> None:
     """The timed sink: stamps "last" when the expected count is reached."""
-    global _sunk
+    global _sunk, _expect
+    if _expect is None:
+        _expect = int(os.environ.get(_EXPECT_ENV, "0"))  # once: not per item
     _sunk += 1
-    if _sunk == int(os.environ.get(_EXPECT_ENV, "0")):
+    if _sunk == _expect:
         _stamp("last")
 
 
@@ -362,8 +365,8 @@ def run_cpu(runtime: str, count: int) -> float:
     plan = flow.compile(_cpu_graph())
 
     def run() -> None:
-        global _sunk
-        _sunk = 0  # the inproc sink counts in this process
+        global _sunk, _expect
+        _sunk, _expect = 0, None  # the inproc sink counts in this process
         report = plan.run(runtime=runtime, **options)
         _delivered(f"cpu.{runtime}", report, count)
 
