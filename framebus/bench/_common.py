@@ -570,6 +570,28 @@ def finish_report(report: dict[str, Any], args: Any, command: list[str], table: 
     sys.stdout.flush()
 
 
+def execute_suite(
+    args: Any,
+    error: Callable[[str], Any],
+    command: list[str],
+    suite: str,
+    make_params: Callable[[Any, Callable[[str], Any]], Any],
+    run: Callable[[Any, Any], dict[str, Any]],
+    format_table: Callable[[dict[str, Any]], str],
+    progress_class: type[Progress] | None = None,
+) -> int:
+    """A suite's ``execute``: check and parse the options, run with progress on
+    stderr (``progress_class``, default XProgress), print the table, write the JSON."""
+    check_suite_args(args, error, suite)
+    params = make_params(args, error)
+    progress = None if args.no_progress else (progress_class or XProgress)(sys.stderr)
+    report, status = run_guarded(lambda: run(params, progress))
+    if report is None:
+        return status
+    finish_report(report, args, command, format_table(report))
+    return 0
+
+
 def main_with(
     build_parser: Callable[[str | None], Any],
     execute: Callable[[Any, Callable[[str], Any], list[str]], int],

@@ -72,14 +72,12 @@ from ._common import (
     XProgress,
     add_options,
     check_common,
-    check_suite_args,
     dist_version,
-    finish_report,
+    execute_suite,
     fmt_range,
     fmt_rate,
     machine_info,
     main_with,
-    run_guarded,
     summary,
 )
 
@@ -923,14 +921,7 @@ def build_parser(prog: str | None = None) -> Any:
 
 def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     """Run with parsed options: progress on stderr, table on stdout, JSON if asked."""
-    check_suite_args(args, error, "bridge")
-    params = params_from_args(args, error)
-    progress = None if args.no_progress else XProgress(sys.stderr)
-    report, status = run_guarded(lambda: run(params, progress))
-    if report is None:
-        return status
-    finish_report(report, args, command, format_table(report))
-    return 0
+    return execute_suite(args, error, command, "bridge", params_from_args, run, format_table)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -46,14 +46,12 @@ from ._common import (
     Progress,
     add_options,
     check_common,
-    check_suite_args,
-    finish_report,
+    execute_suite,
     fmt_range,
     fmt_rate,
     is_framebus,
     machine_info,
     main_with,
-    run_guarded,
     summary,
     variant_ratio_notes,
 )
@@ -747,14 +745,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     """Run with parsed options: progress on stderr, table on stdout, JSON if asked."""
-    check_suite_args(args, error, "inproc")
-    params = params_from_args(args, error)
-    progress = None if args.no_progress else Progress(sys.stderr)
-    report, status = run_guarded(lambda: run(params, progress))
-    if report is None:
-        return status
-    finish_report(report, args, command, format_table(report))
-    return 0
+    return execute_suite(
+        args, error, command, "inproc", params_from_args, run, format_table, progress_class=Progress
+    )
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

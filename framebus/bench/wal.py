@@ -54,19 +54,16 @@ from ._common import (
     DEFAULT_SIZES,
     SHARED_FLAGS,
     BenchError,
-    XProgress,
     add_options,
     check_common,
-    check_suite_args,
     dist_version,
-    finish_report,
+    execute_suite,
     fmt_range,
     fmt_rate,
     import_optional,
     load_average,
     machine_info,
     main_with,
-    run_guarded,
     summary,
 )
 from ._common import WAL_QUICK_REPEAT as QUICK_REPEAT
@@ -1050,14 +1047,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def execute(args: Any, error: Callable[[str], Any], command: list[str]) -> int:
     """Run the WAL suite: progress on stderr, the table on stdout, JSON if asked."""
-    check_suite_args(args, error, "wal")
-    params = params_from_args(args, error)
-    progress = None if args.no_progress else XProgress(sys.stderr)
-    report, status = run_guarded(lambda: run(params, progress))
-    if report is None:
-        return status
-    finish_report(report, args, command, format_table(report))
-    return 0
+    return execute_suite(args, error, command, "wal", params_from_args, run, format_table)
 
 
 def build_parser(prog: str | None = None) -> Any:
