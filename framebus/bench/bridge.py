@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import (
+    SHARED_FLAGS,
     BenchError,
     XProgress,
     add_options,
@@ -871,16 +872,6 @@ _HELPS = {
     "--quick": f"a smoke run ({QUICK_COUNT} frames, {QUICK_REPEAT} repeat, {QUICK_PACED} "
     "paced frames unless --count/--repeat say otherwise)",
 }
-_FLAGS = (
-    "--size",
-    "--count",
-    "--repeat",
-    "--batch",
-    "--preset",
-    "--json",
-    "--quick",
-    "--no-progress",
-)
 
 
 def params_from_args(args: Any, error: Callable[[str], Any]) -> Params:
@@ -915,7 +906,7 @@ def build_parser(prog: str | None = None) -> Any:
         "in the same run against one local nats-server, and the end-to-end latency at "
         f"{PACED_RATE:.0f} frames/s.",
     )
-    add_options(p, _FLAGS, _HELPS)
+    add_options(p, SHARED_FLAGS, _HELPS)
     return p
 
 
