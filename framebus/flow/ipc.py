@@ -4,9 +4,16 @@ the run, so credits carry backpressure from the sinks back to the sources across
 processes.
 
 Processes. A stage (a fused chain, or one node) runs in one worker process, or in
-``parallelism`` processes for a map, filter or sink: they are members of the node's
-input port, ``<graph>.<node>``, as a work-sharing group (each frame goes to one of
-them) and draw on its one credit pool. The workers are started with
+``parallelism`` n processes for a map, filter or sink (an accumulate has
+parallelism 1). Without restart or a WAL the n workers are members of the node's
+input port, ``<graph>.<node>``, as a work-sharing group (each frame goes to whichever
+takes it first) and draw on its one credit pool. With ``restart=True`` on the node, or
+in a durable run, each worker k has a port of its own, ``<graph>.<node>.<k>``, with
+its own credit window (the node's ``window``), end-of-input marks and ack group (below):
+a sender puts each frame on one of the n ports, the one with the most credit left
+(round robin among ties; a batch a 1/n share at a time), so a slow worker, whose
+credits come back slowly, gets fewer frames; the end marker goes to every port. The
+workers are started with
 ``multiprocessing`` (``start_method``: ``"spawn"`` by default, or ``"forkserver"``;
 ``"fork"`` only when asked), so a worker imports the graph's callables by their
 ``"module:qualname"`` (``plan.manifests``): a lambda, a local function, a bound
@@ -32,9 +39,11 @@ that dies (killed, or exited without its result) ends the run: every other worke
 stopped and ``run`` raises a FlowError naming the stage, the process and its exit
 code or signal.
 
-Restart. A stage with ``restart=True`` on one of its nodes (a map, filter or sink;
-parallelism 1) gets a new worker when its worker dies, up to MAX_RESTARTS (3) times
-a run, then the run ends as above. Its worker acknowledges each frame it received
+Restart. A stage with ``restart=True`` on one of its nodes (a map, filter or sink, of
+any parallelism) gets a new worker when one of its workers dies, up to MAX_RESTARTS
+(3) times a run for the stage, then the run ends as above. With parallelism n each
+worker's port (above) is restarted on its own, as the one port of a stage of one
+worker is: the other workers go on meanwhile. Its worker acknowledges each frame it received
 only after the frame's outputs are sent (with ``overflow="block"``, the default: in
 the next port): its port has a second cursor, the ack group, that the worker moves
 past the frames it finished and the parent holds open. When the worker dies, the
@@ -50,7 +59,8 @@ credits, the dead worker's grants not yet given back, is lost per restart).
 Durable runs. With ``wal=DIR`` the run's bus has its write-ahead log in DIR (the
 parent writes it), so every frame the stages send is stored, and every stage's
 port has the ack cursor described above, as a durable consumer group: the worker
-commits it past the frames it finished once every frame it sent before is durable
+(with parallelism n, one per worker's port) commits it past the frames it finished
+once every frame it sent before is durable
 (asked of the WAL's writer without waiting; at the stage's end, waited for). A
 source with ``resumable=True`` commits, the same way, how many items it yielded (a
 group ``<graph>.<source>:made`` whose offset is that count). A run started with a
@@ -60,8 +70,11 @@ frames among them again on their port (end markers left out; counted as the head
 node's ``redelivered``; their credits taken from the pool), then starts the workers;
 a resumable source is called ``fn(resume=n)`` with its stored count, any other
 ``fn()`` (it starts over). Nothing is lost; an item whose outputs were stored before
-the crash, or a non-resumable source's, comes again (at least once). Every node has
-parallelism 1. The segments of dead earlier runs of the graph are unlinked first.
+the crash, or a non-resumable source's, comes again (at least once). A node of
+parallelism n resumes each of its ports, ``<graph>.<node>.<k>``, from its own ack
+group: run the graph again with the same parallelism (were it lowered, the frames a
+dropped worker's port had not committed would not be handed on). The segments of
+dead earlier runs of the graph are unlinked first.
 
 Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
 sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
@@ -233,6 +246,14 @@ def _workers(plan: Plan, names: list[str]) -> int:
     return plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
 
 
+def _ports(plan: Plan, names: list[str], wal: bool) -> int:
+    """How many input ports the stage of ``names`` has: one per worker when its workers
+    acknowledge what they finished (restart=True, or a run with a WAL), else one that
+    its workers share as a group (each frame to whichever worker is free first)."""
+    n = _workers(plan, names)
+    return n if n > 1 and (wal or _restarts(plan, names)) else 1
+
+
 def _port_name(graph: str, head: str, k: int, n: int) -> str:
     # the input port of worker k of n of the stage headed by ``head``: one port per
     # worker when there are several (node names have no ".", so no name is another's)
@@ -313,6 +334,7 @@ class _IpcWorker(_Worker):
     made_group: str | None = None  # wal, a source: where it stores its count
     made = 0  # wal, a source: items its iterator has yielded, in every run
     max_out_seq = -1  # the last frame this worker sent (restart or wal)
+    port_index = 0  # which of its stage's ports it receives on (0: the only one)
 
     def setup_ends(self, bus: FrameBus) -> None:
         self.held_frames: deque[tuple[int, int]] = deque()
@@ -325,7 +347,7 @@ class _IpcWorker(_Worker):
         head = self.stage.head.name
         # one mark per input: an end marker handed on again is counted once
         self.end_marks = {
-            src: TopicCounter(bus, _ctl(head, f"end:{src}:{self.index}"))
+            src: TopicCounter(bus, _ctl(head, f"end:{src}:{self.port_index}"))
             for src in self.stage.head.inputs
         }
 
@@ -741,13 +763,16 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any, c
             if rate is not None and stage.workers > 1:
                 node.options["rate"] = rate / stage.workers
         head = stage.head
-        in_port = _port_name(plan.name, head.name, index, stage.workers)
+        nports = _ports(plan, names, spec["wal"])
+        port_index = index if nports > 1 else 0
+        in_port = _port_name(plan.name, head.name, port_index, nports)
         if stage.kind != "source":
             port = _SharedPort(bus, in_port, window=head.options["window"])
             ports.append(port)
             port._receive_side()
             stage.port = port
         worker = _IpcWorker(engine, run, stage, index)
+        worker.port_index = port_index
         worker.setup_ends(bus)
         worker.finished = TopicCounter(bus, _ctl(head.name, "fin"))
         if spec["acked"]:
@@ -761,7 +786,7 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any, c
             if spec["resume"] is not None:  # a resumable source
                 worker.made_group = _made_group(plan.name, head.name)
                 worker.made = worker.resume = spec["resume"]
-        heads = {names[0]: _workers(plan, names) for names in plan.stage_nodes}
+        heads = {names[0]: _ports(plan, names, spec["wal"]) for names in plan.stage_nodes}
         for dst in stage.tail.outputs:
             dnode = plan.nodes[dst]
             n_dst = heads[dst]
@@ -1009,11 +1034,11 @@ class IpcEngine:
             receiver.start()
             for names in plan.stage_nodes:
                 head = plan.nodes[names[0]]
-                n = _workers(plan, names)
+                n = _ports(plan, names, self.wal is not None)
                 stage_name = "+".join(names)
                 for k in range(n if head.kind != "source" else 0):
-                    # each worker's port: its group and credit pool exist before any
-                    # worker does
+                    # the stage's ports (one per worker, or one its workers share):
+                    # their groups and credit pools exist before any worker does
                     port = _port_name(plan.name, head.name, k, n)
                     bytes_topic, _env, group = port_topics(port)
                     main = bus.subscribe(group + ".*", group=group)
