@@ -284,24 +284,24 @@ def slow_ten() -> object:
         yield i
 
 
-def durable_graph(source: str = "resumable_300") -> object:
+def durable_graph(source: str = "resumable_300", parallelism: int = 1) -> object:
     from framebus import flow
 
     g = flow.Graph("ipc-durable")
     (
         g.source("src", globals()[source], resumable=source.startswith("resumable"))
-        >> g.map("inc", inc)
+        >> g.map("inc", inc, parallelism=parallelism)
         >> g.accumulate("acc", count=4)
         >> g.sink("out", write_line_noting_pid)
     )
     return g
 
 
-def durable_main(wal: str, source: str = "resumable_300") -> None:
+def durable_main(wal: str, source: str = "resumable_300", parallelism: int = 1) -> None:
     """A program (python -c) running durable_graph with a WAL, for a test to kill."""
     from framebus import flow
 
-    flow.compile(durable_graph(source)).run(runtime="ipc", wal=wal)  # type: ignore[arg-type]
+    flow.compile(durable_graph(source, parallelism)).run(runtime="ipc", wal=wal)  # type: ignore[arg-type]
 
 
 def sensor_readings_2000() -> object:

@@ -429,3 +429,26 @@ def test_run_wal_resumes_a_resumable_source_and_is_ipc_only(tmp_path: Path) -> N
     done = framebus("run", str(path), "--runtime", "inproc", "--wal", wal, cwd=tmp_path, env=env)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert 'durable runs are runtime="ipc" only' in done.stderr
+
+
+def test_cpu_example_with_two_workers_in_a_durable_run(tmp_path: Path) -> None:
+    # a node of parallelism 2 in a run with a WAL: a port per worker, each with its own
+    # durable ack cursor; a second run on the same WAL hands on nothing again
+    wal = tmp_path / "wal"
+    for _ in range(2):
+        done = framebus(
+            "run",
+            str(EXAMPLES / "cpu.yaml"),
+            "--runtime",
+            "ipc",
+            "--wal",
+            str(wal),
+            "--json",
+            "r.json",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        nodes = report_of(tmp_path / "r.json")["nodes"]
+        assert nodes["digest"]["items_in"] == nodes["keep"]["items_out"] == 2_000
+        assert nodes["digest"]["redelivered"] == nodes["keep"]["redelivered"] == 0
+    assert os.listdir(wal)

@@ -349,11 +349,40 @@ def test_restart_of_a_sink(tmp_path: Any) -> None:
     assert snap["out"]["items_out"] >= report.nodes["out"].items_out
 
 
-def test_restart_needs_parallelism_1() -> None:
+@pytest.mark.crash
+@pytest.mark.parametrize("max_batch", [1, 16])
+def test_restart_of_one_of_two_workers(tmp_path: Any, max_batch: int) -> None:
+    # each worker has a port of its own: the dead one's replacement takes what it had
+    # taken and not finished; the other worker goes on meanwhile
     g = flow.Graph("ipc-restart-par")
-    g.source("src", flow_fns.ten) >> g.sink("out", flow_fns.write_line, restart=True, parallelism=2)
-    with pytest.raises(FlowError, match="node 'out': option restart=True is invalid"):
-        ipc(g)
+    (
+        g.source("src", flow_fns.thousand)
+        >> g.map("m", flow_fns.die_once_on_5, pure=False, restart=True, parallelism=2, window=8)
+        >> g.map("d", flow_fns.double)
+        >> g.sink("out", flow_fns.write_line)
+    )
+    report = ipc(g, max_batch=max_batch)
+    assert (tmp_path / "died").exists()
+    got = Counter(flow_fns.read_lines(str(tmp_path)))
+    expected = Counter(2 * i for i in range(1000))
+    assert got >= expected  # nothing lost
+    assert got - expected == Counter({x: n - 1 for x, n in got.items() if n > 1})  # dups only
+    assert report.nodes["m"].redelivered >= 1
+    assert sum(got.values()) - 1000 <= report.nodes["m"].redelivered  # all counted
+    assert report.nodes["src"].items_out == 1000
+
+
+@pytest.mark.crash
+def test_restart_of_a_sink_of_two_workers(tmp_path: Any) -> None:
+    g = flow.Graph("ipc-restart-par-sink")
+    g.source("src", flow_fns.thousand) >> g.sink(
+        "out", flow_fns.sink_dying_once_on_5, restart=True, parallelism=2, window=4
+    )
+    report = ipc(g, max_batch=8)
+    got = Counter(flow_fns.read_lines(str(tmp_path)))
+    assert set(got) == set(range(1000))
+    assert report.nodes["out"].redelivered >= 1
+    assert sum(got.values()) - 1000 <= report.nodes["out"].redelivered
 
 
 @pytest.mark.crash
@@ -464,12 +493,12 @@ def _group_pids(pgid: int) -> list[int]:
 
 
 def _kill_run_midway(
-    tmp_path: Any, wal: Any, source: str, batches: int = 10
+    tmp_path: Any, wal: Any, source: str, batches: int = 10, parallelism: int = 1
 ) -> tuple[list[int], int]:
-    """Runs durable_graph(source) with ``wal`` in a program of its own, SIGKILLs the
-    whole run (parent and workers, one process group) once the sink wrote ``batches``
-    lines, waits until every process of it has ended; the items written before, and
-    the killed parent's pid."""
+    """Runs durable_graph(source, parallelism) with ``wal`` in a program of its own,
+    SIGKILLs the whole run (parent and workers, one process group) once the sink wrote
+    ``batches`` lines, waits until every process of it has ended; the items written
+    before, and the killed parent's pid."""
     import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -477,7 +506,7 @@ def _kill_run_midway(
         [
             sys.executable,
             "-c",
-            f"import flow_fns; flow_fns.durable_main({str(wal)!r}, {source!r})",
+            f"import flow_fns; flow_fns.durable_main({str(wal)!r}, {source!r}, {parallelism})",
         ],
         cwd=here,
         start_new_session=True,
@@ -524,6 +553,28 @@ def test_a_killed_run_with_a_wal_resumes_without_loss(tmp_path: Any) -> None:
     # WAL, and those are counted (the source makes again only items after it); the
     # sink's items are batches of up to 4 (acc's count)
     nodes = report.nodes
+    again = nodes["inc"].redelivered + nodes["acc"].redelivered + 4 * nodes["out"].redelivered
+    assert sum(n - 1 for x, n in got.items() if x <= resumed[1]) <= again
+
+
+@pytest.mark.crash
+def test_a_killed_run_with_two_workers_of_a_map_resumes_without_loss(tmp_path: Any) -> None:
+    # the map "inc" runs in two workers, a port each: each port's uncommitted frames
+    # are handed on again to its worker
+    expected = Counter(range(1, 301))
+    wal = tmp_path / "wal"
+    before, killed = _kill_run_midway(tmp_path, wal, "resumable_300", parallelism=2)
+    assert 40 <= len(before) < 300
+    report = ipc(flow_fns.durable_graph("resumable_300", 2), wal=str(wal))  # type: ignore[arg-type]
+    assert _segments("ipc-durable", killed) == []
+    got = Counter(x for batch in flow_fns.read_lines(str(tmp_path)) for x in batch)  # type: ignore[attr-defined]
+    assert got >= expected  # every item delivered
+    assert got - expected == Counter({x: n - 1 for x, n in got.items() if n > 1})  # dups only
+    resumed = [int(v) for v in (tmp_path / "resumed").read_text().split()]
+    assert resumed[0] == 0 and 0 < resumed[1] < 300
+    assert report.nodes["src"].items_out == 300 - resumed[1]
+    assert report.nodes["inc"].items_in >= 300 - resumed[1]
+    nodes = report.nodes  # the sink's items are batches of up to 4 (acc's count)
     again = nodes["inc"].redelivered + nodes["acc"].redelivered + 4 * nodes["out"].redelivered
     assert sum(n - 1 for x, n in got.items() if x <= resumed[1]) <= again
 
@@ -602,10 +653,6 @@ def test_bad_wal_values_are_clear_errors(tmp_path: Any) -> None:
     for runtime in ("sync", "inproc"):
         with pytest.raises(FlowError, match=f"the {runtime} runtime does not take wal"):
             plan.run(runtime=runtime, wal=str(tmp_path / "w"))
-    par = flow.Graph("ipc-badwal-par")
-    par.source("src", flow_fns.ten) >> par.sink("out", flow_fns.write_line, parallelism=2)
-    with pytest.raises(FlowError, match="node 'out': option parallelism=2 is invalid in a run"):
-        flow.compile(par).run(runtime="ipc", wal=str(tmp_path / "w"))
     no_resume = flow.Graph("ipc-badwal-res")
     no_resume.source("src", flow_fns.ten, resumable=True) >> no_resume.sink("o", flow_fns.store)
     with pytest.raises(FlowError, match="node 'src': option resumable=True needs .* resume"):

@@ -173,8 +173,10 @@ class Plan:
         same ``wal`` after a crash resumes from the offsets its stages committed,
         handing on again what they had not (at least once; counted as
         ``redelivered``); a source with ``resumable=True`` is called
-        ``fn(resume=n)`` with the count of its items already stored. Every node of
-        such a run has parallelism 1. See :mod:`framebus.flow.ipc`."""
+        ``fn(resume=n)`` with the count of its items already stored. A node of
+        parallelism n > 1 then gives each worker a port (and ack cursor) of its own, as
+        with ``restart=True``; run it again with the same parallelism. See
+        :mod:`framebus.flow.ipc`."""
         if runtime not in RUNTIMES:
             raise FlowError(
                 f"unknown runtime {runtime!r}; expected one of "

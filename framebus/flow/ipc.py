@@ -4,9 +4,16 @@ the run, so credits carry backpressure from the sinks back to the sources across
 processes.
 
 Processes. A stage (a fused chain, or one node) runs in one worker process, or in
-``parallelism`` processes for a map, filter or sink: they are members of the node's
-input port, ``<graph>.<node>``, as a work-sharing group (each frame goes to one of
-them) and draw on its one credit pool. The workers are started with
+``parallelism`` n processes for a map, filter or sink (an accumulate has
+parallelism 1). Without restart or a WAL the n workers are members of the node's
+input port, ``<graph>.<node>``, as a work-sharing group (each frame goes to whichever
+takes it first) and draw on its one credit pool. With ``restart=True`` on the node, or
+in a durable run, each worker k has a port of its own, ``<graph>.<node>.<k>``, with
+its own credit window (the node's ``window``), end-of-input marks and ack group (below):
+a sender puts each frame on one of the n ports, the one with the most credit left
+(round robin among ties; a batch a 1/n share at a time), so a slow worker, whose
+credits come back slowly, gets fewer frames; the end marker goes to every port. The
+workers are started with
 ``multiprocessing`` (``start_method``: ``"spawn"`` by default, or ``"forkserver"``;
 ``"fork"`` only when asked), so a worker imports the graph's callables by their
 ``"module:qualname"`` (``plan.manifests``): a lambda, a local function, a bound
@@ -32,9 +39,11 @@ that dies (killed, or exited without its result) ends the run: every other worke
 stopped and ``run`` raises a FlowError naming the stage, the process and its exit
 code or signal.
 
-Restart. A stage with ``restart=True`` on one of its nodes (a map, filter or sink;
-parallelism 1) gets a new worker when its worker dies, up to MAX_RESTARTS (3) times
-a run, then the run ends as above. Its worker acknowledges each frame it received
+Restart. A stage with ``restart=True`` on one of its nodes (a map, filter or sink, of
+any parallelism) gets a new worker when one of its workers dies, up to MAX_RESTARTS
+(3) times a run for the stage, then the run ends as above. With parallelism n each
+worker's port (above) is restarted on its own, as the one port of a stage of one
+worker is: the other workers go on meanwhile. Its worker acknowledges each frame it received
 only after the frame's outputs are sent (with ``overflow="block"``, the default: in
 the next port): its port has a second cursor, the ack group, that the worker moves
 past the frames it finished and the parent holds open. When the worker dies, the
@@ -50,7 +59,8 @@ credits, the dead worker's grants not yet given back, is lost per restart).
 Durable runs. With ``wal=DIR`` the run's bus has its write-ahead log in DIR (the
 parent writes it), so every frame the stages send is stored, and every stage's
 port has the ack cursor described above, as a durable consumer group: the worker
-commits it past the frames it finished once every frame it sent before is durable
+(with parallelism n, one per worker's port) commits it past the frames it finished
+once every frame it sent before is durable
 (asked of the WAL's writer without waiting; at the stage's end, waited for). A
 source with ``resumable=True`` commits, the same way, how many items it yielded (a
 group ``<graph>.<source>:made`` whose offset is that count). A run started with a
@@ -60,8 +70,11 @@ frames among them again on their port (end markers left out; counted as the head
 node's ``redelivered``; their credits taken from the pool), then starts the workers;
 a resumable source is called ``fn(resume=n)`` with its stored count, any other
 ``fn()`` (it starts over). Nothing is lost; an item whose outputs were stored before
-the crash, or a non-resumable source's, comes again (at least once). Every node has
-parallelism 1. The segments of dead earlier runs of the graph are unlinked first.
+the crash, or a non-resumable source's, comes again (at least once). A node of
+parallelism n resumes each of its ports, ``<graph>.<node>.<k>``, from its own ack
+group: run the graph again with the same parallelism (were it lowered, the frames a
+dropped worker's port had not committed would not be handed on). The segments of
+dead earlier runs of the graph are unlinked first.
 
 Stopping. At the end of every source, at ``timeout`` or on Ctrl-C in the parent, the
 sources stop and the rest drains, as inproc (Ctrl-C re-raises KeyboardInterrupt with
@@ -153,6 +166,7 @@ _MAX_FRAME = 1 << 22
 _GRACE = 10.0  # s: how long a stopped run waits for a worker before terminating it
 _WATCH = 0.5  # s: how often a worker checks that the run's parent lives
 MAX_RESTARTS = 3  # restarts of one stage's workers in one run, at most
+_SPREAD_WAIT = 0.002  # s: a sender to several workers' ports waits on each in turn
 _EXIT_GRACE = 2.0  # s: how long a worker that exited 0 has for its result to arrive
 PUBLISH = 0.1  # s: how often a worker copies its counters into its row of the block
 _FIELDS = ("items_in", "items_out", "errors", "deadline_misses")  # per node, live
@@ -227,9 +241,28 @@ def _ctl(head: str, what: str) -> str:
     return f"{FLOW}ipc:{head}:{what}"
 
 
-def _ack_group(graph: str, head: str) -> str:
-    # the second cursor of a restartable stage's port (a group name, not a topic)
-    return f"{FLOW}ipc:{graph}.{head}:ack"
+def _workers(plan: Plan, names: list[str]) -> int:
+    """How many worker processes the stage of ``names`` runs in."""
+    return plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
+
+
+def _ports(plan: Plan, names: list[str], wal: bool) -> int:
+    """How many input ports the stage of ``names`` has: one per worker when its workers
+    acknowledge what they finished (restart=True, or a run with a WAL), else one that
+    its workers share as a group (each frame to whichever worker is free first)."""
+    n = _workers(plan, names)
+    return n if n > 1 and (wal or _restarts(plan, names)) else 1
+
+
+def _port_name(graph: str, head: str, k: int, n: int) -> str:
+    # the input port of worker k of n of the stage headed by ``head``: one port per
+    # worker when there are several (node names have no ".", so no name is another's)
+    return f"{graph}.{head}" if n == 1 else f"{graph}.{head}.{k}"
+
+
+def _ack_group(port: str) -> str:
+    # the second cursor of a port whose worker acknowledges (a group name, not a topic)
+    return f"{FLOW}ipc:{port}:ack"
 
 
 def _made_group(graph: str, source: str) -> str:
@@ -301,6 +334,7 @@ class _IpcWorker(_Worker):
     made_group: str | None = None  # wal, a source: where it stores its count
     made = 0  # wal, a source: items its iterator has yielded, in every run
     max_out_seq = -1  # the last frame this worker sent (restart or wal)
+    port_index = 0  # which of its stage's ports it receives on (0: the only one)
 
     def setup_ends(self, bus: FrameBus) -> None:
         self.held_frames: deque[tuple[int, int]] = deque()
@@ -313,7 +347,8 @@ class _IpcWorker(_Worker):
         head = self.stage.head.name
         # one mark per input: an end marker handed on again is counted once
         self.end_marks = {
-            src: TopicCounter(bus, _ctl(head, f"end:{src}")) for src in self.stage.head.inputs
+            src: TopicCounter(bus, _ctl(head, f"end:{src}:{self.port_index}"))
+            for src in self.stage.head.inputs
         }
 
     def _ends_complete(self) -> bool:
@@ -338,7 +373,11 @@ class _IpcWorker(_Worker):
         if self.outs:
             end = self.packer.pack([_END, 0, 0, stage.tail.name])
             for out in self.outs:
-                self._push(out, [end], [0], wait=True)
+                if isinstance(out, _SpreadOut):
+                    for port in out.ports:  # every worker of the next stage ends
+                        self._spread(out, [port], [end], [0], wait=True)
+                else:
+                    self._push(out, [end], [0], wait=True)
         if self.ack is not None and self.held_frames:
             self._acknowledge(self.ack, [seq for seq, _n in self.held_frames])
             self.held_frames.clear()
@@ -473,6 +512,9 @@ class _IpcWorker(_Worker):
         return _counted_async(self, it) if hasattr(it, "__anext__") else _counted(self, it)
 
     def _push(self, out: _Out, data: list[bytes], counts: list[int], wait: bool) -> None:
+        if isinstance(out, _SpreadOut):
+            self._spread(out, out.ports, data, counts, wait)
+            return
         if self.ack is None and self.wal is None:
             super()._push(out, data, counts, wait)
             return
@@ -513,6 +555,78 @@ class _IpcWorker(_Worker):
         while len(out.pending) > out.window:
             out.pending.popleft()
             out.dropped += out.pending_n.popleft()
+
+    def _spread(
+        self,
+        out: _SpreadOut,
+        ports: list[DataPort],
+        data: list[bytes],
+        counts: list[int],
+        wait: bool,
+    ) -> None:
+        """_push to a node of several workers, a port each: every frame goes to one of
+        ``ports``, the one with the most credit (round robin among ties), at most a
+        1/len(ports) share of the batch at a time, so a slow worker (its credits come
+        back slowly) gets fewer frames. It waits for credit in the pools, holding none
+        (a worker that may be restarted would lose what it holds)."""
+        if out.overflow == "drop_oldest" or out.pending:
+            out.pending.extend(data)
+            out.pending_n.extend(counts)
+            data, counts = list(out.pending), list(out.pending_n)
+            out.pending.clear()
+            out.pending_n.clear()
+        m = len(ports)
+        i, n = 0, len(data)
+        share = max(1, -(-n // m))
+        tail = self.stats[self.stage.tail.name]
+        while i < n:
+            best, most, at = None, 0, 0
+            for j in range(m):
+                pick = (out.rr + j) % m
+                port = ports[pick]
+                c = port._credits.get() + port.held
+                if c > most:
+                    best, most, at = port, c, pick
+            if best is not None:
+                out.rr = (at + 1) % m
+                try:
+                    first, k = best.send_batch(data[i : i + min(n - i, most, share)], _POLL)
+                except WouldBlock:
+                    k = 0  # taken by another sender meanwhile, or no room in the ring
+                if k:
+                    self.max_out_seq = max(self.max_out_seq, first + k - 1)
+                    i += k
+                    continue
+            if not wait:
+                break
+            self._check_abort()
+            start = self.clock()
+            # no wait on several counters at once: a short one on each in turn
+            out.rr = (out.rr + 1) % m
+            ports[out.rr]._credits.wait(1, _SPREAD_WAIT)
+            tail.blocked_ns += self.clock() - start
+        rest, rest_n = data[i:], counts[i:]
+        if not rest:
+            return
+        if out.overflow == "drop":
+            out.dropped += sum(rest_n)
+            return
+        out.pending.extend(rest)
+        out.pending_n.extend(rest_n)
+        while len(out.pending) > out.window:
+            out.pending.popleft()
+            out.dropped += out.pending_n.popleft()
+
+
+class _SpreadOut(_Out):
+    """The sending end of a node of several workers: one port per worker."""
+
+    __slots__ = ("ports", "rr")
+
+    def __init__(self, dst: CompiledNode, ports: list[DataPort]) -> None:
+        super().__init__(dst, ports[0], _Wake())
+        self.ports = ports
+        self.rr = 0  # where the round robin among ports with equal credit starts
 
 
 def check_importable(plan: Plan) -> None:
@@ -649,17 +763,21 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any, c
             if rate is not None and stage.workers > 1:
                 node.options["rate"] = rate / stage.workers
         head = stage.head
+        nports = _ports(plan, names, spec["wal"])
+        port_index = index if nports > 1 else 0
+        in_port = _port_name(plan.name, head.name, port_index, nports)
         if stage.kind != "source":
-            port = _SharedPort(bus, f"{plan.name}.{head.name}", window=head.options["window"])
+            port = _SharedPort(bus, in_port, window=head.options["window"])
             ports.append(port)
             port._receive_side()
             stage.port = port
         worker = _IpcWorker(engine, run, stage, index)
+        worker.port_index = port_index
         worker.setup_ends(bus)
         worker.finished = TopicCounter(bus, _ctl(head.name, "fin"))
         if spec["acked"]:
-            group = _ack_group(plan.name, head.name)
-            ack = bus.subscribe(port_topics(f"{plan.name}.{head.name}")[2] + ".*", group=group)
+            group = _ack_group(in_port)
+            ack = bus.subscribe(port_topics(in_port)[2] + ".*", group=group)
             worker.ack = ack
             if spec["wal"]:
                 worker.ack_group = group
@@ -668,11 +786,19 @@ def worker_main(spec: dict[str, Any], stop: _Flag, abort: _Flag, results: Any, c
             if spec["resume"] is not None:  # a resumable source
                 worker.made_group = _made_group(plan.name, head.name)
                 worker.made = worker.resume = spec["resume"]
+        heads = {names[0]: _ports(plan, names, spec["wal"]) for names in plan.stage_nodes}
         for dst in stage.tail.outputs:
             dnode = plan.nodes[dst]
-            p = DataPort(bus, f"{plan.name}.{dst}", window=dnode.options["window"])
-            ports.append(p)
-            worker.outs.append(_Out(dnode, p, _Wake()))
+            n_dst = heads[dst]
+            outs = [
+                DataPort(bus, _port_name(plan.name, dst, k, n_dst), window=dnode.options["window"])
+                for k in range(n_dst)
+            ]
+            ports.extend(outs)
+            if n_dst == 1:
+                worker.outs.append(_Out(dnode, outs[0], _Wake()))
+            else:
+                worker.outs.append(_SpreadOut(dnode, outs))
         ready = TopicCounter(bus, _ctl("", "ready"))
         if stage.kind == "source":
             # the sources start once every other worker is in its port: no item waits
@@ -780,14 +906,6 @@ class IpcEngine:
             if not isinstance(wal, (str, os.PathLike)) or not os.fspath(wal):
                 raise FlowError(f"wal={wal!r} is invalid: expected a directory path or None")
             self.wal = os.path.abspath(os.fspath(wal))
-            for names in plan.stage_nodes:
-                head = plan.nodes[names[0]]
-                if len(names) == 1 and head.options.get("parallelism", 1) != 1:
-                    raise FlowError(
-                        f"node {head.name!r}: option parallelism="
-                        f"{head.options['parallelism']!r} is invalid in a run with wal=: "
-                        "expected 1"
-                    )
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise FlowError(f"max_batch={max_batch!r} is invalid: expected an int >= 1")
         self.max_batch = max_batch
@@ -807,29 +925,21 @@ class IpcEngine:
         check_importable(plan)
         self.bus_name: str | None = None
         self.bus: FrameBus | None = None
-        # stages whose worker acknowledges what it finished (restart or wal): their
-        # port's group, ack group, bytes topic and head node
-        self.acked: dict[str, tuple[Subscription, Subscription, str, str]] = {}
+        # the workers that acknowledge what they finished (restart or wal), by (stage
+        # name, index): their port's group, ack group, bytes topic, head node and the
+        # ack group's name
+        self.acked: dict[tuple[str, int], tuple[Subscription, Subscription, str, str, str]] = {}
         self.restartable: set[str] = set()
         self.specs: dict[tuple[str, int], dict[str, Any]] = {}
         self.restarts: dict[str, int] = {}
         self.redelivered: dict[str, int] = {}
-        for names in plan.stage_nodes:
-            if _restarts(plan, names):
-                head = plan.nodes[names[0]]
-                if len(names) == 1 and head.options.get("parallelism", 1) != 1:
-                    raise FlowError(
-                        f"node {head.name!r}: option restart=True is invalid with "
-                        f"parallelism={head.options['parallelism']!r} in the ipc runtime: "
-                        "expected parallelism 1"
-                    )
         self.arrived: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         # the live counters: one row per worker process, (stage name, index) -> row
         self.layout = _Layout(list(plan.order))
         self.rows: dict[tuple[str, int], int] = {}
         self.stages: list[tuple[str, list[str], int]] = []  # (stage name, nodes, workers)
         for names in plan.stage_nodes:
-            n = plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
+            n = _workers(plan, names)
             stage_name = "+".join(names)
             self.stages.append((stage_name, names, n))
             for k in range(n):
@@ -924,22 +1034,27 @@ class IpcEngine:
             receiver.start()
             for names in plan.stage_nodes:
                 head = plan.nodes[names[0]]
-                if head.kind != "source":
-                    # the port's group and credit pool exist before any worker does
-                    bytes_topic, _env, group = port_topics(f"{plan.name}.{head.name}")
+                n = _ports(plan, names, self.wal is not None)
+                stage_name = "+".join(names)
+                for k in range(n if head.kind != "source" else 0):
+                    # the stage's ports (one per worker, or one its workers share):
+                    # their groups and credit pools exist before any worker does
+                    port = _port_name(plan.name, head.name, k, n)
+                    bytes_topic, _env, group = port_topics(port)
                     main = bus.subscribe(group + ".*", group=group)
                     subs.append(main)
                     TopicCounter(bus, tid=bus.topic_id(bytes_topic)).exchange(
                         head.options["window"]
                     )
                     if _restarts(plan, names) or self.wal is not None:
-                        ack = bus.subscribe(group + ".*", group=_ack_group(plan.name, head.name))
+                        ack_group = _ack_group(port)
+                        ack = bus.subscribe(group + ".*", group=ack_group)
                         subs.append(ack)
-                        self.acked["+".join(names)] = (main, ack, bytes_topic, head.name)
-                    if _restarts(plan, names):
-                        self.restartable.add("+".join(names))
-                for src in head.inputs:
-                    TopicCounter(bus, _ctl(head.name, f"end:{src}"))
+                        self.acked[(stage_name, k)] = (main, ack, bytes_topic, head.name, ack_group)
+                    for src in head.inputs:
+                        TopicCounter(bus, _ctl(head.name, f"end:{src}:{k}"))
+                if head.kind != "source" and _restarts(plan, names):
+                    self.restartable.add(stage_name)
                 TopicCounter(bus, _ctl(head.name, "fin"))
             resume = self._resume(bus) if self.wal is not None else {}
             base = {
@@ -953,14 +1068,14 @@ class IpcEngine:
                 "order": list(plan.order),
                 "parent": os.getpid(),
                 "receivers": sum(
-                    plan.nodes[names[0]].options.get("parallelism", 1) if len(names) == 1 else 1
+                    _workers(plan, names)
                     for names in plan.stage_nodes
                     if plan.nodes[names[0]].kind != "source"
                 ),
             }
             for i, names in enumerate(plan.stage_nodes):
                 head = plan.nodes[names[0]]
-                n = head.options.get("parallelism", 1) if len(names) == 1 else 1
+                n = _workers(plan, names)
                 stage_name = "+".join(names)
                 for k in range(n):
                     spec = dict(
@@ -968,7 +1083,7 @@ class IpcEngine:
                         stage=i,
                         stage_name=stage_name,
                         index=k,
-                        acked=stage_name in self.acked,
+                        acked=(stage_name, k) in self.acked,
                         wal=self.wal is not None,
                         resume=resume.get(names[0]),
                         row=self.rows[(stage_name, k)],
@@ -1019,7 +1134,7 @@ class IpcEngine:
         returns where each resumable source resumes (the count it stored)."""
         plan = self.plan
         again: list[tuple[str, str, Any]] = []
-        for _main, ack, bytes_topic, head in self.acked.values():
+        for _main, ack, bytes_topic, head, _group in self.acked.values():
             while True:  # the backfill, before anything is published on this bus
                 frames = ack.recv_batch(256, 0)
                 if not frames:
@@ -1036,8 +1151,7 @@ class IpcEngine:
             self.redelivered[head] = self.redelivered.get(head, 0) + len(items)
         writer = bus._wal_writer
         assert writer is not None
-        for _main, _ack, _topic, head in self.acked.values():
-            group = _ack_group(plan.name, head)
+        for _main, _ack, _topic, _head, group in self.acked.values():
             if writer.wal.committed(group) is None:
                 # a first run: its stages' offsets start at its first frame, so a
                 # crash before a stage commits hands on everything again
@@ -1062,7 +1176,7 @@ class IpcEngine:
         (the frames between its port's ack cursor and the port's cursor, republished
         on the port), then starts a worker in its place."""
         stage_name, k, dead = procs[at]
-        main, ack, bytes_topic, head = self.acked[stage_name]
+        main, ack, bytes_topic, head, _group = self.acked[(stage_name, k)]
         bus = self.bus
         assert bus is not None
         end = main._info()["next_seq"]  # the port's cursor: no member reads it now
