@@ -358,12 +358,7 @@ class _Worker:
 
     def _push(self, out: _Out, data: list[bytes], counts: list[int], wait: bool) -> None:
         port = out.port
-        if out.overflow == "drop_oldest" or out.pending:
-            out.pending.extend(data)
-            out.pending_n.extend(counts)
-            data, counts = list(out.pending), list(out.pending_n)
-            out.pending.clear()
-            out.pending_n.clear()
+        data, counts = self._with_pending(out, data, counts)
         i, n = 0, len(data)
         tail = self.stats[self.stage.tail.name]
         while i < n:
@@ -385,12 +380,31 @@ class _Worker:
             except WouldBlock:
                 pass
             tail.blocked_ns += self.clock() - start
-        rest, rest_n = data[i:], counts[i:]
+        self._park(out, data[i:], counts[i:])
+
+    @staticmethod
+    def _with_pending(
+        out: _Out, data: list[bytes], counts: list[int]
+    ) -> tuple[list[bytes], list[int]]:
+        """The frames to send: those parked by an earlier send first (drop_oldest)."""
+        if out.overflow == "drop_oldest" or out.pending:
+            out.pending.extend(data)
+            out.pending_n.extend(counts)
+            data, counts = list(out.pending), list(out.pending_n)
+            out.pending.clear()
+            out.pending_n.clear()
+        return data, counts
+
+    def _park(self, out: _Out, rest: list[bytes], rest_n: list[int]) -> None:
+        """Frames a send could not place: dropped ("drop"), or parked for the next send,
+        the newest ``window`` of them ("drop_oldest")."""
+        if not rest:
+            return
         if out.overflow == "drop":
             out.dropped += sum(rest_n)
             self.run.forget(rest)
             return
-        out.pending.extend(rest)  # drop_oldest: keep the newest `window` frames
+        out.pending.extend(rest)
         out.pending_n.extend(rest_n)
         while len(out.pending) > out.window:
             self.run.forget([out.pending.popleft()])
@@ -1098,7 +1112,8 @@ class InprocEngine:
         return report
 
 
-def _export(engine: InprocEngine, metrics: Any) -> Any:
+def _export(engine: Any, metrics: Any) -> Any:
+    """Registers a live run (inproc or ipc) with framebus.metrics; the registry used."""
     from framebus import metrics as _metrics
 
     registry = None if metrics is True else metrics

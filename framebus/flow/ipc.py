@@ -142,6 +142,7 @@ from .inproc import (
     _RECV_FRAMES,
     MAX_BATCH,
     _default,
+    _export,
     _Out,
     _Run,
     _Stage,
@@ -521,12 +522,7 @@ class _IpcWorker(_Worker):
         # inproc's _push for a worker that may be restarted: it waits for credit in the
         # pool instead of taking credit it would hold (and lose, were it killed)
         port = out.port
-        if out.overflow == "drop_oldest" or out.pending:
-            out.pending.extend(data)
-            out.pending_n.extend(counts)
-            data, counts = list(out.pending), list(out.pending_n)
-            out.pending.clear()
-            out.pending_n.clear()
+        data, counts = self._with_pending(out, data, counts)
         i, n = 0, len(data)
         tail = self.stats[self.stage.tail.name]
         credits = port._credits
@@ -546,15 +542,7 @@ class _IpcWorker(_Worker):
             start = self.clock()
             credits.wait(1, _POLL)
             tail.blocked_ns += self.clock() - start
-        rest, rest_n = data[i:], counts[i:]
-        if out.overflow == "drop":
-            out.dropped += sum(rest_n)
-            return
-        out.pending.extend(rest)
-        out.pending_n.extend(rest_n)
-        while len(out.pending) > out.window:
-            out.pending.popleft()
-            out.dropped += out.pending_n.popleft()
+        self._park(out, data[i:], counts[i:])
 
     def _spread(
         self,
@@ -569,12 +557,7 @@ class _IpcWorker(_Worker):
         1/len(ports) share of the batch at a time, so a slow worker (its credits come
         back slowly) gets fewer frames. It waits for credit in the pools, holding none
         (a worker that may be restarted would lose what it holds)."""
-        if out.overflow == "drop_oldest" or out.pending:
-            out.pending.extend(data)
-            out.pending_n.extend(counts)
-            data, counts = list(out.pending), list(out.pending_n)
-            out.pending.clear()
-            out.pending_n.clear()
+        data, counts = self._with_pending(out, data, counts)
         m = len(ports)
         i, n = 0, len(data)
         share = max(1, -(-n // m))
@@ -605,17 +588,7 @@ class _IpcWorker(_Worker):
             out.rr = (out.rr + 1) % m
             ports[out.rr]._credits.wait(1, _SPREAD_WAIT)
             tail.blocked_ns += self.clock() - start
-        rest, rest_n = data[i:], counts[i:]
-        if not rest:
-            return
-        if out.overflow == "drop":
-            out.dropped += sum(rest_n)
-            return
-        out.pending.extend(rest)
-        out.pending_n.extend(rest_n)
-        while len(out.pending) > out.window:
-            out.pending.popleft()
-            out.dropped += out.pending_n.popleft()
+        self._park(out, data[i:], counts[i:])
 
 
 class _SpreadOut(_Out):
@@ -1377,14 +1350,6 @@ class IpcEngine:
         report.timed_out = bool(timed_out)
         report.duration_ns = time.monotonic_ns() - started
         return report
-
-
-def _export(engine: IpcEngine, metrics: Any) -> Any:
-    from framebus import metrics as _metrics
-
-    registry = None if metrics is True else metrics
-    _metrics.register_flow(engine, registry)
-    return True if registry is None else registry
 
 
 def _rebuild_exc(stage: str, fatal: tuple[str, bytes | None]) -> BaseException:
