@@ -841,3 +841,30 @@ def test_metrics_option_and_its_check() -> None:
         )
         is None
     )  # exported only while the run lives
+
+
+def test_a_script_without_a_main_guard_gets_a_hint(tmp_path: Any) -> None:
+    import subprocess
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import flow_fns\n"
+        "from framebus import flow\n"
+        "g = flow.Graph('ipc-unguarded')\n"
+        "g.source('src', flow_fns.ten) >> g.sink('out', flow_fns.store)\n"
+        "flow.compile(g).run(runtime='ipc', timeout=30)\n"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": here},
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("framebus.flow.errors.FlowError: flow 'ipc-unguarded': stage ")
+    assert "exited with code 1 without its result" in last
+    assert "if __name__ == '__main__':" in last
+    assert [n for n in os.listdir(SHM) if n.startswith("framebus.flow-ipc-unguarded-")] == []

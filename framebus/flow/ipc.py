@@ -860,6 +860,12 @@ def _describe_exit(code: int | None) -> str:
             return f"was killed by signal {signal.Signals(-code).name}"
         except ValueError:
             return f"was killed by signal {-code}"
+    if code == 1:  # an exception in the worker before it could run its stage
+        return (
+            "exited with code 1 without its result (its traceback is on stderr; with "
+            "spawn or forkserver every worker imports the program's __main__ module, so "
+            "a script must start its run under if __name__ == '__main__':)"
+        )
     return f"exited with code {code} without its result"
 
 
