@@ -331,3 +331,40 @@ def gated_write_line(x: int) -> None:
             raise TimeoutError(f"gate closed at item {x}")
         time.sleep(0.002)
     write_line(x)
+
+
+def chain_steps(max_size: int) -> object:
+    """A Hypothesis strategy of chain steps for the random-graph tests: (kind,
+    constant, pure, parallelism); maps add the constant, filters drop multiples of it
+    plus one, accumulators group by it plus one."""
+    from hypothesis import strategies as st
+
+    return st.lists(
+        st.tuples(
+            st.sampled_from(["map", "filter", "accumulate"]),
+            st.integers(1, 4),
+            st.booleans(),
+            st.sampled_from([1, 1, 2]),
+        ),
+        min_size=1,
+        max_size=max_size,
+    )
+
+
+def chain_step(g: object, i: int, kind: str, c: int, pure: bool, par: int) -> object:
+    """The node ``n<i>`` of one chain step (see chain_steps) added to graph ``g``."""
+    if kind == "map":
+        return g.map(  # type: ignore[attr-defined]
+            f"n{i}",
+            lambda x, c=c: (x if isinstance(x, int) else len(x)) + c,
+            pure=pure,
+            parallelism=par,
+        )
+    if kind == "filter":
+        return g.filter(  # type: ignore[attr-defined]
+            f"n{i}",
+            lambda x, c=c: not isinstance(x, int) or x % (c + 1) != 0,
+            pure=pure,
+            parallelism=par,
+        )
+    return g.accumulate(f"n{i}", count=c + 1)  # type: ignore[attr-defined]

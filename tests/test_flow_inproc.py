@@ -150,17 +150,7 @@ def flatten(items: list[Any]) -> Iterator[Any]:
             yield x
 
 
-# a chain step: (kind, constant, pure, parallelism); maps add, filters keep some
-_STEPS = st.lists(
-    st.tuples(
-        st.sampled_from(["map", "filter", "accumulate"]),
-        st.integers(1, 4),
-        st.booleans(),
-        st.sampled_from([1, 1, 2]),
-    ),
-    min_size=1,
-    max_size=6,
-)
+_STEPS = flow_fns.chain_steps(max_size=6)
 
 
 @settings(max_examples=25, deadline=None)
@@ -172,23 +162,7 @@ def test_random_chains_give_the_sync_output(
     g = flow.Graph("g")
     node = g.source("s", lambda: range(n))
     for i, (kind, c, pure, par) in enumerate(steps):
-        if kind == "map":
-            nxt = g.map(
-                f"n{i}",
-                lambda x, c=c: (x if isinstance(x, int) else len(x)) + c,
-                pure=pure,
-                parallelism=par,
-            )
-        elif kind == "filter":
-            nxt = g.filter(
-                f"n{i}",
-                lambda x, c=c: not isinstance(x, int) or x % (c + 1) != 0,
-                pure=pure,
-                parallelism=par,
-            )
-        else:
-            nxt = g.accumulate(f"n{i}", count=c + 1)
-        node = node >> nxt
+        node = node >> flow_fns.chain_step(g, i, kind, c, pure, par)
     node >> g.sink("k", out.append)
     flow.compile(g).run(runtime="sync")
     want = list(out)

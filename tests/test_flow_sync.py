@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import flow_fns
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -199,17 +200,7 @@ def test_fusion_gives_the_same_results_as_no_fusion() -> None:
     assert counts == {n: (s.items_in, s.items_out) for n, s in r2.nodes.items()}
 
 
-# a chain step: (kind, constant, pure, parallelism); maps add, filters keep multiples
-_STEPS = st.lists(
-    st.tuples(
-        st.sampled_from(["map", "filter", "accumulate"]),
-        st.integers(1, 4),
-        st.booleans(),
-        st.sampled_from([1, 1, 2]),
-    ),
-    min_size=1,
-    max_size=8,
-)
+_STEPS = flow_fns.chain_steps(max_size=8)
 
 
 @settings(max_examples=150, deadline=None)
@@ -221,23 +212,7 @@ def test_fusion_equivalence_on_random_graphs(
     g = flow.Graph("g")
     node = g.source("s", lambda: range(n))
     for i, (kind, c, pure, par) in enumerate(steps):
-        if kind == "map":
-            nxt = g.map(
-                f"n{i}",
-                lambda x, c=c: (x if isinstance(x, int) else len(x)) + c,
-                pure=pure,
-                parallelism=par,
-            )
-        elif kind == "filter":
-            nxt = g.filter(
-                f"n{i}",
-                lambda x, c=c: not isinstance(x, int) or x % (c + 1) != 0,
-                pure=pure,
-                parallelism=par,
-            )
-        else:
-            nxt = g.accumulate(f"n{i}", count=c + 1)
-        node = node >> nxt
+        node = node >> flow_fns.chain_step(g, i, kind, c, pure, par)
         if branch and i == 0:
             node >> g.map("side", lambda x: ("side", x)) >> g.sink("k2", out.append)
     node >> g.sink("k", out.append)
