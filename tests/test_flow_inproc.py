@@ -154,9 +154,14 @@ _STEPS = flow_fns.chain_steps(max_size=6)
 
 
 @settings(max_examples=25, deadline=None)
-@given(steps=_STEPS, n=st.integers(0, 300), max_batch=st.sampled_from([1, 7, 1024]))
+@given(
+    steps=_STEPS,
+    n=st.integers(0, 300),
+    max_batch=st.sampled_from([1, 7, 1024]),
+    handoff=st.sampled_from(["auto", "thread"]),
+)
 def test_random_chains_give_the_sync_output(
-    steps: list[tuple[str, int, bool, int]], n: int, max_batch: int
+    steps: list[tuple[str, int, bool, int]], n: int, max_batch: int, handoff: str
 ) -> None:
     out: list[Any] = []
     g = flow.Graph("g")
@@ -167,7 +172,7 @@ def test_random_chains_give_the_sync_output(
     flow.compile(g).run(runtime="sync")
     want = list(out)
     out.clear()
-    report = run(g, max_batch=max_batch)
+    report = run(g, max_batch=max_batch, handoff=handoff)
     if any(par > 1 for *_, par in steps):
         # no order promised: an accumulator after a parallel node may group differently
         assert Counter(flatten(out)) == Counter(flatten(want))
@@ -327,10 +332,12 @@ def test_accumulate_ttl_flushes_without_a_new_item() -> None:
 
 def test_a_fused_chain_runs_on_one_thread() -> None:
     seen: dict[str, set[str]] = {"a": set(), "b": set(), "c": set()}
+    each: dict[str, dict[int, str]] = {"a": {}, "b": {}, "c": {}}
 
     def tag(name: str) -> Callable[[int], int]:
         def fn(x: int) -> int:
             seen[name].add(threading.current_thread().name)
+            each[name][x] = threading.current_thread().name
             return x
 
         return fn
@@ -346,14 +353,127 @@ def test_a_fused_chain_runs_on_one_thread() -> None:
         )
         return g
 
-    run(make())
+    run(make(), handoff="thread")
     assert len(seen["a"]) == 1 and seen["a"] == seen["b"] == seen["c"]
     assert next(iter(seen["a"])).startswith("framebus-flow-g-a+b+c-")
+    # handoff="auto": a frame may run in the source's thread, the whole chain still
+    run(make())
+    assert each["a"] == each["b"] == each["c"] and len(each["a"]) == 100
     for s in seen.values():
         s.clear()
-    run(make(), fuse=False)
+    run(make(), fuse=False, handoff="thread")
     names = [next(iter(seen[n])) for n in "abc"]
     assert len(set(names)) == 3  # a thread per node
+
+
+# -- handoff ------------------------------------------------------------------------
+
+
+def test_handoff_is_checked() -> None:
+    g, _out = linear(lambda: range(3))
+    with pytest.raises(FlowError, match=r"handoff='inline' is invalid: expected one of 'auto', "):
+        run(g, handoff="inline")
+    for runtime in ("sync", "ipc"):
+        with pytest.raises(FlowError, match="only the inproc runtime takes handoff"):
+            flow.compile(g).run(runtime=runtime, handoff="auto")
+
+
+def threads_of(handoff: str, sink_sleep: float = 0.0) -> tuple[list[Any], list[str], list[str]]:
+    """A paced source -> map -> sink (not fused): the output and, per item, the threads
+    the map and the sink ran it on."""
+    mapped: list[str] = []
+    sunk: list[str] = []
+
+    def m(x: int) -> int:
+        mapped.append(threading.current_thread().name)
+        return x
+
+    out: list[int] = []
+
+    def k(x: int) -> None:
+        sunk.append(threading.current_thread().name)
+        if sink_sleep:
+            threading.Event().wait(sink_sleep)
+        out.append(x)
+
+    g = flow.Graph("g")
+    g.source("s", lambda: range(120), rate=2000.0) >> g.map("m", m) >> g.sink("k", k)
+    report = run(g, fuse=False, handoff=handoff)
+    assert report.items_delivered == 120
+    return out, mapped, sunk
+
+
+def test_an_idle_cheap_stage_runs_in_its_senders_thread() -> None:
+    # handoff="auto": once a stage's own thread has timed 8 frames as cheap, a frame
+    # sent while it is idle runs in the sender's thread (here the source's, for the
+    # map and, from the map, the sink)
+    out, mapped, sunk = threads_of("auto")
+    assert out == list(range(120))
+    assert set(mapped) <= {"framebus-flow-g-s-0", "framebus-flow-g-m-0"}
+    assert set(mapped[:8]) == {"framebus-flow-g-m-0"}  # timed first on its own thread
+    assert "framebus-flow-g-s-0" in mapped[8:]
+    assert "framebus-flow-g-s-0" in sunk
+    out, mapped, sunk = threads_of("thread")
+    assert out == list(range(120))
+    assert set(mapped) == {"framebus-flow-g-m-0"} and set(sunk) == {"framebus-flow-g-k-0"}
+
+
+def test_a_slow_stage_keeps_its_own_thread() -> None:
+    # a sink taking 1 ms an item is over the 50 us a frame: never run by a sender
+    out, mapped, sunk = threads_of("auto", sink_sleep=0.001)
+    assert out == list(range(120))
+    assert set(sunk) == {"framebus-flow-g-k-0"}
+
+
+def test_order_holds_while_a_stage_moves_between_its_thread_and_its_senders() -> None:
+    # a run of slow items makes the map too dear to run inline (its frames queue on its
+    # port for its thread), then cheap again: the sink still gets the source's order
+    threads: list[str] = []
+
+    def m(x: int) -> int:
+        threads.append(threading.current_thread().name)
+        if 500 <= x < 540:
+            threading.Event().wait(0.001)
+        return x * 2
+
+    out: list[int] = []
+    g = flow.Graph("g")
+    (
+        g.source("s", lambda: range(3000), rate=20000.0)
+        >> g.map("m", m, window=4)
+        >> g.filter("f", lambda x: x % 3 != 0, pure=False)
+        >> g.sink("k", out.append)
+    )
+    run(g, fuse=False)
+    assert out == [2 * x for x in range(3000) if 2 * x % 3 != 0]
+    assert set(threads) == {"framebus-flow-g-s-0", "framebus-flow-g-m-0"}
+
+
+def test_an_accumulator_taking_items_inline_still_flushes_by_its_ttl() -> None:
+    flushed = threading.Event()
+    got: list[Any] = []
+    adders: list[str] = []
+
+    def until(held: list[int]) -> bool:
+        adders.append(threading.current_thread().name)
+        return False
+
+    def sink(batch: list[int]) -> None:
+        got.append(batch)
+        flushed.set()
+
+    def items() -> Iterator[int]:
+        yield from range(30)
+        # nothing more until the accumulator has flushed on its own, by its TTL
+        assert flushed.wait(10)
+        yield 30
+
+    g = flow.Graph("g")
+    g.source("s", items) >> g.accumulate("a", ttl=0.2, until=until) >> g.sink("k", sink)
+    report = run(g, max_batch=1)
+    assert [x for batch in got for x in batch] == list(range(31))
+    assert "framebus-flow-g-s-0" in adders  # some items went in from the source's thread
+    assert got[-1] == [30] and report.nodes["a"].flushes["ttl"] == len(got) - 1 >= 1
 
 
 # -- backpressure -------------------------------------------------------------------

@@ -45,13 +45,19 @@ def test_every_implementation_delivers_exactly_and_reports() -> None:
     assert paced_ipc["runtime"] == "ipc" and paced_ipc["count"] == 200
     assert paced_ipc["delivered"] == fbf.expected_count(200)
     assert set(paced_ipc["latency_us"]) == set(paced["latency_us"])
+    paced_thread = report["paced_thread"]
+    assert paced_thread["handoff"] == "thread" and paced_thread["repeat"] == 2
+    assert paced_thread["delivered"] == fbf.expected_count(200)
+    assert paced["repeat"] == 2 and len(paced["p99_runs_us"]) == 2
     assert report["paced_ratio"]["target"] == 3.0
     assert report["paced_ratio"]["ipc_p95_over_inproc_p95"] > 0
     json.dumps(report)
     table = fbf.format_table(report)
     assert "fb.inproc" in table and "paced at 20000" in table
     assert "fb.ipc / mp.Queue" in table and "cpu.ipc / cpu.inproc" in table
-    assert "fb.ipc paced at 20000" in table and "paced ipc / inproc: p95" in table
+    rows = [line.split()[0] for line in table.splitlines() if " achieved " in line]
+    assert rows == ["fb.inproc", "fb.inproc.thread", "fb.ipc"]
+    assert "paced ipc / inproc: p95" in table
     assert "(cpu.*: 12 items per run" in table
 
 

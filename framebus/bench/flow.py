@@ -17,7 +17,9 @@ where the implementation keeps order.
 
 Implementations. ``fb.sync`` and ``fb.inproc``: one ``flow.Graph`` (map and filter fuse
 into one stage), ``plan.run(runtime=...)``; ``fb.inproc.msgpack``: inproc with
-``codec="msgpack"`` (items encoded in the frames, as across processes). ``bytewax``:
+``codec="msgpack"`` (items encoded in the frames, as across processes);
+``fb.inproc.thread``: inproc with ``handoff="thread"`` (every frame handed to the next
+stage's thread, none run in its sender's). ``bytewax``:
 ``bytewax.testing.run_main`` (one worker) over ``TestingSource(items,
 batch_size=1000)``, ``op.map``, ``op.filter``, ``TestingSink``. ``streamz``:
 ``Stream().map(parse).filter(keep).sink(append)``, each item ``emit``-ted.
@@ -46,11 +48,12 @@ too.
 Times: ``time.perf_counter`` around the whole run (graph compile, threads and bus
 setup included for framebus; the Dataflow build for bytewax). Paced latency: the same
 graph with the source at ``rate=20000`` items/s, ``paced`` items, the Report's
-end-to-end percentiles (source emission to sink, see framebus.flow.inproc), for
-``inproc`` (with ``fb.inproc``) and ``ipc`` (with ``fb.ipc``, items made in the source
-process; emission and delivery on the machine's one monotonic clock): ratio ipc p95 /
-inproc p95, target <= 3x, and p99 beside it (the achieved rate of the ipc run over its
-pipe time, as above).
+end-to-end percentiles (source emission to sink, see framebus.flow.inproc), each the
+median over ``repeat`` runs, for ``inproc`` (with ``fb.inproc``; with
+``fb.inproc.thread`` also its ``handoff="thread"``) and ``ipc`` (with ``fb.ipc``,
+items made in the source process; emission and delivery on the machine's one
+monotonic clock): ratio ipc p95 / inproc p95, target <= 3x, and p99 beside it (the
+achieved rate of the ipc run over its pipe time, as above).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ import gc
 import multiprocessing
 import os
 import queue
+import statistics
 import sys
 import tempfile
 import threading
@@ -93,6 +97,7 @@ QUICK_PACED = 2_000
 IMPLS = (
     "fb.inproc",
     "fb.inproc.msgpack",
+    "fb.inproc.thread",
     "fb.sync",
     "bytewax",
     "streamz",
@@ -102,7 +107,7 @@ IMPLS = (
     "cpu.inproc",
     "cpu.ipc",
 )
-PEERS = ("fb.inproc.msgpack", "fb.sync", "bytewax", "streamz", "queue.Queue")
+PEERS = ("fb.inproc.msgpack", "fb.inproc.thread", "fb.sync", "bytewax", "streamz", "queue.Queue")
 TARGETS = {"bytewax": 1.0, "queue.Queue": 8.0}  # inproc / peer, at least
 PACED_P99_TARGET_US = 200.0
 QUEUE_MAXSIZE = 1024
@@ -442,6 +447,7 @@ PROC_RUNNERS: dict[str, Callable[[Params], tuple[float, int]]] = {
 RUNNERS: dict[str, Callable[[list[bytes]], tuple[float, list[Any], Any]]] = {
     "fb.inproc": lambda items: run_framebus("inproc", items),
     "fb.inproc.msgpack": lambda items: run_framebus("inproc", items, codec="msgpack"),
+    "fb.inproc.thread": lambda items: run_framebus("inproc", items, handoff="thread"),
     "fb.sync": lambda items: run_framebus("sync", items),
     "bytewax": run_bytewax,
     "streamz": run_streamz,
@@ -465,7 +471,26 @@ def _last_kept(count: int) -> int:
     return last if last % 10 else last - 1
 
 
-def run_paced(count: int, runtime: str = "inproc") -> dict[str, Any]:
+def run_paced(
+    count: int, runtime: str = "inproc", repeat: int = 1, **options: Any
+) -> dict[str, Any]:
+    """The paced run ``repeat`` times: each percentile the median over the runs, and
+    every run's p99."""
+    runs = []
+    for _ in range(repeat):
+        gc.collect()
+        runs.append(_run_paced_once(count, runtime, **options))
+    lat = {k: statistics.median(r["latency_us"][k] for r in runs) for k in runs[0]["latency_us"]}
+    return {
+        **runs[0],
+        "repeat": repeat,
+        "achieved_items_per_s": statistics.median(r["achieved_items_per_s"] for r in runs),
+        "latency_us": lat,
+        "p99_runs_us": [r["latency_us"]["p99"] for r in runs],
+    }
+
+
+def _run_paced_once(count: int, runtime: str, **options: Any) -> dict[str, Any]:
     from framebus import flow
 
     if runtime == "ipc":
@@ -483,12 +508,13 @@ def run_paced(count: int, runtime: str = "inproc") -> dict[str, Any]:
         items = make_items(count)
         out: list[Any] = []
         start = time.perf_counter()
-        report = flow.compile(_graph(items, out, rate=PACED_RATE)).run(runtime="inproc")
+        report = flow.compile(_graph(items, out, rate=PACED_RATE)).run(runtime="inproc", **options)
         wall = time.perf_counter() - start
         _check("fb.inproc paced", out, count)
     lat = report.latency_ns()
     return {
         "runtime": runtime,
+        **options,
         "rate": PACED_RATE,
         "count": count,
         "achieved_items_per_s": count / wall,
@@ -557,17 +583,20 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
     if params.paced and "fb.inproc" in params.impls:
         if progress is not None:
             progress.start("fb.inproc paced")
-        gc.collect()
-        paced = run_paced(params.paced)
+        paced = run_paced(params.paced, repeat=params.repeat)
         paced["p99_target_us"] = PACED_P99_TARGET_US
         paced["met"] = paced["latency_us"]["p99"] <= PACED_P99_TARGET_US
+    paced_thread = None
+    if params.paced and "fb.inproc.thread" in params.impls:
+        if progress is not None:
+            progress.start("fb.inproc.thread paced")
+        paced_thread = run_paced(params.paced, repeat=params.repeat, handoff="thread")
     paced_ipc = None
     paced_ratio = None
     if params.paced and "fb.ipc" in params.impls:
         if progress is not None:
             progress.start("fb.ipc paced")
-        gc.collect()
-        paced_ipc = run_paced(params.paced, "ipc")
+        paced_ipc = run_paced(params.paced, "ipc", repeat=params.repeat)
         if paced is not None:
             inp, ipc = paced["latency_us"], paced_ipc["latency_us"]
             p95 = ipc["p95"] / inp["p95"] if inp["p95"] else float("inf")
@@ -590,7 +619,9 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
             "statistics": "median, min and max over the repeats",
             "ratio": "inproc_over_peer = fb.inproc median items/s / peer median items/s",
             "paced": f"fb.inproc with the source at rate={PACED_RATE:.0f}/s; latency from "
-            "source emission to the sink, the Report's HDR histogram",
+            "source emission to the sink, the Report's HDR histogram; each percentile the "
+            "median over the repeats",
+            "paced_thread": 'the same with handoff="thread"',
             "processes": f"fb.ipc, mp.Queue, cpu.ipc: start method {START_METHOD}, process "
             "start included; cpu.*: the items are cpu_count ints, each through crunch "
             f"({CPU_LOOP} steps of pure Python) by a map with parallelism=2, "
@@ -604,6 +635,7 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
         "ratios": ratios,
         "proc_ratios": proc_ratios,
         "paced": paced,
+        "paced_thread": paced_thread,
         "paced_ipc": paced_ipc,
         "paced_ratio": paced_ratio,
     }
@@ -652,28 +684,34 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{r['impl'] + ' / ' + r['peer']:<22}  {r['impl_over_peer']:>6.2f}x  "
                 f">= {r['target']:g}x: {'met' if r['met'] else 'NOT met'}"
             )
-    paced = report.get("paced")
-    if paced:
-        lat = paced["latency_us"]
+    paced_rows: list[tuple[str, dict[str, Any]]] = [
+        (name, report[key])
+        for name, key in (
+            ("fb.inproc", "paced"),
+            ("fb.inproc.thread", "paced_thread"),
+            ("fb.ipc", "paced_ipc"),
+        )
+        if report.get(key)
+    ]
+    if paced_rows:
         out.append("")
         out.append(
-            f"fb.inproc paced at {paced['rate']:.0f} items/s ({paced['count']} items, achieved "
-            f"{paced['achieved_items_per_s']:.0f}/s): latency us p50 {lat['p50']:.1f}  "
+            f"paced at {paced_rows[0][1]['rate']:.0f} items/s, latency us (median of "
+            f"{paced_rows[0][1].get('repeat', 1)} runs of {paced_rows[0][1]['count']} items)"
+        )
+    for name, row in paced_rows:
+        lat = row["latency_us"]
+        line = (
+            f"{name:<17} achieved {row['achieved_items_per_s']:.0f}/s: p50 {lat['p50']:.1f}  "
             f"p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  p99.9 {lat['p99.9']:.1f}  "
-            f"max {lat['max']:.1f}; p99 target <= {paced['p99_target_us']:.0f} us: "
-            f"{'met' if paced['met'] else 'NOT met'}"
+            f"max {lat['max']:.1f}"
         )
-    paced_ipc = report.get("paced_ipc")
-    if paced_ipc:
-        lat = paced_ipc["latency_us"]
-        if not paced:
-            out.append("")
-        out.append(
-            f"fb.ipc paced at {paced_ipc['rate']:.0f} items/s ({paced_ipc['count']} items, "
-            f"achieved {paced_ipc['achieved_items_per_s']:.0f}/s): latency us p50 "
-            f"{lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  p99.9 "
-            f"{lat['p99.9']:.1f}  max {lat['max']:.1f}"
-        )
+        if "met" in row:
+            line += (
+                f"; p99 target <= {row['p99_target_us']:.0f} us: "
+                f"{'met' if row['met'] else 'NOT met'}"
+            )
+        out.append(line)
     pr = report.get("paced_ratio")
     if pr:
         p99 = pr["ipc_p99_over_inproc_p99"]

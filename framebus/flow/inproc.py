@@ -114,6 +114,14 @@ _FRAME_BYTES = 1 << 20  # a frame of several items larger than this is split
 _RING_BYTES = 1 << 25
 _RING_POW = 14
 _MAX_FRAME = 1 << 22  # the largest frame: one item alone up to about this
+# handoff="auto": a stage runs a frame in its sender's thread when it is idle and its
+# frames have taken under _INLINE_NS each (a moving average, real time, over at least
+# _INLINE_WARMUP frames): a thread hop costs more than that here (wake-up and GIL
+# hand-over, 25-70 us at the median on 2 cores, far more at the tail).
+_INLINE_NS = 50_000
+_INLINE_WARMUP = 8
+_FAST_ITEM_NS = 10_000  # a source whose iterator gives items faster than this is batched
+HANDOFFS = ("auto", "thread")
 
 _DEAD = object()  # a result given up on (dead letter)
 # codec="ref": a frame is this header; its items stay in the run's table, by token
@@ -221,7 +229,7 @@ class _Stage:
     """One stage: its nodes (a chain), its input port and its shared counters."""
 
     def __init__(self, plan: Plan, names: list[str]) -> None:
-        self.nodes = [plan.nodes[n] for n in names]
+        self.nodes: list[CompiledNode] = [plan.nodes[n] for n in names]
         self.name = "+".join(names)
         self.head = self.nodes[0]
         self.tail = self.nodes[-1]
@@ -236,16 +244,48 @@ class _Stage:
         self.recv_lock = threading.Lock()
         self.mu = threading.Lock()
         self.next_at: int | None = None  # rate: the clock time the next item is due
+        # handoff="auto": whoever holds `own` works for the stage (its thread, or a
+        # sender running a frame inline); `inline` says senders may try
+        self.own = threading.Lock()
+        self.inline = False
+        self.owner: _Worker | None = None
+        self.cost_ns = 0  # real ns per frame, a moving average (1/8 weight)
+        self.measured = 0  # frames measured so far
         self.acc: Accumulator | None = None
         if self.kind == "accumulate":
             o = self.head.options
             self.acc = Accumulator(o["count"], o["size"], o["ttl"], self.head.until)
 
+    def note_cost(self, ns: int, frames: int) -> None:
+        # a sample is capped at twice the limit: one preemption of the thread (a
+        # millisecond or more, now and then) does not stop the hand-off alone
+        sample = min(ns // frames, 2 * _INLINE_NS)
+        if self.measured:
+            self.cost_ns += (sample - self.cost_ns) >> 3
+        else:
+            self.cost_ns = sample
+        self.measured += frames
+
+    @property
+    def cheap(self) -> bool:
+        """Whether a sender may run a frame of this stage in its own thread."""
+        return self.inline and self.measured >= _INLINE_WARMUP and self.cost_ns <= _INLINE_NS
+
 
 class _Out:
     """A worker's sending end of one output port."""
 
-    __slots__ = ("dst", "port", "wake", "overflow", "window", "pending", "pending_n", "dropped")
+    __slots__ = (
+        "dst",
+        "port",
+        "wake",
+        "overflow",
+        "window",
+        "pending",
+        "pending_n",
+        "dropped",
+        "target",
+    )
 
     def __init__(self, dst: CompiledNode, port: DataPort, wake: _Wake) -> None:
         self.dst = dst.name
@@ -256,6 +296,7 @@ class _Out:
         self.pending: deque[bytes] = deque()  # drop_oldest: frames waiting for credit
         self.pending_n: deque[int] = deque()
         self.dropped = 0  # items dropped for want of credit
+        self.target: _Worker | None = None  # handoff="auto": the stage's worker (_offer)
 
 
 class _Worker:
@@ -272,6 +313,7 @@ class _Worker:
         self.report = Report(engine.plan.name, "inproc", {})  # latency and e2e misses
         self.latencies: list[tuple[int, int]] = []  # (ns, items) not yet in the histogram
         self.outs: list[_Out] = []
+        self.inline_outs = False  # some out's stage may take frames in this thread
         self.aio = AsyncEngine()
         self.is_async = {n.name: _is_async(n.fn) for n in stage.nodes}
         self.packer = msgpack.Packer(use_bin_type=True, default=_default)
@@ -290,6 +332,8 @@ class _Worker:
             try:
                 if stage.kind == "source":
                     self._source()
+                elif stage.inline:
+                    self._consume_owned()
                 else:
                     self._consume()
                 self._finish()
@@ -338,12 +382,54 @@ class _Worker:
         if self.run.abort.is_set():
             raise _Stop
 
-    def _send(self, frames: list[tuple[bytes, int]]) -> None:
-        if not frames or not self.outs:
+    def _emit(self, emitted: int, deadline: int, items: list[Any]) -> None:
+        """Sends items on: an idle stage that takes them inline (handoff="auto") runs
+        them in this thread; the other outputs get them as frames."""
+        outs: list[_Out] | None = None
+        if self.inline_outs:
+            outs = [
+                o
+                for o in self.outs
+                if o.target is None or o.pending or not o.target._offer(items, emitted, deadline)
+            ]
+            if not outs:
+                return
+        self._send(self._frame(emitted, deadline, items), outs)
+
+    def _offer(self, items: list[Any], emitted: int, deadline: int) -> bool:
+        """Runs a frame of items for this worker's stage in the caller's thread, if the
+        stage is cheap and nobody works for it now: the frames waiting on its port
+        first, for their order. False: the caller sends the frame to the port."""
+        stage = self.stage
+        if not stage.cheap:
+            return False
+        own = stage.own
+        if not own.acquire(False):
+            return False
+        try:
+            start = time.perf_counter_ns()
+            port = stage.port
+            assert port is not None
+            waiting = port.recv_payloads(min(_RECV_FRAMES, port.window), 0)
+            if waiting:
+                self._handle(waiting)
+            self._take(items, emitted, deadline)
+            stage.note_cost(time.perf_counter_ns() - start, len(waiting) + 1)
+            acc = stage.acc
+            if acc is not None and len(acc) and stage.wake.sleeping:
+                stage.wake.poke()  # its thread times the TTL of what is held now
+        finally:
+            own.release()
+        return True
+
+    def _send(self, frames: list[tuple[bytes, int]], outs: list[_Out] | None = None) -> None:
+        if outs is None:
+            outs = self.outs
+        if not frames or not outs:
             return
         data = [f for f, _ in frames]
         counts = [n for _, n in frames]
-        for i, out in enumerate(self.outs):
+        for i, out in enumerate(outs):
             if i and self.run.by_ref:
                 data = [self._ref_again(f) for f in data]  # each receiver takes its own
             self._push(out, data, counts, wait=out.overflow == "block")
@@ -485,6 +571,7 @@ class _Worker:
                 if rate is not None:
                     want = self._pace(node, rate, self.engine.max_batch)
                 start = clock()
+                took = time.perf_counter_ns()
                 buf: list[Any] = []
                 failed: BaseException | None = None
                 try:
@@ -495,12 +582,13 @@ class _Worker:
                 except Exception as exc:
                     failed = exc
                 now = clock()
+                took = time.perf_counter_ns() - took
                 st.busy_ns += now - start
                 if buf:
                     emitted = now if want == 1 else start
                     st.items_out += len(buf)
                     dl = 0 if deadline_ns is None else emitted + deadline_ns
-                    self._send(self._frame(emitted, dl, buf))
+                    self._emit(emitted, dl, buf)
                 if failed is not None:
                     st.errors += 1
                     st.dead_letters += 1
@@ -509,7 +597,10 @@ class _Worker:
                 if len(buf) < want:
                     break  # exhausted
                 if rate is None:
-                    n = min(self.engine.max_batch, n * 2) if self._loaded() else 1
+                    # a source whose items come at once is batched when its stages run
+                    # inline, else the pipe would never look loaded
+                    fast = self.inline_outs and took <= want * _FAST_ITEM_NS
+                    n = min(self.engine.max_batch, n * 2) if fast or self._loaded() else 1
         finally:
             try:
                 if hasattr(it, "aclose"):
@@ -568,6 +659,81 @@ class _Worker:
 
     # -- the other stages ------------------------------------------------------------
 
+    def _handle(self, payloads: list[bytes]) -> None:
+        """Each frame's items through the stage, in order; an end marker counted."""
+        stage = self.stage
+        by_ref, refs, ref_header = self.run.by_ref, self.run.refs, _REF.unpack
+        for payload in payloads:  # each frame's output goes on before the next
+            items: list[Any]
+            if by_ref:
+                kind, emitted, deadline, token = ref_header(payload)
+                items = refs.pop(token) if kind == _DATA else []
+            else:
+                kind, emitted, deadline, items = _unpack(payload)
+            if kind == _END:
+                with stage.mu:
+                    stage.ends += 1
+                    if stage.ends >= stage.expected_ends:
+                        stage.done = True
+                continue
+            self._take(items, emitted, deadline)
+
+    def _take(self, items: list[Any], emitted: int, deadline: int) -> None:
+        if self.stage.acc is not None:
+            self._send(self._accumulate(items, emitted))
+        else:
+            items = self._chain(items, emitted, deadline)
+            if items:
+                self._emit(emitted, deadline, items)
+
+    def _consume_owned(self) -> None:
+        """_consume for a stage whose senders may run frames inline (handoff="auto"):
+        the thread holds the stage's lock while it takes and works through frames, and
+        lets go while it waits, so that an idle stage's next frame can run at once in
+        the sender's thread instead of waking this one."""
+        stage = self.stage
+        port = stage.port
+        assert port is not None
+        own, wake, acc, clock = stage.own, stage.wake, stage.acc, self.clock
+        ttl_ns = None if acc is None else acc.ttl_ns
+        take = min(_RECV_FRAMES, port.window)
+        while True:
+            self._check_abort()
+            if not own.acquire(timeout=_POLL):
+                continue
+            try:
+                if stage.done:
+                    return
+                if acc is not None and acc.expired(clock()):
+                    self._send(self._flush_acc("ttl"))
+                payloads = port.recv_payloads(take, 0)
+                if not payloads:
+                    wake.sleeping = True
+                    payloads = port.recv_payloads(take, 0)  # a send before `sleeping`
+                if payloads:
+                    wake.sleeping = False
+                    start = time.perf_counter_ns()
+                    self._handle(payloads)
+                    stage.note_cost(time.perf_counter_ns() - start, len(payloads))
+                    continue
+                for o in self.outs:
+                    if o.pending:
+                        self._push(o, [], [], wait=False)
+                port._flush()  # the credits of what was consumed go back before waiting
+                timeout = _POLL
+                if acc is not None and ttl_ns is not None and len(acc):
+                    timeout = min(_POLL, max(0.0, (acc.first_at + ttl_ns - clock()) / 1e9))
+            finally:
+                own.release()
+            try:
+                wake.tokens.get(timeout=timeout)
+                while True:
+                    wake.tokens.get_nowait()
+            except queue.Empty:
+                pass
+            finally:
+                wake.sleeping = False
+
     def _consume(self) -> None:
         stage = self.stage
         port = stage.port
@@ -576,8 +742,6 @@ class _Worker:
         acc = stage.acc
         ttl_ns = None if acc is None else acc.ttl_ns
         shared = stage.workers > 1
-        unpack = _unpack
-        by_ref, refs, ref_header = run.by_ref, run.refs, _REF.unpack
         take = min(_RECV_FRAMES, port.window)  # credits this stage holds back at most
         while True:
             self._check_abort()
@@ -596,26 +760,9 @@ class _Worker:
                 payloads = _receive(port, stage.wake, take, timeout)
             if acc is not None and acc.expired(self.clock()):
                 self._send(self._flush_acc("ttl"))
-            for payload in payloads:  # each frame's output goes on before the next
-                items: list[Any]
-                if by_ref:
-                    kind, emitted, deadline, token = ref_header(payload)
-                    items = refs.pop(token) if kind == _DATA else []
-                else:
-                    kind, emitted, deadline, items = unpack(payload)
-                if kind == _END:
-                    with stage.mu:
-                        stage.ends += 1
-                        if stage.ends >= stage.expected_ends:
-                            stage.done = True
-                    continue
-                if acc is not None:
-                    self._send(self._accumulate(items, emitted))
-                else:
-                    items = self._chain(items, emitted, deadline)
-                    if items:
-                        self._send(self._frame(emitted, deadline, items))
-            if not payloads:
+            if payloads:
+                self._handle(payloads)
+            else:
                 for o in self.outs:
                     if o.pending:
                         self._push(o, [], [], wait=False)
@@ -698,6 +845,7 @@ class _Worker:
         if results and inspect.isawaitable(results[0]):
             # fn returns awaitables without being an async def: await them in turn
             self.is_async[node.name] = True
+            self.stage.inline = False  # its loop stays on the stage's thread
             return self.aio.run(self._aapply(node, items, results))  # type: ignore[no-any-return]
         return results, ndead, slept
 
@@ -880,6 +1028,7 @@ class InprocEngine:
         bus: FrameBus | None = None,
         max_batch: int = MAX_BATCH,
         codec: str = "ref",
+        handoff: str = "auto",
     ) -> None:
         self.plan = plan
         self.clock, self.sleep = clock_and_sleep(clock, sleep)
@@ -891,6 +1040,11 @@ class InprocEngine:
                 f"codec={codec!r} is invalid: expected one of " + ", ".join(map(repr, CODECS))
             )
         self.codec = codec
+        if handoff not in HANDOFFS:
+            raise FlowError(
+                f"handoff={handoff!r} is invalid: expected one of " + ", ".join(map(repr, HANDOFFS))
+            )
+        self.handoff = handoff
         if bus is not None:
             from framebus.bus import FrameBus
 
@@ -980,6 +1134,27 @@ class InprocEngine:
                     self.ports.append(port)
                     w.outs.append(_Out(head, port, by_head[dst].wake))
                 self.workers.append(w)
+                if stage.workers == 1:
+                    stage.owner = w
+        for stage in stages:
+            stage.inline = self._may_inline(stage)
+        for w in self.workers:
+            for out in w.outs:
+                to = by_head[out.dst]
+                out.target = to.owner if to.inline else None
+            w.inline_outs = any(out.target is not None for out in w.outs)
+
+    def _may_inline(self, stage: _Stage) -> bool:
+        """handoff="auto": whether a sender may run this stage's frames in its own
+        thread: items passed by reference, one worker, no async callable (its loop is
+        the stage thread's) and no rate (a paced node would hold its sender back)."""
+        return (
+            self.handoff == "auto"
+            and self.codec == "ref"
+            and stage.kind != "source"
+            and stage.workers == 1
+            and not any(_is_async(n.fn) or n.options.get("rate") for n in stage.nodes)
+        )
 
     def run(self, timeout: float | None = None, metrics: Any = None) -> Report:
         if not (metrics is None or isinstance(metrics, bool) or hasattr(metrics, "register")):

@@ -468,8 +468,8 @@ class _IpcWorker(_Worker):
         if self.ack_group is not None:
             self._checkpoint(self.ack_group, max(seqs) + 1)
 
-    def _send(self, frames: list[tuple[bytes, int]]) -> None:
-        super()._send(frames)
+    def _send(self, frames: list[tuple[bytes, int]], outs: list[_Out] | None = None) -> None:
+        super()._send(frames, outs)
         if self.made_group is not None and frames:
             # a source: its count is stored once the frames are in the WAL
             self._checkpoint(self.made_group, self.made)
