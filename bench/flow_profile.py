@@ -2,7 +2,7 @@
 (framebus.bench.flow: source -> map -> filter -> sink, map and filter fused) with the
 source at 20 000 items/s, every stage thread under cProfile, the stats merged.
 
-    python bench/flow_profile.py [--count 20000] [--rate 20000] [--top 25]
+    python bench/flow_profile.py [--count 20000] [--rate 20000] [--top 25] [--handoff auto]
 
 Prints the Python calls per item (all stage threads) and the functions by own time;
 time in ``SimpleQueue.get`` is idle stages waiting for a poke, ``time.sleep`` the
@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=20_000.0)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--handoff", choices=("auto", "thread"), default="auto")
     args = ap.parse_args()
     items = flowbench.make_items(args.count)
     out: list[Any] = []
@@ -42,7 +43,7 @@ def main() -> int:
 
     threading.setprofile(start_profiling)
     try:
-        plan.run(runtime="inproc")
+        plan.run(runtime="inproc", handoff=args.handoff)
     finally:
         threading.setprofile(None)  # type: ignore[arg-type]
     stats = pstats.Stats(profiles[0])

@@ -14,8 +14,11 @@ released), which is how an idle framebus.flow inproc stage waits for a poke.
 ``flow``: a framebus.flow graph of the same shape run with ``runtime="inproc"``: a
 source at ``--rate`` yielding ``time.monotonic_ns()``, ``hops - 1`` identity maps
 (``pure=False``, so each is a stage and a thread of its own), a sink; the Report's
-end-to-end percentiles. Both rows also give the process's CPU time per item
-(``getrusage``: user + system, every thread), which says how busy the GIL is.
+end-to-end percentiles. ``flow``: the default ``handoff="auto"`` (an idle, cheap
+stage runs in its sender's thread: no hop); ``flow.thread``: ``handoff="thread"``
+(every frame to the stage's thread: the hops above, with the runtime's work). Every
+row also gives the process's CPU time per item (``getrusage``: user + system, every
+thread), which says how busy the GIL is.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_flow(rate: float, count: int, hops: int) -> dict[str, Any]:
+def run_flow(rate: float, count: int, hops: int, handoff: str = "auto") -> dict[str, Any]:
     from framebus import flow
 
     def gen() -> Any:
@@ -52,13 +55,13 @@ def run_flow(rate: float, count: int, hops: int) -> dict[str, Any]:
     plan = flow.compile(g)
     cpu = _cpu_s()
     start = time.perf_counter()
-    report = plan.run(runtime="inproc")
+    report = plan.run(runtime="inproc", handoff=handoff)
     elapsed = time.perf_counter() - start
     cpu = _cpu_s() - cpu
     lat = report.latency_ns()
     us = {k: lat[k] / 1000 for k in ("p50", "p95", "p99", "p99.9", "max")}
     return {
-        "impl": "flow",
+        "impl": "flow" if handoff == "auto" else f"flow.{handoff}",
         "hops": hops,
         "rate": rate,
         "count": count,
@@ -142,7 +145,11 @@ def main() -> int:
     args = ap.parse_args()
     results = []
     for hops in (int(h) for h in args.hops.split(",")):
-        for r in (run(args.rate, args.count, hops), run_flow(args.rate, args.count, hops)):
+        for r in (
+            run(args.rate, args.count, hops),
+            run_flow(args.rate, args.count, hops, "thread"),
+            run_flow(args.rate, args.count, hops),
+        ):
             lat = r["latency_us"]
             print(
                 f"{r['impl']:11} {hops} hop(s) at {args.rate:.0f}/s "

@@ -51,6 +51,7 @@ def test_every_implementation_delivers_exactly_and_reports() -> None:
     assert paced["repeat"] == 2 and len(paced["p99_runs_us"]) == 2
     assert report["paced_ratio"]["target"] == 3.0
     assert report["paced_ratio"]["ipc_p95_over_inproc_p95"] > 0
+    assert report["paced_ratio"]["ipc_p95_over_inproc_thread_p95"] > 0
     json.dumps(report)
     table = fbf.format_table(report)
     assert "fb.inproc" in table and "paced at 20000" in table
@@ -58,6 +59,7 @@ def test_every_implementation_delivers_exactly_and_reports() -> None:
     rows = [line.split()[0] for line in table.splitlines() if " achieved " in line]
     assert rows == ["fb.inproc", "fb.inproc.thread", "fb.ipc"]
     assert "paced ipc / inproc: p95" in table
+    assert 'paced ipc / inproc handoff="thread": p95' in table
     assert "(cpu.*: 12 items per run" in table
 
 
