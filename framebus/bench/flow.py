@@ -45,7 +45,9 @@ the same in every process); starting the processes and importing framebus (spawn
 about 1.5 s for three here) is left out for every implementation alike, ``cpu.inproc``
 too.
 
-Times: ``time.perf_counter`` around the whole run (graph compile, threads and bus
+Order: round robin, each repeat running every implementation once (the first run
+in a process is slower, its heap still growing). Times: ``time.perf_counter`` around
+the whole run (graph compile, threads and bus
 setup included for framebus; the Dataflow build for bytewax). Paced latency: the same
 graph with the source at ``rate=20000`` items/s, ``paced`` items, the Report's
 end-to-end percentiles (source emission to sink, see framebus.flow.inproc), each the
@@ -530,12 +532,16 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
     items = make_items(params.count)
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    for impl in params.impls:
-        runs: list[float] = []
-        if progress is not None:
-            progress.start(impl)
-        try:
-            for rep in range(1, params.repeat + 1):
+    # round robin: each repeat runs every implementation once, so that the machine's
+    # drift and the first run's warm-up (heap growth) fall on all of them alike
+    runs: dict[str, list[float]] = {impl: [] for impl in params.impls}
+    for rep in range(1, params.repeat + 1):
+        for impl in params.impls:
+            if impl in skipped:
+                continue
+            if progress is not None:
+                progress.start(impl)
+            try:
                 gc.collect()
                 if impl in PROC_RUNNERS:
                     seconds, n = PROC_RUNNERS[impl](params)
@@ -544,15 +550,17 @@ def run(params: Params, progress: XProgress | None = None) -> dict[str, Any]:
                     _check(impl, out, params.count)
                     del out
                     n = params.count
-                runs.append(n / seconds)
+            except Skip as exc:
+                skipped[impl] = str(exc)
                 if progress is not None:
-                    progress.repeat_done(impl, rep, params.repeat, n, runs)
-        except Skip as exc:
-            skipped[impl] = str(exc)
+                    progress.note(impl, f"skipped: {exc}")
+                continue
+            runs[impl].append(n / seconds)
             if progress is not None:
-                progress.note(impl, f"skipped: {exc}")
-            continue
-        results.append({"impl": impl, "runs": runs, "items_per_s": summary(runs)})
+                progress.repeat_done(impl, rep, params.repeat, n, runs[impl])
+    for impl in params.impls:
+        if impl not in skipped:
+            results.append({"impl": impl, "runs": runs[impl], "items_per_s": summary(runs[impl])})
     del items
     by_impl = {r["impl"]: r["items_per_s"]["median"] for r in results}
     ratios = []
