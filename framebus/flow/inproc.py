@@ -38,8 +38,9 @@ frames waiting on the stage's port go first, so a path keeps its order; the stag
 thread holds the same lock while it takes and works through frames. An idle pipe then
 pays no thread hop per stage (a wake-up and a GIL hand-over, 25-70 us at the median
 here and far more at the tail); a loaded stage (its lock held by its thread) or a
-slow one gets its frames on its port as before, and a source batches as before (also
-when its items come faster than 10 us each and its stages ran inline). Only stages of
+slow one gets its frames on its port as before, and a source batches as before (and
+also, when a next stage may run inline, while its items come faster than 10 us each:
+such a pipe never looks loaded). Only stages of
 one worker, without ``async def`` callables or ``rate``, with ``codec="ref"``, are run
 inline. A call that hangs inline is reported under the sender's thread.
 ``handoff="thread"``: every frame goes to the stage's own thread.
