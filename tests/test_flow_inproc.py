@@ -1,5 +1,7 @@
 """framebus.flow's inproc runtime: the sync engine's outputs through every node kind,
 order per path, accumulators, fusion (equivalent, and one thread per fused chain),
+the handoff (an idle cheap stage run in its sender's thread, order kept, a slow one
+left on its own),
 backpressure with a bound from the windows, retries and dead letters (list and topic),
 deadlines, async stages, timeout and Ctrl-C, parallelism and overflow, metrics; after
 every run no thread, fd or bus is left. Exact behaviour only, no timing assertions."""
