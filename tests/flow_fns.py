@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 NOT_CALLABLE = 42
 STORED: list[object] = []
 
@@ -368,3 +370,17 @@ def chain_step(g: object, i: int, kind: str, c: int, pure: bool, par: int) -> ob
             parallelism=par,
         )
     return g.accumulate(f"n{i}", count=c + 1)  # type: ignore[attr-defined]
+
+
+def linear(items: Any, *stages: tuple[str, str, Any, dict[str, Any]], name: str = "g") -> Any:
+    """A graph source "src" -> the stages (kind, name, fn, options) -> sink "out"
+    collecting: (graph, the sink's list)."""
+    from framebus import flow
+
+    out: list[Any] = []
+    g = flow.Graph(name)
+    node = g.source("src", items)
+    for kind, nname, fn, options in stages:
+        node = node >> g.add(nname, kind, fn, **options)
+    node >> g.sink("out", out.append)
+    return g, out

@@ -55,17 +55,7 @@ def run(g: flow.Graph, fuse: bool = True, **kwargs: Any) -> flow.Report:
     return flow.compile(g, fuse=fuse).run(runtime="inproc", **kwargs)
 
 
-def linear(
-    items: Callable[[], Any], *stages: tuple[str, str, Any, dict[str, Any]], name: str = "g"
-) -> tuple[flow.Graph, list[Any]]:
-    """source "src" -> the stages (kind, name, fn, options) -> sink "out" collecting."""
-    out: list[Any] = []
-    g = flow.Graph(name)
-    node = g.source("src", items)
-    for kind, nname, fn, options in stages:
-        node = node >> g.add(nname, kind, fn, **options)
-    node >> g.sink("out", out.append)
-    return g, out
+linear = flow_fns.linear
 
 
 def counts(report: flow.Report) -> dict[str, tuple[int, int]]:

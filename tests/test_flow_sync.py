@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import flow_fns
@@ -23,17 +23,7 @@ def run(g: flow.Graph, **kwargs: Any) -> flow.Report:
     return flow.compile(g).run(runtime="sync", **kwargs)
 
 
-def linear(
-    items: Callable[[], Any], *stages: tuple[str, str, Any, dict[str, Any]], name: str = "g"
-) -> tuple[flow.Graph, list[Any]]:
-    """source "src" -> the stages (kind, name, fn, options) -> sink "out" collecting."""
-    out: list[Any] = []
-    g = flow.Graph(name)
-    node = g.source("src", items)
-    for kind, nname, fn, options in stages:
-        node = node >> g.add(nname, kind, fn, **options)
-    node >> g.sink("out", out.append)
-    return g, out
+linear = flow_fns.linear
 
 
 def test_every_node_kind_exactly() -> None:

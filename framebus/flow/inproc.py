@@ -744,11 +744,7 @@ class _Worker:
             finally:
                 own.release()
             try:
-                wake.tokens.get(timeout=timeout)
-                while True:
-                    wake.tokens.get_nowait()
-            except queue.Empty:
-                pass
+                wake.wait(timeout)
             finally:
                 wake.sleeping = False
 
@@ -990,6 +986,17 @@ class _Wake:
     def poke(self) -> None:
         self.tokens.put(None)
 
+    def wait(self, timeout: float) -> None:
+        """Up to ``timeout`` s for a poke; the pokes already in are taken with it (they
+        are for frames the receive after this takes too)."""
+        tokens = self.tokens
+        try:
+            tokens.get(timeout=timeout)
+            while True:
+                tokens.get_nowait()
+        except queue.Empty:
+            pass
+
 
 def _receive(port: DataPort, wake: _Wake, take: int, timeout: float) -> list[bytes]:
     """Up to ``take`` payloads, waiting up to ``timeout`` for the first (on ``wake``)."""
@@ -1002,13 +1009,7 @@ def _receive(port: DataPort, wake: _Wake, take: int, timeout: float) -> list[byt
         if payloads:
             return payloads
         port._flush()  # the credits of what was consumed go back before waiting
-        tokens = wake.tokens
-        try:
-            tokens.get(timeout=timeout)
-            while True:
-                tokens.get_nowait()  # pokes of frames this receive takes too
-        except queue.Empty:
-            pass
+        wake.wait(timeout)
     finally:
         wake.sleeping = False
     return port.recv_payloads(take, 0)
